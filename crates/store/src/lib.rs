@@ -1,0 +1,147 @@
+//! paymux persistence. One [`Store`] trait, two real backends: SQLite (the
+//! embedded default) and PostgreSQL. Both pass the same conformance suite.
+//!
+//! Rules every backend keeps:
+//! - every status change is a compare-and-set on the expected old status and
+//!   writes its outbox row in the same transaction;
+//! - `(merchant_id, merchant_order_no)` is unique;
+//! - no method holds a transaction open across anything but its own SQL.
+
+pub mod error;
+mod migrate;
+pub mod model;
+pub mod postgres;
+mod row;
+mod shared;
+pub mod sqlite;
+pub mod testing;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use paymux_core::{ChannelKind, PaymentId, PaymentStatus};
+
+pub use error::StoreError;
+pub use model::*;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is (`sqlite` or `postgres`), for logs and benchmarks.
+    fn backend(&self) -> &'static str;
+
+    /// Answers whether the database is reachable (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    // --- merchants and credentials -------------------------------------------------
+
+    /// Inserts a merchant together with its first API app, in one transaction.
+    async fn insert_merchant(&self, merchant: &Merchant, app: &App) -> Result<()>;
+    async fn merchant(&self, id: &str) -> Result<Option<Merchant>>;
+    async fn list_merchants(&self) -> Result<Vec<Merchant>>;
+    async fn app(&self, app_id: &str) -> Result<Option<App>>;
+    /// The merchant's apps, oldest first (the first one signs notifications).
+    async fn merchant_apps(&self, merchant_id: &str) -> Result<Vec<App>>;
+
+    async fn insert_channel_account(&self, account: &ChannelAccount) -> Result<()>;
+    async fn channel_account(&self, id: &str) -> Result<Option<ChannelAccount>>;
+    /// The merchant's newest enabled account for a channel.
+    async fn channel_account_for(
+        &self,
+        merchant_id: &str,
+        channel: ChannelKind,
+    ) -> Result<Option<ChannelAccount>>;
+
+    // --- replay protection -------------------------------------------------------
+
+    /// Records a request nonce. Returns `true` if it was fresh, `false` if the
+    /// same app used it before and that use has not expired yet.
+    async fn use_nonce(
+        &self,
+        app_id: &str,
+        nonce: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Deletes expired nonces; returns how many.
+    async fn purge_nonces(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    // --- payments ----------------------------------------------------------------
+
+    /// Inserts a payment, or returns the one that already holds its
+    /// `(merchant_id, merchant_order_no)`.
+    async fn insert_payment(&self, payment: &Payment) -> Result<Inserted>;
+    async fn payment(&self, id: &PaymentId) -> Result<Option<Payment>>;
+    async fn payment_by_order_no(
+        &self,
+        merchant_id: &str,
+        merchant_order_no: &str,
+    ) -> Result<Option<Payment>>;
+
+    /// Compare-and-set: moves the payment from `from` to `to`, applies `patch`
+    /// and inserts `event` into the outbox, all in one transaction. If the
+    /// payment is no longer in `from`, nothing is written and the current
+    /// payment comes back as [`Transition::Unchanged`].
+    async fn transition(
+        &self,
+        id: &PaymentId,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        patch: &TransitionPatch,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition>;
+
+    // --- outbox ------------------------------------------------------------------
+
+    /// Takes up to `limit` undelivered events that are due, leasing each for
+    /// `lease` so that no other worker takes it meanwhile. A worker that dies
+    /// loses nothing: its lease runs out and another worker takes the event.
+    async fn claim_due_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>>;
+    /// The merchant acknowledged the event on attempt number `attempts`; it is
+    /// never delivered again.
+    async fn mark_event_delivered(&self, id: &str, attempts: i32, now: DateTime<Utc>)
+        -> Result<()>;
+    /// Delivery failed; try again at `next_attempt_at`.
+    async fn mark_event_failed(
+        &self,
+        id: &str,
+        attempts: i32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()>;
+    /// Delivery failed and the retry schedule is exhausted.
+    async fn mark_event_dead(&self, id: &str, attempts: i32, error: &str) -> Result<()>;
+    async fn event(&self, id: &str) -> Result<Option<OutboxEvent>>;
+    async fn events_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<OutboxEvent>>;
+
+    // --- idempotency keys --------------------------------------------------------
+
+    async fn idempotency_record(
+        &self,
+        merchant_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>>;
+    /// Saves the response to a keyed request. Returns `false` if a record for
+    /// the key already existed (the first one stays).
+    async fn save_idempotency_record(&self, record: &IdempotencyRecord) -> Result<bool>;
+}
+
+/// Opens the store named by a URL: `postgres://…` or `sqlite://PATH` / a plain file path.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    }
+}

@@ -1,0 +1,93 @@
+//! Versioned schema migrations, embedded in the binary and applied at open.
+//!
+//! Each backend has its own list; a version is applied at most once, in its
+//! own transaction together with its `schema_migrations` row, so a failed
+//! migration leaves nothing half-done.
+
+use chrono::Utc;
+use sqlx::{PgPool, SqlitePool};
+
+use crate::Result;
+
+struct Migration {
+    version: i64,
+    sql: &'static str,
+}
+
+const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    sql: include_str!("../migrations/sqlite/0001_init.sql"),
+}];
+
+const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
+}];
+
+/// Advisory lock key ("paymux" in ASCII) that serialises migrating nodes.
+const PG_LOCK_KEY: i64 = 0x7061_796d_7578;
+
+pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
+    )
+    .execute(pool)
+    .await?;
+    for m in SQLITE {
+        // BEGIN IMMEDIATE takes the write lock up front, so two processes
+        // opening the same file cannot both decide a version is missing.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let claimed = sqlx::query(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)
+             ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(m.version)
+        .bind(Utc::now().timestamp_micros())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            continue; // already applied; dropping `tx` rolls back
+        }
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, "applied sqlite migration");
+    }
+    Ok(())
+}
+
+pub(crate) async fn postgres(pool: &PgPool) -> Result<()> {
+    for m in POSTGRES {
+        let mut tx = pool.begin().await?;
+        // Held until commit/rollback; it also covers creating the bookkeeping
+        // table, since concurrent CREATE TABLE IF NOT EXISTS can still collide.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PG_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if applied.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(Utc::now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, "applied postgres migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Rows as the rest of paymux sees them.
+
+use chrono::{DateTime, Utc};
+use paymux_core::{ChannelKind, Money, PayMethod, PaymentId, PaymentStatus};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Merchant {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// API credentials of a merchant: `app_id` is public, `secret` keys the HMAC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub app_id: String,
+    pub merchant_id: String,
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A merchant's account at a channel. `config` is channel-specific (for
+/// WeChat: appid, mchid, serial_no, private key, APIv3 key, base_url).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelAccount {
+    pub id: String,
+    pub merchant_id: String,
+    pub channel: ChannelKind,
+    pub config: serde_json::Value,
+    pub sandbox: bool,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub merchant_id: String,
+    pub merchant_order_no: String,
+    pub amount: Money,
+    pub channel: ChannelKind,
+    pub method: PayMethod,
+    pub status: PaymentStatus,
+    pub description: String,
+    /// The merchant's URL for event notifications.
+    pub notify_url: String,
+    /// `{openid, client_ip}` as given by the merchant.
+    pub payer: serde_json::Value,
+    pub metadata: serde_json::Value,
+    /// Hash of the normalised create request; a different request for the
+    /// same `merchant_order_no` is an idempotency conflict.
+    pub request_hash: String,
+    pub channel_account_id: String,
+    pub pay_params: Option<serde_json::Value>,
+    /// The channel's transaction id, once paid.
+    pub channel_trade_no: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+// Returned once per create request; boxing the payment would only make
+// callers' matching clumsier.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    New,
+    Existing(Payment),
+}
+
+/// Fields a transition may set alongside the status. `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransitionPatch {
+    pub pay_params: Option<serde_json::Value>,
+    pub channel_trade_no: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// The compare-and-set won; this is the payment after the change.
+    Applied(Payment),
+    /// The payment was not in the expected status; this is how it is now.
+    Unchanged(Payment),
+}
+
+/// An event for the merchant, written in the same transaction as the change it reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub merchant_id: String,
+    pub payment_id: PaymentId,
+    /// `payment.succeeded`, …
+    pub event_type: String,
+    /// The full notification body sent to the merchant.
+    pub payload: serde_json::Value,
+    pub notify_url: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub merchant_id: String,
+    pub payment_id: PaymentId,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    pub notify_url: String,
+    pub created_at: DateTime<Utc>,
+    /// Delivery attempts made so far.
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The schedule ran out without an acknowledgement.
+    pub dead: bool,
+    pub last_error: Option<String>,
+}
+
+/// The stored answer to a request made with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    pub merchant_id: String,
+    pub key: String,
+    pub request_hash: String,
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}

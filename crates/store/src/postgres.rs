@@ -1,0 +1,467 @@
+//! The PostgreSQL backend, for deployments with several paymux nodes.
+//!
+//! Compare-and-set updates rely on row locks (a concurrent UPDATE of the same
+//! payment waits and then re-checks its WHERE clause), and outbox workers on
+//! `FOR UPDATE SKIP LOCKED`, so any number of nodes can share one database.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use paymux_core::{ChannelKind, PaymentId, PaymentStatus};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+
+use crate::row::{self, get, Cols};
+use crate::shared::{event_updated, lease_end, sort_due};
+use crate::{migrate, model::*, Result, Store, StoreError};
+
+const MAX_CONNECTIONS: u32 = 16;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and migrates the database.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect(url)
+            .await?;
+        migrate::postgres(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl Cols for PgRow {
+    fn text(&self, col: &str) -> Result<String> {
+        get(self, col)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        get(self, col)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        get(self, col)
+    }
+    fn int32(&self, col: &str) -> Result<i32> {
+        get(self, col)
+    }
+    fn flag(&self, col: &str) -> Result<bool> {
+        get(self, col)
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>> {
+        get(self, col)
+    }
+    fn ts(&self, col: &str) -> Result<DateTime<Utc>> {
+        get(self, col)
+    }
+    fn opt_ts(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
+        get(self, col)
+    }
+    fn json(&self, col: &str) -> Result<serde_json::Value> {
+        get(self, col)
+    }
+    fn opt_json(&self, col: &str) -> Result<Option<serde_json::Value>> {
+        get(self, col)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_merchant(&self, merchant: &Merchant, app: &App) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO merchants (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&merchant.id)
+            .bind(&merchant.name)
+            .bind(merchant.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::unique(e, "merchant"))?;
+        sqlx::query(
+            "INSERT INTO apps (app_id, merchant_id, secret, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&app.app_id)
+        .bind(&app.merchant_id)
+        .bind(&app.secret)
+        .bind(app.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::unique(e, "app"))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn merchant(&self, id: &str) -> Result<Option<Merchant>> {
+        let row = sqlx::query("SELECT * FROM merchants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::merchant).transpose()
+    }
+
+    async fn list_merchants(&self) -> Result<Vec<Merchant>> {
+        let rows = sqlx::query("SELECT * FROM merchants ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row::merchant).collect()
+    }
+
+    async fn app(&self, app_id: &str) -> Result<Option<App>> {
+        let row = sqlx::query("SELECT * FROM apps WHERE app_id = $1")
+            .bind(app_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::app).transpose()
+    }
+
+    async fn merchant_apps(&self, merchant_id: &str) -> Result<Vec<App>> {
+        let rows =
+            sqlx::query("SELECT * FROM apps WHERE merchant_id = $1 ORDER BY created_at, app_id")
+                .bind(merchant_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(row::app).collect()
+    }
+
+    async fn insert_channel_account(&self, a: &ChannelAccount) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO channel_accounts
+                (id, merchant_id, channel, config, sandbox, enabled, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&a.id)
+        .bind(&a.merchant_id)
+        .bind(a.channel.as_str())
+        .bind(&a.config)
+        .bind(a.sandbox)
+        .bind(a.enabled)
+        .bind(a.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::unique(e, "channel account"))?;
+        Ok(())
+    }
+
+    async fn channel_account(&self, id: &str) -> Result<Option<ChannelAccount>> {
+        let row = sqlx::query("SELECT * FROM channel_accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::channel_account).transpose()
+    }
+
+    async fn channel_account_for(
+        &self,
+        merchant_id: &str,
+        channel: ChannelKind,
+    ) -> Result<Option<ChannelAccount>> {
+        let row = sqlx::query(
+            "SELECT * FROM channel_accounts
+             WHERE merchant_id = $1 AND channel = $2 AND enabled
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(merchant_id)
+        .bind(channel.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(row::channel_account).transpose()
+    }
+
+    async fn use_nonce(
+        &self,
+        app_id: &str,
+        nonce: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        // A nonce whose earlier use has expired may be used again: the upsert
+        // only overwrites an expired row, and reports a change iff it wrote.
+        let changed = sqlx::query(
+            "INSERT INTO nonces (app_id, nonce, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (app_id, nonce) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE nonces.expires_at <= $4",
+        )
+        .bind(app_id)
+        .bind(nonce)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    async fn purge_nonces(&self, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM nonces WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_payment(&self, p: &Payment) -> Result<Inserted> {
+        // ON CONFLICT waits for a concurrent insert of the same order to
+        // finish, so exactly one of any number of racing inserts wins.
+        let inserted = sqlx::query(
+            "INSERT INTO payments (id, merchant_id, merchant_order_no, amount_minor, currency,
+                channel, method, status, description, notify_url, payer, metadata, request_hash,
+                channel_account_id, pay_params, channel_trade_no, paid_at, expires_at,
+                created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                $17, $18, $19, $20)
+             ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
+        )
+        .bind(p.id.as_str())
+        .bind(&p.merchant_id)
+        .bind(&p.merchant_order_no)
+        .bind(p.amount.minor)
+        .bind(p.amount.currency.as_str())
+        .bind(p.channel.as_str())
+        .bind(p.method.as_str())
+        .bind(p.status.as_str())
+        .bind(&p.description)
+        .bind(&p.notify_url)
+        .bind(&p.payer)
+        .bind(&p.metadata)
+        .bind(&p.request_hash)
+        .bind(&p.channel_account_id)
+        .bind(&p.pay_params)
+        .bind(&p.channel_trade_no)
+        .bind(p.paid_at)
+        .bind(p.expires_at)
+        .bind(p.created_at)
+        .bind(p.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::unique(e, "payment"))?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Inserted::New);
+        }
+        // Payments are never deleted, so the row that won the conflict is there.
+        self.payment_by_order_no(&p.merchant_id, &p.merchant_order_no)
+            .await?
+            .map(Inserted::Existing)
+            .ok_or_else(|| StoreError::NotFound(format!("payment {}", p.merchant_order_no)))
+    }
+
+    async fn payment(&self, id: &PaymentId) -> Result<Option<Payment>> {
+        let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::payment).transpose()
+    }
+
+    async fn payment_by_order_no(
+        &self,
+        merchant_id: &str,
+        merchant_order_no: &str,
+    ) -> Result<Option<Payment>> {
+        let row =
+            sqlx::query("SELECT * FROM payments WHERE merchant_id = $1 AND merchant_order_no = $2")
+                .bind(merchant_id)
+                .bind(merchant_order_no)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(row::payment).transpose()
+    }
+
+    async fn transition(
+        &self,
+        id: &PaymentId,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        patch: &TransitionPatch,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition> {
+        let mut tx = self.pool.begin().await?;
+        // A concurrent transition of the same payment blocks on the row lock
+        // and, once the winner commits, re-checks `status = from` and misses.
+        let after = sqlx::query(
+            "UPDATE payments SET status = $1, updated_at = $2,
+                pay_params = COALESCE($3, pay_params),
+                channel_trade_no = COALESCE($4, channel_trade_no),
+                paid_at = COALESCE($5, paid_at)
+             WHERE id = $6 AND status = $7
+             RETURNING *",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(&patch.pay_params)
+        .bind(&patch.channel_trade_no)
+        .bind(patch.paid_at)
+        .bind(id.as_str())
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(after) = after else {
+            tx.rollback().await?;
+            return match self.payment(id).await? {
+                Some(current) => Ok(Transition::Unchanged(current)),
+                None => Err(StoreError::NotFound(format!("payment {id}"))),
+            };
+        };
+        let after = row::payment(&after)?;
+        if let Some(e) = event {
+            sqlx::query(
+                "INSERT INTO events (id, merchant_id, payment_id, event_type, payload, notify_url,
+                    created_at, attempts, next_attempt_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7)",
+            )
+            .bind(&e.id)
+            .bind(&e.merchant_id)
+            .bind(e.payment_id.as_str())
+            .bind(&e.event_type)
+            .bind(&e.payload)
+            .bind(&e.notify_url)
+            .bind(e.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| StoreError::unique(err, "event"))?;
+        }
+        tx.commit().await?;
+        Ok(Transition::Applied(after))
+    }
+
+    async fn claim_due_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>> {
+        let until = lease_end(now, lease)?;
+        // SKIP LOCKED: rows another node is claiming right now are passed
+        // over, not waited for; rows it already claimed fail the lease check.
+        let rows = sqlx::query(
+            "UPDATE events SET locked_until = $2
+             WHERE id IN (
+                SELECT id FROM events
+                WHERE delivered_at IS NULL AND NOT dead AND next_attempt_at <= $1
+                  AND (locked_until IS NULL OR locked_until <= $1)
+                ORDER BY next_attempt_at, created_at, id
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = rows.iter().map(row::event).collect::<Result<Vec<_>>>()?;
+        sort_due(&mut events);
+        Ok(events)
+    }
+
+    async fn mark_event_delivered(
+        &self,
+        id: &str,
+        attempts: i32,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let sql = "UPDATE events SET delivered_at = COALESCE(delivered_at, $2), attempts = $3, locked_until = NULL
+                   WHERE id = $1";
+        let done = sqlx::query(sql)
+            .bind(id)
+            .bind(now)
+            .bind(attempts)
+            .execute(&self.pool)
+            .await?;
+        event_updated(done.rows_affected(), id)
+    }
+
+    async fn mark_event_failed(
+        &self,
+        id: &str,
+        attempts: i32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE events SET attempts = $2, next_attempt_at = $3, last_error = $4,
+                locked_until = NULL
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        event_updated(done.rows_affected(), id)
+    }
+
+    async fn mark_event_dead(&self, id: &str, attempts: i32, error: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE events SET dead = TRUE, attempts = $2, last_error = $3, locked_until = NULL
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(attempts)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        event_updated(done.rows_affected(), id)
+    }
+
+    async fn event(&self, id: &str) -> Result<Option<OutboxEvent>> {
+        let row = sqlx::query("SELECT * FROM events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::event).transpose()
+    }
+
+    async fn events_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<OutboxEvent>> {
+        let rows =
+            sqlx::query("SELECT * FROM events WHERE payment_id = $1 ORDER BY created_at, id")
+                .bind(payment_id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(row::event).collect()
+    }
+
+    async fn idempotency_record(
+        &self,
+        merchant_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let row = sqlx::query("SELECT * FROM idempotency_keys WHERE merchant_id = $1 AND key = $2")
+            .bind(merchant_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::idempotency_record).transpose()
+    }
+
+    async fn save_idempotency_record(&self, r: &IdempotencyRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO idempotency_keys (merchant_id, key, request_hash, status, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (merchant_id, key) DO NOTHING",
+        )
+        .bind(&r.merchant_id)
+        .bind(&r.key)
+        .bind(&r.request_hash)
+        .bind(i32::from(r.status))
+        .bind(&r.body)
+        .bind(r.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,141 @@
+//! Decoding rows into model types, shared by both backends.
+//!
+//! Each backend stores timestamps, JSON and booleans its own way; [`Cols`]
+//! hides that, so every row type is decoded by one function. Anything that
+//! does not decode is [`StoreError::Corrupt`], never a panic.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use paymux_core::{Currency, Money, PaymentId};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::model::{App, ChannelAccount, IdempotencyRecord, Merchant, OutboxEvent, Payment};
+use crate::{Result, StoreError};
+
+/// Typed column access over one backend's row.
+pub(crate) trait Cols {
+    fn text(&self, col: &str) -> Result<String>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    fn int(&self, col: &str) -> Result<i64>;
+    fn int32(&self, col: &str) -> Result<i32>;
+    fn flag(&self, col: &str) -> Result<bool>;
+    fn bytes(&self, col: &str) -> Result<Vec<u8>>;
+    fn ts(&self, col: &str) -> Result<DateTime<Utc>>;
+    fn opt_ts(&self, col: &str) -> Result<Option<DateTime<Utc>>>;
+    fn json(&self, col: &str) -> Result<serde_json::Value>;
+    fn opt_json(&self, col: &str) -> Result<Option<serde_json::Value>>;
+}
+
+/// `row.try_get`, with a failure reported as corruption of that column.
+pub(crate) fn get<'r, R, T>(row: &'r R, col: &str) -> Result<T>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(col)
+        .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+}
+
+fn parse<T: FromStr>(col: &str, value: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+}
+
+pub(crate) fn merchant(r: &impl Cols) -> Result<Merchant> {
+    Ok(Merchant {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+pub(crate) fn app(r: &impl Cols) -> Result<App> {
+    Ok(App {
+        app_id: r.text("app_id")?,
+        merchant_id: r.text("merchant_id")?,
+        secret: r.text("secret")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+pub(crate) fn channel_account(r: &impl Cols) -> Result<ChannelAccount> {
+    Ok(ChannelAccount {
+        id: r.text("id")?,
+        merchant_id: r.text("merchant_id")?,
+        channel: parse("channel", &r.text("channel")?)?,
+        config: r.json("config")?,
+        sandbox: r.flag("sandbox")?,
+        enabled: r.flag("enabled")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+pub(crate) fn payment(r: &impl Cols) -> Result<Payment> {
+    let currency = r.text("currency")?;
+    let currency = Currency::parse(&currency)
+        .map_err(|e| StoreError::Corrupt(format!("column currency: {e}")))?;
+    let amount = Money::new(r.int("amount_minor")?, currency)
+        .map_err(|e| StoreError::Corrupt(format!("column amount_minor: {e}")))?;
+    Ok(Payment {
+        id: payment_id("id", &r.text("id")?)?,
+        merchant_id: r.text("merchant_id")?,
+        merchant_order_no: r.text("merchant_order_no")?,
+        amount,
+        channel: parse("channel", &r.text("channel")?)?,
+        method: parse("method", &r.text("method")?)?,
+        status: parse("status", &r.text("status")?)?,
+        description: r.text("description")?,
+        notify_url: r.text("notify_url")?,
+        payer: r.json("payer")?,
+        metadata: r.json("metadata")?,
+        request_hash: r.text("request_hash")?,
+        channel_account_id: r.text("channel_account_id")?,
+        pay_params: r.opt_json("pay_params")?,
+        channel_trade_no: r.opt_text("channel_trade_no")?,
+        paid_at: r.opt_ts("paid_at")?,
+        expires_at: r.ts("expires_at")?,
+        created_at: r.ts("created_at")?,
+        updated_at: r.ts("updated_at")?,
+    })
+}
+
+pub(crate) fn event(r: &impl Cols) -> Result<OutboxEvent> {
+    Ok(OutboxEvent {
+        id: r.text("id")?,
+        merchant_id: r.text("merchant_id")?,
+        payment_id: payment_id("payment_id", &r.text("payment_id")?)?,
+        event_type: r.text("event_type")?,
+        payload: r.json("payload")?,
+        notify_url: r.text("notify_url")?,
+        created_at: r.ts("created_at")?,
+        attempts: r.int32("attempts")?,
+        next_attempt_at: r.ts("next_attempt_at")?,
+        delivered_at: r.opt_ts("delivered_at")?,
+        dead: r.flag("dead")?,
+        last_error: r.opt_text("last_error")?,
+    })
+}
+
+pub(crate) fn idempotency_record(r: &impl Cols) -> Result<IdempotencyRecord> {
+    let status = r.int32("status")?;
+    Ok(IdempotencyRecord {
+        merchant_id: r.text("merchant_id")?,
+        key: r.text("key")?,
+        request_hash: r.text("request_hash")?,
+        status: u16::try_from(status).map_err(|_| {
+            StoreError::Corrupt(format!("column status: {status} is no HTTP status"))
+        })?,
+        body: r.bytes("body")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+fn payment_id(col: &str, value: &str) -> Result<PaymentId> {
+    PaymentId::parse(value).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+}

@@ -1,0 +1,28 @@
+//! Small rules both backends apply the same way.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::model::OutboxEvent;
+use crate::{Result, StoreError};
+
+/// When a lease taken at `now` runs out.
+pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {
+    now.checked_add_signed(lease)
+        .ok_or_else(|| StoreError::Invalid(format!("lease {lease} overflows the clock")))
+}
+
+/// An update of an event by id that touched no row means the event does not exist.
+pub(crate) fn event_updated(rows: u64, id: &str) -> Result<()> {
+    if rows == 0 {
+        return Err(StoreError::NotFound(format!("event {id}")));
+    }
+    Ok(())
+}
+
+/// Orders claimed events the way they were selected: `UPDATE … RETURNING`
+/// gives no order, and workers should deliver the most overdue first.
+pub(crate) fn sort_due(events: &mut [OutboxEvent]) {
+    events.sort_by(|a, b| {
+        (a.next_attempt_at, a.created_at, &a.id).cmp(&(b.next_attempt_at, b.created_at, &b.id))
+    });
+}

@@ -1,0 +1,813 @@
+//! The conformance suite: every test runs against every backend that
+//! `testing::backends()` provides (SQLite always, PostgreSQL when reachable).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use paymux_core::{new_id, ChannelKind, Currency, Money, PayMethod, PaymentId, PaymentStatus};
+use paymux_store::testing::{self, TestDb};
+use paymux_store::*;
+use serde_json::json;
+
+/// A timestamp with a non-zero microsecond part, to catch precision loss.
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(1_767_225_600_123_457).unwrap()
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::seconds(n)
+}
+
+async fn merchant(store: &dyn Store) -> Merchant {
+    let m = Merchant {
+        id: new_id("mch"),
+        name: "Tea House 茶馆".into(),
+        created_at: t0(),
+    };
+    let app = App {
+        app_id: new_id("app"),
+        merchant_id: m.id.clone(),
+        secret: "s3cret".into(),
+        created_at: t0(),
+    };
+    store.insert_merchant(&m, &app).await.unwrap();
+    m
+}
+
+async fn account(
+    store: &dyn Store,
+    m: &Merchant,
+    created_at: DateTime<Utc>,
+    enabled: bool,
+) -> ChannelAccount {
+    let a = ChannelAccount {
+        id: new_id("acct"),
+        merchant_id: m.id.clone(),
+        channel: ChannelKind::Wechat,
+        config: json!({"appid": "wx123", "mchid": "1900000001", "nested": {"k": [1, 2.5, null]}}),
+        sandbox: true,
+        enabled,
+        created_at,
+    };
+    store.insert_channel_account(&a).await.unwrap();
+    a
+}
+
+/// A payment with every optional field set.
+fn payment(m: &Merchant, a: &ChannelAccount, order_no: &str) -> Payment {
+    Payment {
+        id: PaymentId::generate(),
+        merchant_id: m.id.clone(),
+        merchant_order_no: order_no.into(),
+        amount: Money::new(12_345, Currency::CNY).unwrap(),
+        channel: ChannelKind::Wechat,
+        method: PayMethod::Jsapi,
+        status: PaymentStatus::Created,
+        description: "两杯奶茶".into(),
+        notify_url: "https://merchant.example/notify".into(),
+        payer: json!({"openid": "o-abc", "client_ip": "10.0.0.1"}),
+        metadata: json!({"table": 7, "tags": ["a", "b"]}),
+        request_hash: "hash-1".into(),
+        channel_account_id: a.id.clone(),
+        pay_params: Some(json!({"prepay_id": "wx201410272009395522657a690389285100"})),
+        channel_trade_no: Some("4200000001".into()),
+        paid_at: Some(t0() + Duration::microseconds(1)),
+        expires_at: t0() + Duration::minutes(30),
+        created_at: t0(),
+        updated_at: t0() + Duration::microseconds(3),
+    }
+}
+
+/// A payment in `created` with no optional fields, inserted.
+async fn fresh_payment(store: &dyn Store, m: &Merchant, a: &ChannelAccount) -> Payment {
+    let p = Payment {
+        pay_params: None,
+        channel_trade_no: None,
+        paid_at: None,
+        ..payment(m, a, &new_id("order"))
+    };
+    assert_eq!(store.insert_payment(&p).await.unwrap(), Inserted::New);
+    p
+}
+
+fn event_for(p: &Payment, created_at: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        id: new_id("evt"),
+        merchant_id: p.merchant_id.clone(),
+        payment_id: p.id.clone(),
+        event_type: "payment.succeeded".into(),
+        payload: json!({"id": p.id.as_str(), "amount": p.amount.minor}),
+        notify_url: p.notify_url.clone(),
+        created_at,
+    }
+}
+
+/// Merchant, account and a `created` payment: the usual starting point.
+async fn setup(store: &dyn Store) -> (Merchant, ChannelAccount, Payment) {
+    let m = merchant(store).await;
+    let a = account(store, &m, t0(), true).await;
+    let p = fresh_payment(store, &m, &a).await;
+    (m, a, p)
+}
+
+/// Puts one event in the outbox (by moving a new payment to `pending`).
+async fn outbox_event(
+    store: &dyn Store,
+    m: &Merchant,
+    a: &ChannelAccount,
+    at: DateTime<Utc>,
+) -> NewEvent {
+    let p = fresh_payment(store, m, a).await;
+    let e = event_for(&p, at);
+    let t = store
+        .transition(
+            &p.id,
+            PaymentStatus::Created,
+            PaymentStatus::Pending,
+            &TransitionPatch::default(),
+            Some(&e),
+            at,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(t, Transition::Applied(_)));
+    e
+}
+
+async fn cleanup(dbs: Vec<TestDb>) {
+    for db in dbs {
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn merchants_and_apps() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        s.ping().await.unwrap();
+        let m = Merchant {
+            id: "mch_1".into(),
+            name: "One".into(),
+            created_at: t0(),
+        };
+        let app = App {
+            app_id: "app_1".into(),
+            merchant_id: m.id.clone(),
+            secret: "k".into(),
+            created_at: t0(),
+        };
+        s.insert_merchant(&m, &app).await.unwrap();
+        assert_eq!(
+            s.merchant("mch_1").await.unwrap(),
+            Some(m.clone()),
+            "{}",
+            db.backend
+        );
+        assert_eq!(s.app("app_1").await.unwrap(), Some(app.clone()));
+        assert_eq!(s.merchant_apps("mch_1").await.unwrap(), vec![app.clone()]);
+        assert!(s.merchant_apps("mch_nope").await.unwrap().is_empty());
+        assert_eq!(s.merchant("mch_nope").await.unwrap(), None);
+        assert_eq!(s.app("app_nope").await.unwrap(), None);
+
+        // Same merchant again: rejected as a duplicate.
+        let app2 = App {
+            app_id: "app_2".into(),
+            ..app.clone()
+        };
+        assert!(matches!(
+            s.insert_merchant(&m, &app2).await,
+            Err(StoreError::Duplicate(_))
+        ));
+        // A new merchant whose app collides: neither row is written.
+        let m2 = Merchant {
+            id: "mch_2".into(),
+            name: "Two".into(),
+            created_at: t0() + secs(1),
+        };
+        let clash = App {
+            merchant_id: m2.id.clone(),
+            ..app.clone()
+        };
+        assert!(matches!(
+            s.insert_merchant(&m2, &clash).await,
+            Err(StoreError::Duplicate(_))
+        ));
+        assert_eq!(s.merchant("mch_2").await.unwrap(), None, "{}", db.backend);
+
+        let app3 = App {
+            app_id: "app_3".into(),
+            merchant_id: m2.id.clone(),
+            ..app.clone()
+        };
+        s.insert_merchant(&m2, &app3).await.unwrap();
+        assert_eq!(s.list_merchants().await.unwrap(), vec![m, m2]);
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn channel_account_for_returns_newest_enabled() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        assert_eq!(
+            s.channel_account_for(&m.id, ChannelKind::Wechat)
+                .await
+                .unwrap(),
+            None
+        );
+        let _old = account(s, &m, t0(), true).await;
+        let newer = account(s, &m, t0() + secs(10), true).await;
+        let _newest_disabled = account(s, &m, t0() + secs(20), false).await;
+        let other = merchant(s).await;
+        let _other_newest = account(s, &other, t0() + secs(30), true).await;
+
+        let got = s
+            .channel_account_for(&m.id, ChannelKind::Wechat)
+            .await
+            .unwrap();
+        assert_eq!(got, Some(newer.clone()), "{}", db.backend);
+        assert_eq!(
+            s.channel_account(&newer.id).await.unwrap(),
+            Some(newer.clone())
+        );
+        assert_eq!(s.channel_account("acct_nope").await.unwrap(), None);
+        assert!(matches!(
+            s.insert_channel_account(&newer).await,
+            Err(StoreError::Duplicate(_))
+        ));
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn payments_round_trip_every_field() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let a = account(s, &m, t0(), true).await;
+        let full = payment(&m, &a, "order-full");
+        let bare = Payment {
+            pay_params: None,
+            channel_trade_no: None,
+            paid_at: None,
+            metadata: json!({}),
+            ..payment(&m, &a, "order-bare")
+        };
+        for p in [&full, &bare] {
+            assert_eq!(s.insert_payment(p).await.unwrap(), Inserted::New);
+            assert_eq!(
+                s.payment(&p.id).await.unwrap().as_ref(),
+                Some(p),
+                "{}",
+                db.backend
+            );
+            let by_no = s
+                .payment_by_order_no(&m.id, &p.merchant_order_no)
+                .await
+                .unwrap();
+            assert_eq!(by_no.as_ref(), Some(p));
+        }
+        assert_eq!(s.payment(&PaymentId::generate()).await.unwrap(), None);
+        assert_eq!(s.payment_by_order_no(&m.id, "nope").await.unwrap(), None);
+
+        // The URL reopens the same database (and migrating it again is a no-op).
+        let reopened = paymux_store::open(&db.url).await.unwrap();
+        assert_eq!(reopened.backend(), db.backend);
+        assert_eq!(
+            reopened.payment(&full.id).await.unwrap(),
+            Some(full.clone())
+        );
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn a_non_positive_amount_is_refused_by_the_schema() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let a = account(s, &m, t0(), true).await;
+        let mut p = payment(&m, &a, "zero");
+        p.amount.minor = 0;
+        assert!(s.insert_payment(&p).await.is_err(), "{}", db.backend);
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn duplicate_order_no_returns_the_existing_payment() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let a = account(s, &m, t0(), true).await;
+        let first = payment(&m, &a, "order-1");
+        assert_eq!(s.insert_payment(&first).await.unwrap(), Inserted::New);
+        let again = Payment {
+            id: PaymentId::generate(),
+            request_hash: "other".into(),
+            ..first.clone()
+        };
+        assert_eq!(
+            s.insert_payment(&again).await.unwrap(),
+            Inserted::Existing(first.clone()),
+            "{}",
+            db.backend
+        );
+        assert_eq!(s.payment(&again.id).await.unwrap(), None);
+
+        // Order numbers are per merchant.
+        let m2 = merchant(s).await;
+        let theirs = Payment {
+            id: PaymentId::generate(),
+            merchant_id: m2.id.clone(),
+            ..first.clone()
+        };
+        assert_eq!(s.insert_payment(&theirs).await.unwrap(), Inserted::New);
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_inserts_create_one_payment() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let a = account(s, &m, t0(), true).await;
+        let template = payment(&m, &a, "order-race");
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let store = Arc::clone(&db.store);
+                let p = Payment {
+                    id: PaymentId::generate(),
+                    ..template.clone()
+                };
+                tokio::spawn(async move { (p.id.clone(), store.insert_payment(&p).await.unwrap()) })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut existing = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (id, Inserted::New) => winners.push(id),
+                (_, Inserted::Existing(p)) => existing.push(p),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{}", db.backend);
+        assert_eq!(existing.len(), 49);
+        assert!(existing.iter().all(|p| p.id == winners[0]));
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn transition_is_a_compare_and_set_with_its_event() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let (_, _, p) = setup(s).await;
+        let now = t0() + secs(5);
+        let patch = TransitionPatch {
+            pay_params: Some(json!({"prepay_id": "wx1"})),
+            ..Default::default()
+        };
+        let e1 = event_for(&p, now);
+        let t = s
+            .transition(
+                &p.id,
+                PaymentStatus::Created,
+                PaymentStatus::Pending,
+                &patch,
+                Some(&e1),
+                now,
+            )
+            .await
+            .unwrap();
+        let Transition::Applied(after) = t else {
+            panic!("{}: expected Applied, got {t:?}", db.backend)
+        };
+        let expected = Payment {
+            status: PaymentStatus::Pending,
+            pay_params: patch.pay_params.clone(),
+            updated_at: now,
+            ..p.clone()
+        };
+        assert_eq!(after, expected);
+        assert_eq!(s.payment(&p.id).await.unwrap(), Some(expected.clone()));
+
+        let events = s.events_for_payment(&p.id).await.unwrap();
+        assert_eq!(events.len(), 1);
+        let ev = &events[0];
+        assert_eq!(
+            (&ev.id, &ev.payload, ev.created_at),
+            (&e1.id, &e1.payload, e1.created_at)
+        );
+        assert_eq!(
+            (ev.attempts, ev.next_attempt_at, ev.delivered_at, ev.dead),
+            (0, now, None, false)
+        );
+        assert_eq!(s.event(&e1.id).await.unwrap().as_ref(), Some(ev));
+
+        // The status moved on: the same transition now changes nothing.
+        let later = now + secs(1);
+        let stale = event_for(&p, later);
+        let t = s
+            .transition(
+                &p.id,
+                PaymentStatus::Created,
+                PaymentStatus::Closed,
+                &patch,
+                Some(&stale),
+                later,
+            )
+            .await
+            .unwrap();
+        assert_eq!(t, Transition::Unchanged(expected.clone()));
+        assert_eq!(s.event(&stale.id).await.unwrap(), None);
+
+        // An empty patch keeps earlier values; a set one overwrites.
+        let paid = TransitionPatch {
+            pay_params: None,
+            channel_trade_no: Some("4200000002".into()),
+            paid_at: Some(later),
+        };
+        let t = s
+            .transition(
+                &p.id,
+                PaymentStatus::Pending,
+                PaymentStatus::Succeeded,
+                &paid,
+                None,
+                later,
+            )
+            .await
+            .unwrap();
+        let Transition::Applied(after) = t else {
+            panic!("expected Applied")
+        };
+        assert_eq!(after.pay_params, patch.pay_params);
+        assert_eq!(after.channel_trade_no.as_deref(), Some("4200000002"));
+        assert_eq!(
+            (after.paid_at, after.status, after.updated_at),
+            (Some(later), PaymentStatus::Succeeded, later)
+        );
+        // No event was asked for, none was written.
+        assert_eq!(s.events_for_payment(&p.id).await.unwrap().len(), 1);
+
+        let missing = s
+            .transition(
+                &PaymentId::generate(),
+                PaymentStatus::Created,
+                PaymentStatus::Pending,
+                &patch,
+                None,
+                now,
+            )
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{missing:?}"
+        );
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn a_failed_event_insert_rolls_the_transition_back() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let (m, a, p) = setup(s).await;
+        let taken = outbox_event(s, &m, &a, t0()).await;
+        // Reusing an event id makes the event insert fail inside the transaction.
+        let clash = NewEvent {
+            id: taken.id.clone(),
+            ..event_for(&p, t0())
+        };
+        let res = s
+            .transition(
+                &p.id,
+                PaymentStatus::Created,
+                PaymentStatus::Pending,
+                &TransitionPatch::default(),
+                Some(&clash),
+                t0(),
+            )
+            .await;
+        assert!(res.is_err(), "{}", db.backend);
+        assert_eq!(s.payment(&p.id).await.unwrap(), Some(p.clone()));
+        assert!(s.events_for_payment(&p.id).await.unwrap().is_empty());
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_transitions_apply_once() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let (_, _, p) = setup(db.store.as_ref()).await;
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = Arc::clone(&db.store);
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let now = t0() + secs(1);
+                    let e = event_for(&p, now);
+                    let patch = TransitionPatch {
+                        channel_trade_no: Some("42".into()),
+                        ..Default::default()
+                    };
+                    store
+                        .transition(
+                            &p.id,
+                            PaymentStatus::Created,
+                            PaymentStatus::Succeeded,
+                            &patch,
+                            Some(&e),
+                            now,
+                        )
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut applied = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Transition::Applied(_) => applied += 1,
+                Transition::Unchanged(cur) => assert_eq!(cur.status, PaymentStatus::Succeeded),
+            }
+        }
+        assert_eq!(applied, 1, "{}", db.backend);
+        assert_eq!(
+            db.store.events_for_payment(&p.id).await.unwrap().len(),
+            1,
+            "{}",
+            db.backend
+        );
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn nonces_are_single_use_until_they_expire() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let now = t0();
+        let exp = now + secs(300);
+        assert!(
+            s.use_nonce("app_a", "n1", now, exp).await.unwrap(),
+            "{}",
+            db.backend
+        );
+        assert!(!s
+            .use_nonce("app_a", "n1", now + secs(1), exp + secs(1))
+            .await
+            .unwrap());
+        assert!(
+            s.use_nonce("app_b", "n1", now, exp).await.unwrap(),
+            "nonces are per app"
+        );
+        assert!(s
+            .use_nonce("app_a", "n2", now, now + secs(10))
+            .await
+            .unwrap());
+        // Just before expiry it is still taken; at expiry it is free again.
+        assert!(!s
+            .use_nonce(
+                "app_a",
+                "n1",
+                exp - Duration::microseconds(1),
+                exp + secs(300)
+            )
+            .await
+            .unwrap());
+        assert!(s
+            .use_nonce("app_a", "n1", exp, exp + secs(300))
+            .await
+            .unwrap());
+        assert!(!s
+            .use_nonce("app_a", "n1", exp + secs(1), exp + secs(400))
+            .await
+            .unwrap());
+
+        // At `exp`: n2 (expired at now+10s) and app_b's n1 (expired at exp) go.
+        assert_eq!(s.purge_nonces(exp).await.unwrap(), 2);
+        assert_eq!(s.purge_nonces(exp).await.unwrap(), 0);
+        assert!(!s
+            .use_nonce("app_a", "n1", exp + secs(2), exp + secs(400))
+            .await
+            .unwrap());
+        assert!(s
+            .use_nonce("app_a", "n2", exp + secs(2), exp + secs(400))
+            .await
+            .unwrap());
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn outbox_claims_lease_retry_deliver_and_bury() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let a = account(s, &m, t0(), true).await;
+        let e1 = outbox_event(s, &m, &a, t0()).await;
+        let e2 = outbox_event(s, &m, &a, t0() + secs(1)).await;
+        let e3 = outbox_event(s, &m, &a, t0() + secs(2)).await;
+        let lease = secs(30);
+        let ids = |evs: &[OutboxEvent]| evs.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+
+        // Not due yet.
+        assert!(s
+            .claim_due_events(t0() - secs(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // Oldest first, up to the limit.
+        let now = t0() + secs(5);
+        let got = s.claim_due_events(now, lease, 2).await.unwrap();
+        assert_eq!(
+            ids(&got),
+            vec![e1.id.clone(), e2.id.clone()],
+            "{}",
+            db.backend
+        );
+        assert_eq!(got[0].payload, e1.payload);
+        // Leased events are not handed out again while the lease runs.
+        assert_eq!(
+            ids(&s.claim_due_events(now, lease, 10).await.unwrap()),
+            vec![e3.id.clone()]
+        );
+        assert!(s
+            .claim_due_events(now + secs(29), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // e1 delivered, e2 failed (retry in a minute), e3 left to its lease.
+        s.mark_event_delivered(&e1.id, 1, now + secs(1))
+            .await
+            .unwrap();
+        s.mark_event_failed(&e2.id, 1, now + secs(60), "HTTP 500")
+            .await
+            .unwrap();
+        let d = s.event(&e1.id).await.unwrap().unwrap();
+        assert_eq!((d.delivered_at, d.attempts), (Some(now + secs(1)), 1));
+        let f = s.event(&e2.id).await.unwrap().unwrap();
+        assert_eq!(
+            (f.attempts, f.next_attempt_at, f.last_error.as_deref()),
+            (1, now + secs(60), Some("HTTP 500"))
+        );
+
+        // e3's lease ran out: claimable again (now for two minutes); e2 not due; e1 never again.
+        let after_lease = now + lease;
+        assert_eq!(
+            ids(&s
+                .claim_due_events(after_lease, secs(120), 10)
+                .await
+                .unwrap()),
+            vec![e3.id.clone()]
+        );
+        let retry_at = now + secs(60);
+        assert_eq!(
+            ids(&s.claim_due_events(retry_at, lease, 10).await.unwrap()),
+            vec![e2.id.clone()]
+        );
+
+        // e2 gives up for good: never claimed again.
+        s.mark_event_dead(&e2.id, 8, "gave up").await.unwrap();
+        let dead = s.event(&e2.id).await.unwrap().unwrap();
+        assert_eq!(
+            (dead.dead, dead.attempts, dead.last_error.as_deref()),
+            (true, 8, Some("gave up"))
+        );
+        let far = t0() + Duration::days(30);
+        assert_eq!(
+            ids(&s.claim_due_events(far, lease, 10).await.unwrap()),
+            vec![e3.id.clone()]
+        );
+        s.mark_event_delivered(&e3.id, 2, far).await.unwrap();
+        assert!(s
+            .claim_due_events(far + Duration::days(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        assert!(matches!(
+            s.mark_event_delivered("evt_nope", 1, now).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.mark_event_failed("evt_nope", 1, now, "x").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.mark_event_dead("evt_nope", 1, "x").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(s.event("evt_nope").await.unwrap(), None);
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claimers_never_share_an_event() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let a = account(s, &m, t0(), true).await;
+        let mut all = HashSet::new();
+        for i in 0..40 {
+            all.insert(
+                outbox_event(s, &m, &a, t0() + Duration::milliseconds(i))
+                    .await
+                    .id,
+            );
+        }
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let store = Arc::clone(&db.store);
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = store
+                            .claim_due_events(t0() + secs(10), secs(60), 3)
+                            .await
+                            .unwrap();
+                        if got.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(got.into_iter().map(|e| e.id));
+                    }
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for w in workers {
+            claimed.extend(w.await.unwrap());
+        }
+        let unique: HashSet<_> = claimed.iter().cloned().collect();
+        assert_eq!(
+            claimed.len(),
+            unique.len(),
+            "{}: an event was claimed twice",
+            db.backend
+        );
+        assert_eq!(unique, all);
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn idempotency_records_keep_the_first_answer() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let r = IdempotencyRecord {
+            merchant_id: "mch_1".into(),
+            key: "key-1".into(),
+            request_hash: "h1".into(),
+            status: 201,
+            body: b"{\"id\":\"pay_1\"}\x00\xff".to_vec(),
+            created_at: t0(),
+        };
+        assert_eq!(s.idempotency_record("mch_1", "key-1").await.unwrap(), None);
+        assert!(
+            s.save_idempotency_record(&r).await.unwrap(),
+            "{}",
+            db.backend
+        );
+        let second = IdempotencyRecord {
+            status: 500,
+            body: b"other".to_vec(),
+            ..r.clone()
+        };
+        assert!(!s.save_idempotency_record(&second).await.unwrap());
+        assert_eq!(
+            s.idempotency_record("mch_1", "key-1").await.unwrap(),
+            Some(r.clone())
+        );
+        // Keys are per merchant.
+        let other = IdempotencyRecord {
+            merchant_id: "mch_2".into(),
+            ..r.clone()
+        };
+        assert!(s.save_idempotency_record(&other).await.unwrap());
+        assert_eq!(
+            s.idempotency_record("mch_2", "key-1").await.unwrap(),
+            Some(other)
+        );
+    }
+    cleanup(dbs).await;
+}
