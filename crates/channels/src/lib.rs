@@ -1,0 +1,118 @@
+//! paymux payment channels. Each channel is a folder with its own wire types,
+//! signing and callback handling; the rest of paymux sees only [`Channel`].
+//! Channels never touch the store: the server orchestrates.
+
+pub mod error;
+pub mod keys;
+pub mod wechat;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use paymux_core::{Money, PayMethod};
+use serde::{Deserialize, Serialize};
+
+pub use error::ChannelError;
+
+/// What paymux asks a channel to prepare for payment.
+#[derive(Debug, Clone)]
+pub struct PrepayRequest {
+    /// Our payment id; the channel's `out_trade_no`, so a retried call can never charge twice.
+    pub out_trade_no: String,
+    pub description: String,
+    pub amount: Money,
+    pub method: PayMethod,
+    /// Where the channel posts its asynchronous result (paymux's own callback URL).
+    pub notify_url: String,
+    pub expires_at: DateTime<Utc>,
+    pub payer_openid: Option<String>,
+    pub payer_client_ip: Option<String>,
+}
+
+/// The channel's answer to a prepay: what the payer's client needs to pay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Method-specific parameters handed to the merchant verbatim
+    /// (for WeChat mini-programs: exactly what `wx.requestPayment` takes).
+    pub pay_params: serde_json::Value,
+    /// The channel's handle for the prepared order (WeChat's prepay_id), if any.
+    pub channel_ref: Option<String>,
+}
+
+/// A trade's state as the channel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TradeState {
+    /// Created, not paid yet (WeChat NOTPAY, USERPAYING).
+    NotPaid,
+    /// Paid (WeChat SUCCESS, and REFUND: it was paid before being refunded).
+    Paid,
+    /// Closed or revoked without payment.
+    Closed,
+    /// Payment failed for good (WeChat PAYERROR).
+    Failed,
+}
+
+/// A trade as reported by a query or a callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelTrade {
+    pub out_trade_no: String,
+    pub state: TradeState,
+    /// The channel's own transaction id, once paid.
+    pub transaction_id: Option<String>,
+    /// The amount the channel says was ordered / paid.
+    pub amount: Option<Money>,
+    pub paid_at: Option<DateTime<Utc>>,
+    /// The merchant account the channel says the trade belongs to (WeChat mchid).
+    pub merchant_account: Option<String>,
+    /// The app the trade belongs to (WeChat appid).
+    pub app_id: Option<String>,
+}
+
+/// A verified, decrypted callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// The channel's id for this notification (duplicates repeat it).
+    pub event_id: String,
+    pub event_type: String,
+    pub trade: ChannelTrade,
+}
+
+/// What paymux answers the channel after handling a callback, in the channel's own format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// An incoming callback exactly as received: headers and the raw body bytes
+/// (signatures are over the bytes as sent, never over re-serialised JSON).
+#[derive(Debug, Clone)]
+pub struct Callback<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub body: &'a [u8],
+}
+
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// Prepares an order at the channel. Safe to retry with the same request.
+    async fn prepay(&self, req: &PrepayRequest) -> Result<Prepared, ChannelError>;
+
+    /// Asks the channel for the trade's current state.
+    async fn query(&self, out_trade_no: &str) -> Result<ChannelTrade, ChannelError>;
+
+    /// Closes the order at the channel so it can no longer be paid. Closing an
+    /// order that is already closed is a success.
+    async fn close(&self, out_trade_no: &str) -> Result<(), ChannelError>;
+
+    /// Verifies and decodes a payment callback. Must reject a bad signature,
+    /// a stale timestamp or a tampered body without side effects.
+    async fn parse_callback(
+        &self,
+        callback: Callback<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Notification, ChannelError>;
+
+    /// The reply the channel expects after a callback was handled (`ok`) or must be retried.
+    fn callback_reply(&self, ok: bool) -> CallbackReply;
+}

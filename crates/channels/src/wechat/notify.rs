@@ -1,0 +1,54 @@
+//! Payment callbacks: verify, then decrypt, then parse. Nothing is trusted
+//! before the signature over the raw body bytes has verified.
+
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+
+use super::client::SignatureHeaders;
+use super::sign;
+use super::types::{NotifyBody, Transaction, AEAD_AES_256_GCM};
+use super::{to_channel_trade, WechatPay};
+use crate::{ChannelError, Notification};
+
+impl WechatPay {
+    pub(super) async fn parse_notification(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Notification, ChannelError> {
+        let sig = SignatureHeaders::from_headers(headers)?;
+        sig.check_fresh(now)?;
+        let key = self.verifying_key(&sig.serial, now).await?;
+        sig.verify(&key, body)?;
+        let notify: NotifyBody = serde_json::from_slice(body)
+            .map_err(|e| ChannelError::Protocol(format!("callback body: {e}")))?;
+        let res = &notify.resource;
+        if res.algorithm != AEAD_AES_256_GCM {
+            return Err(ChannelError::Protocol(format!(
+                "callback resource encrypted with {}",
+                res.algorithm
+            )));
+        }
+        let plain = sign::decrypt_resource(
+            &self.apiv3_key,
+            &res.nonce,
+            res.associated_data.as_deref().unwrap_or(""),
+            &res.ciphertext,
+        )?;
+        if let Some(t) = &res.original_type {
+            if t != "transaction" {
+                return Err(ChannelError::Protocol(format!(
+                    "callback carries a {t}, not a transaction"
+                )));
+            }
+        }
+        let t: Transaction = serde_json::from_slice(&plain)
+            .map_err(|e| ChannelError::Protocol(format!("callback transaction: {e}")))?;
+        Ok(Notification {
+            event_id: notify.id,
+            event_type: notify.event_type,
+            trade: to_channel_trade(&t)?,
+        })
+    }
+}

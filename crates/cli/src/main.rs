@@ -1,0 +1,149 @@
+//! `paymux`: the one binary. `serve` runs the gateway, `merchant` manages
+//! merchants, `demo` shows a payment end to end, `bench` measures.
+
+mod bench;
+mod demo;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "paymux",
+    version,
+    about = "A self-hosted payment gateway for WeChat Pay, Alipay and UnionPay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(serve::ServeArgs),
+    /// Manage merchants.
+    Merchant {
+        #[command(subcommand)]
+        command: MerchantCommand,
+    },
+    /// Start a sandbox and walk one mini-program payment end to end.
+    Demo(demo::DemoArgs),
+    /// Measure payment creation and callback throughput against the in-process simulator.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum MerchantCommand {
+    /// Create a merchant and its API credentials (the secret is shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Print {"merchant_id", "app_id", "app_secret"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where paymux keeps its data: an embedded SQLite file by default, or PostgreSQL.
+#[derive(Args, Clone, Debug)]
+pub struct DbArgs {
+    /// Directory of the embedded SQLite database.
+    #[arg(long, default_value = "./paymux-data", conflicts_with = "database_url")]
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL (postgres://…); overrides --data-dir.
+    #[arg(long, env = "PAYMUX_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl DbArgs {
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => self.data_dir.join("paymux.db").display().to_string(),
+        }
+    }
+
+    pub async fn open(&self) -> Result<Arc<dyn paymux_store::Store>, String> {
+        let url = self.url();
+        paymux_store::open(&url)
+            .await
+            .map_err(|e| format!("cannot open the database at {}: {e}", redact(&url)))
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAYMUX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            serve::run(args).await
+        }
+        Command::Merchant {
+            command: MerchantCommand::Create { name, db, json },
+        } => create_merchant(&name, &db, json).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("paymux: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn create_merchant(name: &str, db: &DbArgs, json: bool) -> Result<(), String> {
+    let store = db.open().await?;
+    let (merchant, app) =
+        paymux_server::merchants::create_merchant(&*store, &paymux_core::SystemClock, name)
+            .await
+            .map_err(|e| e.to_string())?;
+    if json {
+        let out = serde_json::json!({
+            "merchant_id": merchant.id,
+            "app_id": app.app_id,
+            "app_secret": app.secret,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "merchant_id: {}\napp_id:      {}\napp_secret:  {}",
+            merchant.id, app.app_id, app.secret
+        );
+        println!("Keep the secret: it is shown only once.");
+    }
+    Ok(())
+}

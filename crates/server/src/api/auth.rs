@@ -1,0 +1,167 @@
+//! Authenticates every merchant request (HMAC, timestamp window, nonce) and
+//! signs every response with the same app secret.
+//!
+//! Checks run cheapest-first and write nothing until the signature is known
+//! good: a forged or stale request never touches the database.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use paymux_store::App;
+
+use super::ApiError;
+use crate::signing::{self, HEADER_APP_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use crate::AppState;
+
+/// The authenticated caller, available to handlers as an extension.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub app_id: String,
+    pub merchant_id: String,
+}
+
+const NONCE_LEN: std::ops::RangeInclusive<usize> = 8..=64;
+
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let app = match lookup_app(&state, &parts.headers).await {
+        Ok(app) => app,
+        Err(e) => return e.into_response(),
+    };
+    let body = match to_bytes(body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("request body exceeds {} bytes", state.config.max_body_bytes),
+            );
+            return sign(&state, &app.secret, e.into_response()).await;
+        }
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if let Err(e) = check(
+        &state,
+        &app,
+        parts.method.as_str(),
+        path_and_query,
+        &parts.headers,
+        &body,
+    )
+    .await
+    {
+        return sign(&state, &app.secret, e.into_response()).await;
+    }
+    parts.extensions.insert(Caller {
+        app_id: app.app_id.clone(),
+        merchant_id: app.merchant_id.clone(),
+    });
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    sign(&state, &app.secret, response).await
+}
+
+async fn lookup_app(state: &AppState, headers: &HeaderMap) -> Result<App, ApiError> {
+    let app_id = header(headers, HEADER_APP_ID)
+        .ok_or_else(|| ApiError::unauthorized("UNKNOWN_APP", "missing Paymux-App-Id header"))?;
+    match state.store.app(app_id).await {
+        Ok(Some(app)) => Ok(app),
+        Ok(None) => Err(ApiError::unauthorized("UNKNOWN_APP", "unknown app id")),
+        Err(e) => Err(crate::error::FlowError::from(e).into()),
+    }
+}
+
+async fn check(
+    state: &AppState,
+    app: &App,
+    method: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let bad_sig = |m: &str| ApiError::unauthorized("INVALID_SIGNATURE", m.to_string());
+    let timestamp = header(headers, HEADER_TIMESTAMP)
+        .ok_or_else(|| bad_sig("missing Paymux-Timestamp header"))?;
+    let nonce =
+        header(headers, HEADER_NONCE).ok_or_else(|| bad_sig("missing Paymux-Nonce header"))?;
+    let signature = header(headers, HEADER_SIGNATURE)
+        .ok_or_else(|| bad_sig("missing Paymux-Signature header"))?;
+    if !NONCE_LEN.contains(&nonce.len()) || !nonce.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad_sig(
+            "Paymux-Nonce must be 8-64 printable ASCII characters",
+        ));
+    }
+    // A GET carries no body, whatever the client sent.
+    let body = if method == "GET" { &[][..] } else { body };
+    if !signing::verify_request(
+        &app.secret,
+        method,
+        path_and_query,
+        timestamp,
+        nonce,
+        body,
+        signature,
+    ) {
+        return Err(bad_sig("signature does not match the request"));
+    }
+    let window = state.config.timestamp_window_secs;
+    let now = state.clock.now();
+    let ts: i64 = timestamp.parse().map_err(|_| {
+        ApiError::unauthorized("TIMESTAMP_EXPIRED", "Paymux-Timestamp is not unix seconds")
+    })?;
+    if (now.timestamp() - ts).abs() > window {
+        return Err(ApiError::unauthorized(
+            "TIMESTAMP_EXPIRED",
+            format!("Paymux-Timestamp is more than {window}s away from the server clock"),
+        ));
+    }
+    // The nonce must be remembered as long as a request carrying this timestamp
+    // could still be accepted.
+    let expires_at = chrono::DateTime::from_timestamp(ts + window + 1, 0).unwrap_or(now);
+    let fresh = state
+        .store
+        .use_nonce(&app.app_id, nonce, now, expires_at.max(now))
+        .await
+        .map_err(crate::error::FlowError::from)?;
+    if !fresh {
+        return Err(ApiError::unauthorized(
+            "NONCE_REPLAYED",
+            "this nonce was already used",
+        ));
+    }
+    Ok(())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// Adds the response-signature headers over the exact body bytes sent.
+pub async fn sign(state: &AppState, secret: &str, response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(body) = to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let timestamp = state.clock.now().timestamp().to_string();
+    let nonce = signing::new_nonce();
+    let signature = signing::sign_response(secret, &timestamp, &nonce, &body);
+    for (name, value) in [
+        (HEADER_TIMESTAMP, timestamp),
+        (HEADER_NONCE, nonce),
+        (HEADER_SIGNATURE, signature),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            parts.headers.insert(name, v);
+        }
+    }
+    Response::from_parts(parts, Body::from(body))
+}

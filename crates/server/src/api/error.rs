@@ -1,0 +1,76 @@
+//! The merchant API's error body: `{"error": {"code": "STABLE_CODE", "message": "..."}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::error::FlowError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such payment")
+    }
+
+    pub fn idempotency_conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "IDEMPOTENCY_CONFLICT", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<FlowError> for ApiError {
+    fn from(e: FlowError) -> Self {
+        let (status, code) = match &e {
+            FlowError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            FlowError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            FlowError::Conflict(_) => (StatusCode::CONFLICT, "IDEMPOTENCY_CONFLICT"),
+            FlowError::InvalidState(_) => (StatusCode::CONFLICT, "INVALID_STATE"),
+            FlowError::ChannelNotConfigured(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "CHANNEL_NOT_CONFIGURED")
+            }
+            FlowError::ChannelRejected(_) => (StatusCode::BAD_GATEWAY, "CHANNEL_REJECTED"),
+            FlowError::ChannelUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "CHANNEL_UNAVAILABLE")
+            }
+            FlowError::Internal(inner) => {
+                // Details go to the log, not to the merchant.
+                tracing::error!(error = %inner, "internal error");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "internal error; the request may be retried",
+                );
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

@@ -1,0 +1,24 @@
+//! The merchant API: `/v1/...`, authenticated and signed both ways.
+
+pub mod auth;
+pub mod error;
+pub mod idempotency;
+pub mod payments;
+pub mod validate;
+pub mod view;
+
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::AppState;
+
+pub use error::ApiError;
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/payments", post(payments::create).get(payments::find))
+        .route("/v1/payments/{id}", get(payments::get))
+        .route("/v1/payments/{id}/close", post(payments::close))
+        .layer(middleware::from_fn_with_state(state, auth::authenticate))
+}

@@ -1,0 +1,117 @@
+//! `/v1/payments` handlers.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use paymux_core::PaymentId;
+use paymux_store::Payment;
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::validate::CreatePayment;
+use super::{idempotency, view, ApiError};
+use crate::error::FlowError;
+use crate::{flow, AppState};
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key = match idempotency::key(&headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    idempotency::once(
+        &state,
+        &caller.merchant_id,
+        key,
+        "POST /v1/payments",
+        &body,
+        async {
+            let req = match CreatePayment::parse(&body) {
+                Ok(r) => r,
+                Err(e) => return e.into_response(),
+            };
+            match flow::create(&state, &caller.merchant_id, req).await {
+                Ok((payment, true)) => {
+                    (StatusCode::CREATED, Json(view::payment(&payment))).into_response()
+                }
+                Ok((payment, false)) => {
+                    (StatusCode::OK, Json(view::payment(&payment))).into_response()
+                }
+                Err(e) => ApiError::from(e).into_response(),
+            }
+        },
+    )
+    .await
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let payment = owned_payment(&state, &caller, &id).await?;
+    Ok(Json(view::payment(&payment)))
+}
+
+#[derive(Deserialize)]
+pub struct FindQuery {
+    merchant_order_no: Option<String>,
+}
+
+pub async fn find(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<FindQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let order_no = q
+        .merchant_order_no
+        .ok_or_else(|| ApiError::invalid("merchant_order_no: required query parameter"))?;
+    let payment = state
+        .store
+        .payment_by_order_no(&caller.merchant_id, &order_no)
+        .await
+        .map_err(FlowError::from)?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(view::payment(&payment)))
+}
+
+pub async fn close(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key = match idempotency::key(&headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let path = format!("POST /v1/payments/{id}/close");
+    idempotency::once(&state, &caller.merchant_id, key, &path, &body, async {
+        let result = async {
+            let payment = owned_payment(&state, &caller, &id).await?;
+            Ok::<_, ApiError>(flow::close(&state, payment).await?)
+        };
+        match result.await {
+            Ok(payment) => Json(view::payment(&payment)).into_response(),
+            Err(e) => e.into_response(),
+        }
+    })
+    .await
+}
+
+/// The payment, if it exists and belongs to the caller (others' payments are
+/// indistinguishable from missing ones).
+async fn owned_payment(state: &AppState, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
+    let id = PaymentId::parse(id).map_err(|_| ApiError::not_found())?;
+    match state.store.payment(&id).await.map_err(FlowError::from)? {
+        Some(p) if p.merchant_id == caller.merchant_id => Ok(p),
+        _ => Err(ApiError::not_found()),
+    }
+}

@@ -1,0 +1,325 @@
+//! Turns a create-payment body into a checked request. Every message names
+//! the field at fault; nothing is written before this passes.
+
+use std::net::IpAddr;
+
+use paymux_core::{ChannelKind, Currency, Money, PayMethod};
+use serde_json::{Map, Value};
+
+use super::ApiError;
+
+/// Limits written down once (WeChat's own limits where they are tighter).
+pub const MAX_ORDER_NO: usize = 64;
+pub const MAX_DESCRIPTION: usize = 127;
+pub const MAX_URL: usize = 256;
+pub const MAX_OPENID: usize = 128;
+pub const MAX_METADATA_BYTES: usize = 4096;
+pub const MIN_EXPIRY_SECS: i64 = 60;
+pub const MAX_EXPIRY_SECS: i64 = 7 * 24 * 3600;
+/// WeChat's `amount.total` is a 32-bit integer of fen.
+pub const MAX_WECHAT_AMOUNT: i64 = i32::MAX as i64;
+
+const FIELDS: [&str; 10] = [
+    "merchant_order_no",
+    "amount",
+    "currency",
+    "channel",
+    "method",
+    "description",
+    "notify_url",
+    "expires_in_seconds",
+    "payer",
+    "metadata",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatePayment {
+    pub merchant_order_no: String,
+    pub amount: Money,
+    pub channel: ChannelKind,
+    pub method: PayMethod,
+    pub description: String,
+    pub notify_url: String,
+    pub expires_in_seconds: Option<i64>,
+    pub payer_openid: Option<String>,
+    pub payer_client_ip: Option<String>,
+    pub metadata: Value,
+}
+
+impl CreatePayment {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid(format!("body is not valid JSON: {e}")))?;
+        let Value::Object(obj) = value else {
+            return Err(ApiError::invalid("body must be a JSON object"));
+        };
+        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(ApiError::invalid(format!("{unknown}: unknown field")));
+        }
+        let merchant_order_no = text(&obj, "merchant_order_no", 1, MAX_ORDER_NO)?;
+        let currency = match obj.get("currency") {
+            None | Some(Value::Null) => Currency::CNY,
+            Some(Value::String(s)) => Currency::parse(s)
+                .map_err(|_| ApiError::invalid("currency: must be an ISO-4217 code such as CNY"))?,
+            Some(_) => return Err(ApiError::invalid("currency: must be a string")),
+        };
+        let minor = obj
+            .get("amount")
+            .ok_or_else(|| ApiError::invalid("amount: required"))?
+            .as_i64()
+            .ok_or_else(|| ApiError::invalid("amount: must be an integer in minor units"))?;
+        let amount = Money::new(minor, currency)
+            .map_err(|_| ApiError::invalid("amount: must be greater than 0"))?;
+        let channel: ChannelKind = text(&obj, "channel", 1, 16)?
+            .parse()
+            .map_err(|_| ApiError::invalid("channel: must be one of: wechat"))?;
+        let method: PayMethod = text(&obj, "method", 1, 16)?.parse().map_err(|_| {
+            ApiError::invalid("method: must be one of: mini_program, jsapi, native, h5, app")
+        })?;
+        let description = text(&obj, "description", 1, MAX_DESCRIPTION)?;
+        let notify_url = text(&obj, "notify_url", 1, MAX_URL)?;
+        if !(notify_url.starts_with("https://") || notify_url.starts_with("http://"))
+            || notify_url.contains(char::is_whitespace)
+        {
+            return Err(ApiError::invalid("notify_url: must be an http(s) URL"));
+        }
+        let expires_in_seconds = match obj.get("expires_in_seconds") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_i64() {
+                Some(s) if (MIN_EXPIRY_SECS..=MAX_EXPIRY_SECS).contains(&s) => Some(s),
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "expires_in_seconds: must be an integer from {MIN_EXPIRY_SECS} to {MAX_EXPIRY_SECS}"
+                    )))
+                }
+            },
+        };
+        let (payer_openid, payer_client_ip) = payer(obj.get("payer"))?;
+        let metadata = match obj.get("metadata") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => return Err(ApiError::invalid("metadata: must be a JSON object")),
+        };
+        if metadata.to_string().len() > MAX_METADATA_BYTES {
+            return Err(ApiError::invalid(format!(
+                "metadata: larger than {MAX_METADATA_BYTES} bytes"
+            )));
+        }
+
+        // What the channel itself accepts.
+        match channel {
+            ChannelKind::Wechat => {
+                if currency != Currency::CNY {
+                    return Err(ApiError::invalid("currency: wechat accepts only CNY"));
+                }
+                if minor > MAX_WECHAT_AMOUNT {
+                    return Err(ApiError::invalid(format!(
+                        "amount: wechat accepts at most {MAX_WECHAT_AMOUNT}"
+                    )));
+                }
+            }
+        }
+        if method.needs_openid() && payer_openid.is_none() {
+            return Err(ApiError::invalid(format!(
+                "payer.openid: required for method {method}"
+            )));
+        }
+        if method == PayMethod::H5 && payer_client_ip.is_none() {
+            return Err(ApiError::invalid("payer.client_ip: required for method h5"));
+        }
+        Ok(CreatePayment {
+            merchant_order_no,
+            amount,
+            channel,
+            method,
+            description,
+            notify_url,
+            expires_in_seconds,
+            payer_openid,
+            payer_client_ip,
+            metadata,
+        })
+    }
+
+    /// The payer as stored and shown: only the fields given.
+    pub fn payer_json(&self) -> Value {
+        let mut m = Map::new();
+        if let Some(o) = &self.payer_openid {
+            m.insert("openid".into(), o.clone().into());
+        }
+        if let Some(ip) = &self.payer_client_ip {
+            m.insert("client_ip".into(), ip.clone().into());
+        }
+        Value::Object(m)
+    }
+
+    /// A canonical form of the request: the same request always hashes the
+    /// same, whatever its key order or whitespace.
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::json!({
+            "merchant_order_no": self.merchant_order_no,
+            "amount": self.amount.minor,
+            "currency": self.amount.currency.as_str(),
+            "channel": self.channel.as_str(),
+            "method": self.method.as_str(),
+            "description": self.description,
+            "notify_url": self.notify_url,
+            "expires_in_seconds": self.expires_in_seconds,
+            "payer": self.payer_json(),
+            "metadata": self.metadata,
+        });
+        sha256_hex(canonical.to_string().as_bytes())
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
+}
+
+fn text(obj: &Map<String, Value>, field: &str, min: usize, max: usize) -> Result<String, ApiError> {
+    let s = obj
+        .get(field)
+        .ok_or_else(|| ApiError::invalid(format!("{field}: required")))?
+        .as_str()
+        .ok_or_else(|| ApiError::invalid(format!("{field}: must be a string")))?;
+    let len = s.chars().count();
+    if len < min || len > max {
+        return Err(ApiError::invalid(format!(
+            "{field}: must be {min}-{max} characters"
+        )));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{field}: must not contain control characters"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+fn payer(v: Option<&Value>) -> Result<(Option<String>, Option<String>), ApiError> {
+    let obj = match v {
+        None | Some(Value::Null) => return Ok((None, None)),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(ApiError::invalid("payer: must be a JSON object")),
+    };
+    if let Some(unknown) = obj.keys().find(|k| *k != "openid" && *k != "client_ip") {
+        return Err(ApiError::invalid(format!("payer.{unknown}: unknown field")));
+    }
+    let openid = match obj.get("openid") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(text(obj, "openid", 1, MAX_OPENID).map_err(|e| prefixed(e, "payer."))?),
+    };
+    let client_ip = match obj.get("client_ip") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let ip = v.as_str().and_then(|s| s.parse::<IpAddr>().ok());
+            Some(
+                ip.ok_or_else(|| ApiError::invalid("payer.client_ip: must be an IP address"))?
+                    .to_string(),
+            )
+        }
+    };
+    Ok((openid, client_ip))
+}
+
+fn prefixed(mut e: ApiError, prefix: &str) -> ApiError {
+    e.message = format!("{prefix}{}", e.message);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Value {
+        serde_json::json!({
+            "merchant_order_no": "order-1",
+            "amount": 100,
+            "channel": "wechat",
+            "method": "mini_program",
+            "description": "Coffee",
+            "notify_url": "https://mall.example.com/notify",
+            "payer": {"openid": "o-abc"}
+        })
+    }
+
+    fn parse(v: &Value) -> Result<CreatePayment, ApiError> {
+        CreatePayment::parse(v.to_string().as_bytes())
+    }
+
+    fn error_for(patch: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut v = base();
+        patch(v.as_object_mut().unwrap());
+        let e = parse(&v).unwrap_err();
+        assert_eq!(e.code, "INVALID_REQUEST");
+        e.message
+    }
+
+    #[test]
+    fn accepts_a_minimal_request() {
+        let p = parse(&base()).unwrap();
+        assert_eq!(p.amount, Money::new(100, Currency::CNY).unwrap());
+        assert_eq!(p.payer_openid.as_deref(), Some("o-abc"));
+    }
+
+    #[test]
+    fn messages_name_the_field() {
+        assert!(error_for(|o| {
+            o.insert("amount".into(), (-5).into());
+        })
+        .starts_with("amount"));
+        assert!(error_for(|o| {
+            o.insert("amount".into(), 1.5.into());
+        })
+        .starts_with("amount"));
+        assert!(error_for(|o| {
+            o.insert("amount".into(), "100".into());
+        })
+        .starts_with("amount"));
+        assert!(error_for(|o| {
+            o.insert("merchant_order_no".into(), "x".repeat(65).into());
+        })
+        .starts_with("merchant_order_no"));
+        assert!(error_for(|o| {
+            o.remove("payer");
+        })
+        .starts_with("payer.openid"));
+        assert!(error_for(|o| {
+            o.insert("method".into(), "card".into());
+        })
+        .starts_with("method"));
+        assert!(error_for(|o| {
+            o.insert("bogus".into(), 1.into());
+        })
+        .starts_with("bogus"));
+        assert!(error_for(|o| {
+            o.insert("currency".into(), "USD".into());
+        })
+        .starts_with("currency"));
+        assert!(error_for(|o| {
+            o.insert("notify_url".into(), "ftp://x".into());
+        })
+        .starts_with("notify_url"));
+        assert!(error_for(|o| {
+            o.insert("expires_in_seconds".into(), 5.into());
+        })
+        .starts_with("expires_in"));
+    }
+
+    #[test]
+    fn malformed_json_is_invalid_request() {
+        let e = CreatePayment::parse(b"{\"amount\": ").unwrap_err();
+        assert_eq!(e.code, "INVALID_REQUEST");
+    }
+
+    #[test]
+    fn fingerprint_ignores_key_order_but_not_values() {
+        let a = parse(&base()).unwrap();
+        let reordered = r#"{"payer":{"openid":"o-abc"},"notify_url":"https://mall.example.com/notify","description":"Coffee","method":"mini_program","channel":"wechat","amount":100,"merchant_order_no":"order-1"}"#;
+        let b = CreatePayment::parse(reordered.as_bytes()).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        let mut v = base();
+        v["amount"] = 101.into();
+        assert_ne!(a.fingerprint(), parse(&v).unwrap().fingerprint());
+    }
+}

@@ -1,0 +1,41 @@
+//! The payment object as the merchant API and notifications show it.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use paymux_store::Payment;
+use serde_json::{json, Value};
+
+pub fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn payment(p: &Payment) -> Value {
+    json!({
+        "id": p.id.as_str(),
+        "object": "payment",
+        "status": p.status.as_str(),
+        "merchant_order_no": p.merchant_order_no,
+        "amount": p.amount.minor,
+        "currency": p.amount.currency.as_str(),
+        "channel": p.channel.as_str(),
+        "method": p.method.as_str(),
+        "description": p.description,
+        "notify_url": p.notify_url,
+        "payer": p.payer,
+        "metadata": p.metadata,
+        "pay_params": p.pay_params,
+        "channel_trade_no": p.channel_trade_no,
+        "created_at": time(p.created_at),
+        "expires_at": time(p.expires_at),
+        "paid_at": p.paid_at.map(time),
+    })
+}
+
+/// The body POSTed to the merchant's `notify_url` for an event.
+pub fn event(id: &str, event_type: &str, created_at: DateTime<Utc>, p: &Payment) -> Value {
+    json!({
+        "id": id,
+        "type": event_type,
+        "created_at": time(created_at),
+        "data": payment(p),
+    })
+}

@@ -1,0 +1,51 @@
+//! Builds and caches one channel client per channel account.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use paymux_channels::wechat::{WechatConfig, WechatPay};
+use paymux_channels::{Channel, ChannelError};
+use paymux_core::{ChannelKind, Clock};
+use paymux_store::ChannelAccount;
+
+pub struct ChannelRegistry {
+    /// Shared by every account's client: one connection pool per channel host.
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    clients: RwLock<HashMap<String, Arc<dyn Channel>>>,
+}
+
+impl ChannelRegistry {
+    pub fn new(clock: Arc<dyn Clock>) -> Result<Self, ChannelError> {
+        let http = paymux_channels::wechat::http_client()?;
+        Ok(ChannelRegistry {
+            http,
+            clock,
+            clients: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The client for an account, built on first use. Clients keep state worth
+    /// keeping (downloaded platform certificates), so they are shared.
+    pub fn client(&self, account: &ChannelAccount) -> Result<Arc<dyn Channel>, ChannelError> {
+        if let Some(c) = self
+            .clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&account.id)
+        {
+            return Ok(c.clone());
+        }
+        let client: Arc<dyn Channel> = match account.channel {
+            ChannelKind::Wechat => {
+                let config: WechatConfig =
+                    serde_json::from_value(account.config.clone()).map_err(|e| {
+                        ChannelError::Config(format!("wechat account {}: {e}", account.id))
+                    })?;
+                Arc::new(WechatPay::new(config, self.http.clone())?.with_clock(self.clock.clone()))
+            }
+        };
+        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+        Ok(clients.entry(account.id.clone()).or_insert(client).clone())
+    }
+}

@@ -1,0 +1,48 @@
+use paymux_channels::ChannelError;
+use paymux_core::CoreError;
+use paymux_store::StoreError;
+use thiserror::Error;
+
+/// The one error type of `paymux-server`.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("crypto: {0}")]
+    Crypto(String),
+}
+
+/// Failures of a payment operation that the merchant API reports with their own code.
+#[derive(Debug, Error)]
+pub enum FlowError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    ChannelNotConfigured(String),
+    #[error("the channel refused: {0}")]
+    ChannelRejected(String),
+    #[error("the channel could not be reached; retry the same request: {0}")]
+    ChannelUnavailable(String),
+    #[error(transparent)]
+    Internal(#[from] ServerError),
+}
+
+impl From<StoreError> for FlowError {
+    fn from(e: StoreError) -> Self {
+        FlowError::Internal(e.into())
+    }
+}

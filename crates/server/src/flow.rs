@@ -1,0 +1,359 @@
+//! The payment flow: create, prepare at the channel, apply what the channel
+//! reports, close. Handlers and workers call these; none of them holds a
+//! database transaction across a channel call (write, commit, call, write).
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use paymux_channels::{Channel, ChannelError, ChannelTrade, PrepayRequest, TradeState};
+use paymux_core::{
+    check_paid_amount, new_id, ChannelKind, PaymentEvent, PaymentId, PaymentStatus, Step,
+};
+use paymux_store::{ChannelAccount, Inserted, NewEvent, Payment, Transition, TransitionPatch};
+
+use crate::api::validate::CreatePayment;
+use crate::api::view;
+use crate::error::FlowError;
+use crate::AppState;
+
+pub const EVENT_PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+
+/// Creates the payment (or finds the one with the same order number) and makes
+/// sure it is prepared at the channel. Returns the payment and whether this
+/// call created it.
+pub async fn create(
+    state: &AppState,
+    merchant_id: &str,
+    req: CreatePayment,
+) -> Result<(Payment, bool), FlowError> {
+    let fingerprint = req.fingerprint();
+    // A repeat of a known order needs no channel account lookup or insert attempt.
+    if let Some(existing) = state
+        .store
+        .payment_by_order_no(merchant_id, &req.merchant_order_no)
+        .await?
+    {
+        return Ok((resume(state, existing, &fingerprint).await?, false));
+    }
+    let account = channel_account(state, merchant_id, req.channel).await?;
+    let now = state.clock.now();
+    let expires_in = req
+        .expires_in_seconds
+        .unwrap_or(state.config.default_expiry_secs);
+    let payment = Payment {
+        id: PaymentId::generate(),
+        merchant_id: merchant_id.to_string(),
+        merchant_order_no: req.merchant_order_no.clone(),
+        amount: req.amount,
+        channel: req.channel,
+        method: req.method,
+        status: PaymentStatus::Created,
+        description: req.description.clone(),
+        notify_url: req.notify_url.clone(),
+        payer: req.payer_json(),
+        metadata: req.metadata.clone(),
+        request_hash: fingerprint.clone(),
+        channel_account_id: account.id.clone(),
+        pay_params: None,
+        channel_trade_no: None,
+        paid_at: None,
+        expires_at: now + Duration::seconds(expires_in),
+        created_at: now,
+        updated_at: now,
+    };
+    match state.store.insert_payment(&payment).await? {
+        Inserted::New => {
+            metrics::counter!("paymux_payments_created_total", "channel" => payment.channel.as_str())
+                .increment(1);
+            tracing::info!(payment_id = %payment.id, merchant_id, "payment created");
+            Ok((prepare(state, payment).await?, true))
+        }
+        Inserted::Existing(existing) => Ok((resume(state, existing, &fingerprint).await?, false)),
+    }
+}
+
+/// A repeated create: the same request continues where the first left off; a
+/// different request under the same order number is refused.
+async fn resume(
+    state: &AppState,
+    existing: Payment,
+    fingerprint: &str,
+) -> Result<Payment, FlowError> {
+    if existing.request_hash != fingerprint {
+        return Err(FlowError::Conflict(
+            "merchant_order_no was already used with a different request".into(),
+        ));
+    }
+    prepare(state, existing).await
+}
+
+async fn channel_account(
+    state: &AppState,
+    merchant_id: &str,
+    channel: ChannelKind,
+) -> Result<ChannelAccount, FlowError> {
+    if let Some(account) = state
+        .store
+        .channel_account_for(merchant_id, channel)
+        .await?
+    {
+        return Ok(account);
+    }
+    match (&state.sandbox, channel) {
+        (Some(sandbox), ChannelKind::Wechat) => {
+            Ok(crate::sandbox::ensure_wechat_account(state, sandbox, merchant_id).await?)
+        }
+        _ => Err(FlowError::ChannelNotConfigured(format!(
+            "no {channel} account for this merchant"
+        ))),
+    }
+}
+
+pub async fn channel_for(
+    state: &AppState,
+    account_id: &str,
+) -> Result<(ChannelAccount, Arc<dyn Channel>), FlowError> {
+    let account = state
+        .store
+        .channel_account(account_id)
+        .await?
+        .ok_or_else(|| {
+            FlowError::Internal(crate::ServerError::Config(format!(
+                "channel account {account_id} is gone"
+            )))
+        })?;
+    let client = state
+        .channels
+        .client(&account)
+        .map_err(|e| FlowError::Internal(e.into()))?;
+    Ok((account, client))
+}
+
+/// Moves a `created` payment to `pending` by preparing it at the channel.
+/// Concurrent calls for one order make one channel call; the order id is the
+/// channel's out_trade_no, so even calls from different nodes charge once.
+pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, FlowError> {
+    if payment.status != PaymentStatus::Created {
+        return Ok(payment);
+    }
+    let _order = state.order_locks.lock(payment.id.as_str()).await;
+    let payment = state
+        .store
+        .payment(&payment.id)
+        .await?
+        .ok_or(FlowError::NotFound)?;
+    if payment.status != PaymentStatus::Created {
+        return Ok(payment);
+    }
+    let (_, channel) = channel_for(state, &payment.channel_account_id).await?;
+    let request = PrepayRequest {
+        out_trade_no: payment.id.to_string(),
+        description: payment.description.clone(),
+        amount: payment.amount,
+        method: payment.method,
+        notify_url: format!(
+            "{}/notify/{}/{}",
+            state.public_url, payment.channel, payment.channel_account_id
+        ),
+        expires_at: payment.expires_at,
+        payer_openid: payment
+            .payer
+            .get("openid")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        payer_client_ip: payment
+            .payer
+            .get("client_ip")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+    };
+    match channel.prepay(&request).await {
+        Ok(prepared) => {
+            let patch = TransitionPatch {
+                pay_params: Some(prepared.pay_params),
+                ..Default::default()
+            };
+            move_to(state, &payment, PaymentEvent::PrepayAccepted, patch, None).await
+        }
+        Err(ChannelError::Rejected { code, message }) => {
+            tracing::warn!(payment_id = %payment.id, %code, %message, "channel rejected prepay");
+            move_to(
+                state,
+                &payment,
+                PaymentEvent::PrepayRejected,
+                TransitionPatch::default(),
+                None,
+            )
+            .await?;
+            Err(FlowError::ChannelRejected(format!("{code}: {message}")))
+        }
+        // Outcome unknown: the payment stays `created`; the same request resumes it.
+        Err(e) => {
+            tracing::warn!(payment_id = %payment.id, error = %e, "prepay failed");
+            Err(FlowError::ChannelUnavailable(e.to_string()))
+        }
+    }
+}
+
+/// Applies a channel's report about a trade (from a callback or a query).
+/// Duplicates are successes that change nothing; a report that contradicts
+/// the payment (wrong amount) changes nothing and is an error.
+pub async fn apply_trade(
+    state: &AppState,
+    payment: Payment,
+    trade: &ChannelTrade,
+) -> Result<Payment, FlowError> {
+    let event = match trade.state {
+        TradeState::Paid => PaymentEvent::Paid,
+        TradeState::Failed => PaymentEvent::PayFailed,
+        TradeState::Closed => PaymentEvent::Closed,
+        TradeState::NotPaid => return Ok(payment),
+    };
+    if event == PaymentEvent::Paid {
+        let reported = trade.amount.ok_or_else(|| {
+            FlowError::Invalid("the channel reported a payment without an amount".into())
+        })?;
+        check_paid_amount(payment.amount, reported).map_err(|e| {
+            tracing::error!(payment_id = %payment.id, error = %e, "paid amount does not match");
+            FlowError::Invalid(e.to_string())
+        })?;
+    }
+    let patch = TransitionPatch {
+        channel_trade_no: trade.transaction_id.clone(),
+        paid_at: trade
+            .paid_at
+            .or_else(|| (event == PaymentEvent::Paid).then(|| state.clock.now())),
+        ..Default::default()
+    };
+    move_to(
+        state,
+        &payment,
+        event,
+        patch,
+        Some(EVENT_PAYMENT_SUCCEEDED).filter(|_| event == PaymentEvent::Paid),
+    )
+    .await
+}
+
+/// One step of the state machine, persisted with a compare-and-set. An event
+/// that already happened returns the payment unchanged.
+async fn move_to(
+    state: &AppState,
+    payment: &Payment,
+    event: PaymentEvent,
+    patch: TransitionPatch,
+    notify: Option<&str>,
+) -> Result<Payment, FlowError> {
+    let to = match payment.status.on(event) {
+        Ok(Step::Already) => return Ok(payment.clone()),
+        Ok(Step::Move(to)) => to,
+        Err(e) => {
+            tracing::error!(payment_id = %payment.id, error = %e, "channel report contradicts the payment");
+            return Err(FlowError::InvalidState(format!(
+                "payment is {}: {e}",
+                payment.status
+            )));
+        }
+    };
+    let now = state.clock.now();
+    let outbox = notify.map(|event_type| {
+        let after = Payment {
+            status: to,
+            pay_params: patch
+                .pay_params
+                .clone()
+                .or_else(|| payment.pay_params.clone()),
+            channel_trade_no: patch
+                .channel_trade_no
+                .clone()
+                .or_else(|| payment.channel_trade_no.clone()),
+            paid_at: patch.paid_at.or(payment.paid_at),
+            updated_at: now,
+            ..payment.clone()
+        };
+        let id = new_id("evt");
+        NewEvent {
+            payload: view::event(&id, event_type, now, &after),
+            id,
+            merchant_id: payment.merchant_id.clone(),
+            payment_id: payment.id.clone(),
+            event_type: event_type.to_string(),
+            notify_url: payment.notify_url.clone(),
+            created_at: now,
+        }
+    });
+    match state
+        .store
+        .transition(
+            &payment.id,
+            payment.status,
+            to,
+            &patch,
+            outbox.as_ref(),
+            now,
+        )
+        .await?
+    {
+        Transition::Applied(after) => {
+            metrics::counter!("paymux_payment_transitions_total", "to" => to.as_str()).increment(1);
+            tracing::info!(payment_id = %after.id, from = %payment.status, to = %to, "payment status changed");
+            if outbox.is_some() {
+                state.outbox_wakeup.notify_one();
+            }
+            Ok(after)
+        }
+        // Someone else moved it first: apply the event to where it is now.
+        Transition::Unchanged(current) => {
+            Box::pin(move_to(state, &current, event, patch, notify)).await
+        }
+    }
+}
+
+/// Closes a payment at the channel, then here. A payment the channel says was
+/// paid is marked paid instead, and the close is refused.
+pub async fn close(state: &AppState, payment: Payment) -> Result<Payment, FlowError> {
+    let _order = state.order_locks.lock(payment.id.as_str()).await;
+    let payment = state
+        .store
+        .payment(&payment.id)
+        .await?
+        .ok_or(FlowError::NotFound)?;
+    match payment.status {
+        PaymentStatus::Closed => return Ok(payment),
+        PaymentStatus::Succeeded | PaymentStatus::Failed => {
+            return Err(FlowError::InvalidState(format!(
+                "payment is {} and cannot be closed",
+                payment.status
+            )))
+        }
+        PaymentStatus::Created | PaymentStatus::Pending => {}
+    }
+    let (_, channel) = channel_for(state, &payment.channel_account_id).await?;
+    match channel.close(payment.id.as_str()).await {
+        Ok(()) | Err(ChannelError::NotFound) => {}
+        Err(ChannelError::Rejected { code, message }) => {
+            // Most often: the payer paid meanwhile. Ask, and believe the channel.
+            let trade = channel
+                .query(payment.id.as_str())
+                .await
+                .map_err(|e| FlowError::ChannelUnavailable(e.to_string()))?;
+            if trade.state == TradeState::Paid {
+                let paid = apply_trade(state, payment, &trade).await?;
+                return Err(FlowError::InvalidState(format!(
+                    "payment is {} and cannot be closed",
+                    paid.status
+                )));
+            }
+            return Err(FlowError::ChannelRejected(format!("{code}: {message}")));
+        }
+        Err(e) => return Err(FlowError::ChannelUnavailable(e.to_string())),
+    }
+    move_to(
+        state,
+        &payment,
+        PaymentEvent::Closed,
+        TransitionPatch::default(),
+        None,
+    )
+    .await
+}

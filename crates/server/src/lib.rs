@@ -1,0 +1,114 @@
+//! The paymux server: the merchant API, channel callbacks and the workers
+//! that carry a payment from creation to the merchant's notification.
+
+pub mod api;
+pub mod callbacks;
+pub mod channels;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod flow;
+pub mod locks;
+pub mod merchants;
+pub mod notifier;
+pub mod ops;
+pub mod sandbox;
+pub mod signing;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use paymux_core::{Clock, SystemClock};
+use paymux_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use state::AppState;
+
+/// A server that is listening. Dropping it does not stop it; call [`Running::stop`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The base URL the server answers on, e.g. `http://127.0.0.1:8080`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the listener and the workers at once, like a crash would: whatever
+    /// was committed stays, whatever was in flight is resumed by the next start.
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Waits until the server stops (it runs until the process ends).
+    pub async fn wait(mut self) {
+        if let Some(server) = self.tasks.pop() {
+            let _ = server.await;
+        }
+    }
+}
+
+/// Binds the listener, prepares the sandbox if asked, and starts the HTTP
+/// server and the workers.
+pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Running, ServerError> {
+    start_with_clock(config, store, Arc::new(SystemClock)).await
+}
+
+pub async fn start_with_clock(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, ServerError> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    ops::metrics_handle();
+    let state = AppState::new(config, store, clock, public_url)?;
+    if state.sandbox.is_some() {
+        sandbox::warn_loudly(&state.public_url);
+        sandbox::register_existing_accounts(&state).await?;
+    }
+
+    let mut tasks = Vec::new();
+    if state.config.notifier.enabled {
+        tasks.push(tokio::spawn(notifier::run(state.clone())));
+    }
+    tasks.push(tokio::spawn(ops::purge_nonces_periodically(state.clone())));
+
+    let app = router(state.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    }));
+    tracing::info!(%addr, backend = state.store.backend(), "paymux listening");
+    Ok(Running { addr, state, tasks })
+}
+
+/// Every route paymux serves.
+pub fn router(state: AppState) -> Router {
+    let mut app = Router::new()
+        .merge(api::router(state.clone()))
+        .merge(callbacks::router())
+        .merge(ops::router());
+    if let Some(sandbox) = &state.sandbox {
+        app = app.nest(
+            "/sim/wechat",
+            paymux_sim::wechat::router(sandbox.wechat.clone()),
+        );
+    }
+    app.with_state(state)
+}

@@ -1,0 +1,137 @@
+//! Sandbox mode: the channel simulators run inside paymux, and every merchant
+//! gets channel accounts at them, made up on the spot with fresh keys.
+
+use std::sync::Arc;
+
+use paymux_channels::keys::PrivateKey;
+use paymux_channels::wechat::WechatConfig;
+use paymux_core::{new_id, ChannelKind};
+use paymux_sim::wechat::{SimMerchant, WechatSim};
+use paymux_store::ChannelAccount;
+use tokio::sync::Mutex;
+
+use crate::{AppState, ServerError};
+
+pub struct Sandbox {
+    pub wechat: Arc<WechatSim>,
+    /// Creating a merchant's accounts happens once even under concurrent first payments.
+    creating: Mutex<()>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox {
+            wechat: WechatSim::new(),
+            creating: Mutex::new(()),
+        }
+    }
+}
+
+pub fn warn_loudly(public_url: &str) {
+    let line = "=".repeat(72);
+    tracing::warn!("{line}");
+    tracing::warn!("SANDBOX MODE: no real money moves.");
+    tracing::warn!("Channel simulators are mounted at {public_url}/sim/...");
+    tracing::warn!("Every merchant gets simulated channel accounts with generated keys.");
+    tracing::warn!("{line}");
+}
+
+/// The merchant's WeChat account, created at the simulator if it has none.
+pub async fn ensure_wechat_account(
+    state: &AppState,
+    sandbox: &Sandbox,
+    merchant_id: &str,
+) -> Result<ChannelAccount, ServerError> {
+    let _once = sandbox.creating.lock().await;
+    if let Some(account) = state
+        .store
+        .channel_account_for(merchant_id, ChannelKind::Wechat)
+        .await?
+    {
+        return Ok(account);
+    }
+    let private_key_pem = PrivateKey::generate_pkcs8_pem()?;
+    let config = WechatConfig {
+        base_url: format!("{}/sim/wechat", state.public_url),
+        appid: format!("wx{}", random_hex(8)),
+        mchid: format!("19{}", random_digits(8)),
+        serial_no: random_hex(20).to_uppercase(),
+        private_key_pem,
+        apiv3_key: random_hex(16),
+        platform_public_key_id: None,
+        platform_public_key_pem: None,
+    };
+    let account = ChannelAccount {
+        id: new_id("acct"),
+        merchant_id: merchant_id.to_string(),
+        channel: ChannelKind::Wechat,
+        config: serde_json::to_value(&config).map_err(|e| ServerError::Config(e.to_string()))?,
+        sandbox: true,
+        enabled: true,
+        created_at: state.clock.now(),
+    };
+    register(sandbox, &config)?;
+    state.store.insert_channel_account(&account).await?;
+    tracing::info!(merchant_id, account_id = %account.id, mchid = %config.mchid, "sandbox wechat account created");
+    Ok(account)
+}
+
+/// The simulator keeps its merchants in memory: after a restart, tell it
+/// about every sandbox account again.
+pub async fn register_existing_accounts(state: &AppState) -> Result<(), ServerError> {
+    let Some(sandbox) = &state.sandbox else {
+        return Ok(());
+    };
+    for merchant in state.store.list_merchants().await? {
+        let Some(account) = state
+            .store
+            .channel_account_for(&merchant.id, ChannelKind::Wechat)
+            .await?
+        else {
+            continue;
+        };
+        if !account.sandbox {
+            continue;
+        }
+        let config: WechatConfig = serde_json::from_value(account.config.clone())
+            .map_err(|e| ServerError::Config(format!("account {}: {e}", account.id)))?;
+        register(sandbox, &config)?;
+    }
+    Ok(())
+}
+
+fn register(sandbox: &Sandbox, config: &WechatConfig) -> Result<(), ServerError> {
+    let public_key = PrivateKey::from_pem(&config.private_key_pem)?.public_key()?;
+    sandbox.wechat.register_merchant(SimMerchant {
+        mchid: config.mchid.clone(),
+        serial_no: config.serial_no.clone(),
+        public_key_pem: public_key.to_pem(),
+        apiv3_key: config.apiv3_key.clone(),
+    });
+    Ok(())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    aws_lc_rs::rand::fill(&mut b).expect("system random generator");
+    b
+}
+
+fn random_hex(bytes: usize) -> String {
+    let b: [u8; 32] = random_bytes();
+    hex::encode(&b[..bytes.min(32)])
+}
+
+fn random_digits(n: usize) -> String {
+    let b: [u8; 32] = random_bytes();
+    b.iter()
+        .take(n)
+        .map(|x| char::from(b'0' + x % 10))
+        .collect()
+}

@@ -1,0 +1,60 @@
+//! What every handler and worker shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paymux_core::Clock;
+use paymux_store::Store;
+use tokio::sync::Notify;
+
+use crate::channels::ChannelRegistry;
+use crate::locks::KeyedLocks;
+use crate::{ServerConfig, ServerError};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServerConfig>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Where channels send callbacks, without a trailing slash.
+    pub public_url: String,
+    pub channels: Arc<ChannelRegistry>,
+    /// Serialises work on one order inside this node (a second prepay for the
+    /// same order waits for the first). Correctness still comes from the
+    /// store's compare-and-set; the lock only saves duplicate channel calls.
+    pub order_locks: Arc<KeyedLocks>,
+    /// Wakes the notifier when a transition wrote an outbox row.
+    pub outbox_wakeup: Arc<Notify>,
+    /// Outgoing HTTP to merchants (notifications).
+    pub http: reqwest::Client,
+    pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
+}
+
+impl AppState {
+    pub fn new(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        public_url: String,
+    ) -> Result<Self, ServerError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(config.notifier.timeout_secs))
+            .build()
+            .map_err(|e| ServerError::Config(format!("http client: {e}")))?;
+        let sandbox = config
+            .sandbox
+            .then(|| Arc::new(crate::sandbox::Sandbox::new()));
+        Ok(AppState {
+            config: Arc::new(config),
+            store,
+            channels: Arc::new(ChannelRegistry::new(clock.clone())?),
+            clock,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            order_locks: Arc::new(KeyedLocks::default()),
+            outbox_wakeup: Arc::new(Notify::new()),
+            http,
+            sandbox,
+        })
+    }
+}

@@ -1,0 +1,595 @@
+//! End to end: the real server on a random port, the in-process WeChat Pay
+//! simulator, a merchant notify endpoint, on every store backend available.
+
+use std::time::Duration;
+
+use paymux_server::client::{ApiResponse, Auth, MerchantClient, NotifyReceiver};
+use paymux_server::{Running, ServerConfig};
+use paymux_store::testing::{self, TestDb};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+struct TestApp {
+    server: Running,
+    client: MerchantClient,
+    receiver: NotifyReceiver,
+    http: reqwest::Client,
+}
+
+async fn spawn_app(db: &TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sandbox: true,
+        ..Default::default()
+    };
+    config.notifier.poll_interval_ms = 100;
+    tweak(&mut config);
+    let server = paymux_server::start(config, db.store.clone())
+        .await
+        .expect("server starts");
+    let (_, app) = paymux_server::merchants::create_merchant(
+        &*db.store,
+        &paymux_core::SystemClock,
+        "Test Mall",
+    )
+    .await
+    .unwrap();
+    let receiver = NotifyReceiver::start(&app.secret).await.unwrap();
+    let client = MerchantClient::new(&server.base_url(), &app.app_id, &app.secret);
+    TestApp {
+        server,
+        client,
+        receiver,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn order(order_no: &str, notify_url: &str) -> Value {
+    json!({
+        "merchant_order_no": order_no,
+        "amount": 1999,
+        "channel": "wechat",
+        "method": "mini_program",
+        "description": "2 cups of coffee",
+        "notify_url": notify_url,
+        "payer": {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+        "metadata": {"cart": "c-1"}
+    })
+}
+
+impl TestApp {
+    async fn create(&self, order_no: &str) -> ApiResponse {
+        self.client
+            .post("/v1/payments", &order(order_no, &self.receiver.url))
+            .await
+            .unwrap()
+    }
+
+    async fn sim_pay(&self, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/sim/wechat/pay", self.server.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "sim pay: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    async fn status(&self, id: &str) -> String {
+        let r = self
+            .client
+            .get(&format!("/v1/payments/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["status"].as_str().unwrap().to_string()
+    }
+}
+
+/// The HTTP statuses paymux answered the simulator's callbacks with.
+fn callback_statuses(outcome: &Value) -> Vec<u64> {
+    outcome["callbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// Runs a test body once per backend, each on its own fresh database.
+macro_rules! on_every_backend {
+    ($name:ident, |$db:ident| $body:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for $db in testing::backends().await {
+                eprintln!("-- {} on {}", stringify!($name), $db.backend);
+                $body
+                $db.cleanup().await;
+            }
+        }
+    };
+}
+
+on_every_backend!(mini_program_payment_end_to_end, |db| {
+    let mut app = spawn_app(&db, |_| {}).await;
+    let created = app.create("ORDER-1").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(created.signature_ok, "response signature verifies");
+    let p = &created.body;
+    assert_eq!(p["status"], "pending");
+    assert_eq!(p["amount"], 1999);
+    assert_eq!(p["currency"], "CNY");
+    assert_eq!(p["method"], "mini_program");
+    let id = p["id"].as_str().unwrap();
+    assert!(id.len() <= 32);
+    let params = &p["pay_params"];
+    for field in [
+        "appId",
+        "timeStamp",
+        "nonceStr",
+        "package",
+        "signType",
+        "paySign",
+    ] {
+        assert!(params[field].is_string(), "pay_params.{field} in {params}");
+    }
+    assert!(params["package"]
+        .as_str()
+        .unwrap()
+        .starts_with("prepay_id="));
+    assert_eq!(params["signType"], "RSA");
+
+    let paid = app.sim_pay(json!({"out_trade_no": id})).await;
+    assert_eq!(
+        callback_statuses(&paid),
+        vec![200],
+        "paymux acknowledged the callback: {paid}"
+    );
+    assert_eq!(app.status(id).await, "succeeded");
+
+    let event = app
+        .receiver
+        .next(Duration::from_secs(10))
+        .await
+        .expect("merchant notified");
+    assert!(event.signature_ok);
+    assert_eq!(event.body["type"], "payment.succeeded");
+    assert_eq!(event.body["data"]["id"], id);
+    assert_eq!(event.body["data"]["status"], "succeeded");
+    assert!(event.body["data"]["channel_trade_no"].is_string());
+    // Acknowledged once: never again.
+    assert!(app
+        .receiver
+        .next(Duration::from_millis(500))
+        .await
+        .is_none());
+
+    let by_order = app
+        .client
+        .get("/v1/payments?merchant_order_no=ORDER-1")
+        .await
+        .unwrap();
+    assert_eq!(by_order.body["id"], id);
+    app.server.stop();
+});
+
+on_every_backend!(bad_requests_get_stable_codes_and_write_nothing, |db| {
+    let app = spawn_app(&db, |_| {}).await;
+    let body = order("ORDER-BAD", &app.receiver.url)
+        .to_string()
+        .into_bytes();
+    let send = |body: Vec<u8>, auth: Auth| {
+        let client = app.client.clone();
+        async move {
+            client
+                .send(Method::POST, "/v1/payments", body, auth)
+                .await
+                .unwrap()
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+
+    let r = send(
+        body.clone(),
+        Auth {
+            signature: Some("AAAA".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (401, Some("INVALID_SIGNATURE")));
+    let r = send(
+        body.clone(),
+        Auth {
+            timestamp: Some(now - 301),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (401, Some("TIMESTAMP_EXPIRED")));
+    let r = send(
+        body.clone(),
+        Auth {
+            timestamp: Some(now + 301),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (401, Some("TIMESTAMP_EXPIRED")));
+    let r = send(
+        body.clone(),
+        Auth {
+            nonce: Some("short".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (401, Some("INVALID_SIGNATURE")));
+    let stranger = MerchantClient::new(&app.server.base_url(), "app_unknown", "whatever");
+    let r = stranger
+        .post("/v1/payments", &order("ORDER-BAD", &app.receiver.url))
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.error_code()), (401, Some("UNKNOWN_APP")));
+    let r = send(b"{\"merchant_order_no\": ".to_vec(), Auth::default()).await;
+    assert_eq!((r.status, r.error_code()), (400, Some("INVALID_REQUEST")));
+    for (field, value) in [
+        ("amount", json!(-100)),
+        ("amount", json!(0)),
+        ("amount", json!(12.5)),
+        ("merchant_order_no", json!("x".repeat(65))),
+        ("description", json!("d".repeat(128))),
+        (
+            "notify_url",
+            json!(format!("https://x/{}", "u".repeat(300))),
+        ),
+        ("channel", json!("paypal")),
+    ] {
+        let mut o = order("ORDER-BAD", &app.receiver.url);
+        o[field] = value;
+        let r = send(o.to_string().into_bytes(), Auth::default()).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, Some("INVALID_REQUEST")),
+            "{field}: {}",
+            r.body
+        );
+        assert!(
+            r.body["error"]["message"].as_str().unwrap().contains(field),
+            "{}",
+            r.body
+        );
+        assert!(r.signature_ok, "errors are signed too");
+    }
+    let r = send(vec![b' '; 70 * 1024], Auth::default()).await;
+    assert_eq!((r.status, r.error_code()), (413, Some("PAYLOAD_TOO_LARGE")));
+
+    // A replayed request: the first is accepted, the identical second is refused.
+    let replay = Auth {
+        nonce: Some("replay-nonce-0001".into()),
+        timestamp: Some(now),
+        ..Default::default()
+    };
+    let mut good = order("ORDER-REPLAY", &app.receiver.url);
+    good["amount"] = json!(5);
+    let first = send(good.to_string().into_bytes(), replay.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = send(good.to_string().into_bytes(), replay).await;
+    assert_eq!(
+        (again.status, again.error_code()),
+        (401, Some("NONCE_REPLAYED"))
+    );
+
+    let found = app
+        .client
+        .get("/v1/payments?merchant_order_no=ORDER-BAD")
+        .await
+        .unwrap();
+    assert_eq!(
+        (found.status, found.error_code()),
+        (404, Some("NOT_FOUND")),
+        "nothing was written"
+    );
+    let r = app
+        .client
+        .get("/v1/payments/pay_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.error_code()), (404, Some("NOT_FOUND")));
+    app.server.stop();
+});
+
+on_every_backend!(creates_are_idempotent, |db| {
+    let app = spawn_app(&db, |_| {}).await;
+    let first = app.create("ORDER-IDEM").await;
+    assert_eq!(first.status, 201);
+    let again = app.create("ORDER-IDEM").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body, "the same payment, byte for byte");
+    let mut changed = order("ORDER-IDEM", &app.receiver.url);
+    changed["amount"] = json!(2000);
+    let conflict = app.client.post("/v1/payments", &changed).await.unwrap();
+    assert_eq!(
+        (conflict.status, conflict.error_code()),
+        (409, Some("IDEMPOTENCY_CONFLICT"))
+    );
+
+    // Idempotency-Key: same key + same body replays; same key + other body conflicts.
+    let keyed = |o: Value| {
+        let client = app.client.clone();
+        async move {
+            let auth = Auth {
+                idempotency_key: Some("key-123".into()),
+                ..Default::default()
+            };
+            client
+                .send(
+                    Method::POST,
+                    "/v1/payments",
+                    o.to_string().into_bytes(),
+                    auth,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let k1 = keyed(order("ORDER-KEY", &app.receiver.url)).await;
+    assert_eq!(k1.status, 201);
+    let k2 = keyed(order("ORDER-KEY", &app.receiver.url)).await;
+    assert_eq!(
+        (k2.status, &k2.body),
+        (201, &k1.body),
+        "the stored answer is replayed"
+    );
+    let k3 = keyed(order("ORDER-KEY-OTHER", &app.receiver.url)).await;
+    assert_eq!(
+        (k3.status, k3.error_code()),
+        (409, Some("IDEMPOTENCY_CONFLICT"))
+    );
+    app.server.stop();
+});
+
+on_every_backend!(fifty_concurrent_identical_creates_make_one_payment, |db| {
+    let app = spawn_app(&db, |_| {}).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (client, body) = (app.client.clone(), order("ORDER-RUSH", &app.receiver.url));
+        tasks.push(tokio::spawn(async move {
+            client.post("/v1/payments", &body).await.unwrap()
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(
+            r.status == 201 || r.status == 200,
+            "{} {}",
+            r.status,
+            r.body
+        );
+        created += usize::from(r.status == 201);
+        assert_eq!(r.body["status"], "pending");
+        ids.insert(r.body["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    app.server.stop();
+});
+
+on_every_backend!(
+    duplicate_callbacks_change_nothing_twice_and_notify_once,
+    |db| {
+        let mut app = spawn_app(&db, |_| {}).await;
+        let created = app.create("ORDER-DUP").await;
+        let id = created.body["id"].as_str().unwrap().to_string();
+        let paid = app
+            .sim_pay(json!({"out_trade_no": id, "callbacks": 3}))
+            .await;
+        assert_eq!(
+            callback_statuses(&paid),
+            vec![200, 200, 200],
+            "every copy acknowledged: {paid}"
+        );
+        assert_eq!(app.status(&id).await, "succeeded");
+        let event = app
+            .receiver
+            .next(Duration::from_secs(10))
+            .await
+            .expect("notified");
+        assert_eq!(event.body["data"]["id"], id.as_str());
+        assert!(
+            app.receiver
+                .next(Duration::from_millis(1500))
+                .await
+                .is_none(),
+            "notified once"
+        );
+        let pid = paymux_core::PaymentId::parse(&id).unwrap();
+        assert_eq!(db.store.events_for_payment(&pid).await.unwrap().len(), 1);
+        app.server.stop();
+    }
+);
+
+on_every_backend!(forged_callbacks_are_rejected_and_change_nothing, |db| {
+    let mut app = spawn_app(&db, |_| {}).await;
+    let created = app.create("ORDER-FORGED").await;
+    let id = created.body["id"].as_str().unwrap().to_string();
+    for fault in ["bad_signature", "tampered_ciphertext", "stale_timestamp"] {
+        let answer = app
+            .sim_pay(json!({"out_trade_no": id, "fault": fault}))
+            .await;
+        assert_eq!(
+            callback_statuses(&answer),
+            vec![500],
+            "{fault} must be refused: {answer}"
+        );
+        assert_eq!(app.status(&id).await, "pending", "{fault} changed nothing");
+    }
+    assert!(app
+        .receiver
+        .next(Duration::from_millis(500))
+        .await
+        .is_none());
+    let pid = paymux_core::PaymentId::parse(&id).unwrap();
+    assert!(db.store.events_for_payment(&pid).await.unwrap().is_empty());
+    app.server.stop();
+});
+
+on_every_backend!(notification_survives_a_crash_before_delivery, |db| {
+    // The first server commits the payment's success but dies before notifying.
+    let mut app = spawn_app(&db, |c| c.notifier.enabled = false).await;
+    let created = app.create("ORDER-CRASH").await;
+    let id = created.body["id"].as_str().unwrap().to_string();
+    app.sim_pay(json!({"out_trade_no": id})).await;
+    assert_eq!(app.status(&id).await, "succeeded");
+    assert!(app
+        .receiver
+        .next(Duration::from_millis(500))
+        .await
+        .is_none());
+    let TestApp {
+        server,
+        mut receiver,
+        ..
+    } = app;
+    server.stop();
+
+    // A new process on the same database delivers it.
+    let store = paymux_store::open(&db.url).await.unwrap();
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sandbox: true,
+        ..Default::default()
+    };
+    config.notifier.poll_interval_ms = 100;
+    let restarted = paymux_server::start(config, store).await.unwrap();
+    let event = receiver
+        .next(Duration::from_secs(10))
+        .await
+        .expect("delivered after restart");
+    assert_eq!(event.body["data"]["id"], id.as_str());
+    assert!(receiver.next(Duration::from_millis(500)).await.is_none());
+    restarted.stop();
+});
+
+on_every_backend!(notifications_are_retried_until_acknowledged, |db| {
+    let mut app = spawn_app(&db, |c| c.notifier.schedule_secs = vec![1, 1, 1, 1]).await;
+    app.receiver.set_accepting(false);
+    let created = app.create("ORDER-RETRY").await;
+    let id = created.body["id"].as_str().unwrap().to_string();
+    app.sim_pay(json!({"out_trade_no": id})).await;
+    let refused = app.receiver.next(Duration::from_secs(10)).await.unwrap();
+    assert!(!refused.acknowledged);
+    let refused = app.receiver.next(Duration::from_secs(10)).await.unwrap();
+    assert!(!refused.acknowledged);
+    app.receiver.set_accepting(true);
+    let accepted = app.receiver.next(Duration::from_secs(10)).await.unwrap();
+    assert!(accepted.acknowledged);
+    assert_eq!(
+        accepted.body["id"], refused.body["id"],
+        "the same event, retried"
+    );
+    assert!(
+        app.receiver
+            .next(Duration::from_millis(2500))
+            .await
+            .is_none(),
+        "never again once acknowledged"
+    );
+    let pid = paymux_core::PaymentId::parse(&id).unwrap();
+    let events = db.store.events_for_payment(&pid).await.unwrap();
+    assert!(events[0].delivered_at.is_some());
+    assert_eq!(events[0].attempts, 3);
+    app.server.stop();
+});
+
+on_every_backend!(
+    every_method_prepares_and_close_closes_at_the_channel,
+    |db| {
+        let app = spawn_app(&db, |_| {}).await;
+        for (method, field) in [
+            ("native", "code_url"),
+            ("h5", "h5_url"),
+            ("app", "prepayid"),
+            ("jsapi", "paySign"),
+        ] {
+            let mut o = order(&format!("ORDER-{method}"), &app.receiver.url);
+            o["method"] = json!(method);
+            o["payer"] = json!({"openid": "o-1", "client_ip": "203.0.113.7"});
+            let r = app.client.post("/v1/payments", &o).await.unwrap();
+            assert_eq!(r.status, 201, "{method}: {}", r.body);
+            assert!(
+                r.body["pay_params"][field].is_string(),
+                "{method}: {}",
+                r.body
+            );
+        }
+        let created = app.create("ORDER-CLOSE").await;
+        let id = created.body["id"].as_str().unwrap().to_string();
+        let closed = app
+            .client
+            .post(&format!("/v1/payments/{id}/close"), &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(
+            (closed.status, closed.body["status"].as_str()),
+            (200, Some("closed")),
+            "{}",
+            closed.body
+        );
+        let again = app
+            .client
+            .post(&format!("/v1/payments/{id}/close"), &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(again.body["status"], "closed");
+        // The channel knows it is closed: the payer can no longer pay.
+        let r = app
+            .http
+            .post(format!("{}/sim/wechat/pay", app.server.base_url()))
+            .json(&json!({"out_trade_no": id}))
+            .send()
+            .await
+            .unwrap();
+        assert!(!r.status().is_success());
+        assert_eq!(app.status(&id).await, "closed");
+        app.server.stop();
+    }
+);
+
+on_every_backend!(operational_endpoints_answer, |db| {
+    let app = spawn_app(&db, |_| {}).await;
+    let base = app.server.base_url();
+    app.create("ORDER-OPS").await;
+    for (path, needle) in [
+        ("/healthz", "ok"),
+        ("/readyz", "ready"),
+        ("/metrics", "paymux_payments_created_total"),
+    ] {
+        let text = app
+            .http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains(needle), "{path}: {text}");
+    }
+    let spec: Value = app
+        .http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(spec["paths"]["/v1/payments/{id}/close"]["post"].is_object());
+    app.server.stop();
+});

@@ -1,0 +1,45 @@
+//! Standalone channel simulator: `paymux-sim --listen 127.0.0.1:9000`.
+//! WeChat Pay is served at `/sim/wechat/...` (as inside paymux) and its `/v3`
+//! API also at the root, for SDKs that only take a host.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use clap::Parser;
+use paymux_sim::wechat::{router, WechatSim};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "paymux-sim",
+    about = "Wire-compatible payment channel simulators"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "PAYMUX_SIM_LISTEN", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let sim = WechatSim::new();
+    let platform = sim.platform();
+    let app = Router::new()
+        .nest("/sim/wechat", router(sim.clone()))
+        .merge(router(sim));
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, platform_serial = %platform.serial_no, "WeChat Pay simulator at http://{addr}/sim/wechat (and /v3 at the root)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
