@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use paymux_server::client::{MerchantClient, NotifyReceiver};
-use paymux_server::ServerConfig;
 use serde_json::json;
 
 #[derive(Args, Debug)]
@@ -31,28 +30,12 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
-    let url = match &args.database_url {
-        Some(url) => url.clone(),
-        None => {
-            let dir = args.data_dir.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!(
-                    "paymux-bench-{}-{}",
-                    std::process::id(),
-                    chrono::Utc::now().timestamp()
-                ))
-            });
-            dir.join("paymux.db").display().to_string()
-        }
+    let url = match (&args.database_url, &args.data_dir) {
+        (Some(url), _) => url.clone(),
+        (None, Some(dir)) => dir.join("paymux.db").display().to_string(),
+        (None, None) => crate::temp_data_dir("bench").join("paymux.db").display().to_string(),
     };
-    let store = paymux_store::open(&url).await.map_err(|e| e.to_string())?;
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().map_err(|_| "listen")?,
-        sandbox: true,
-        ..Default::default()
-    };
-    let server = paymux_server::start(config, store.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (store, server) = crate::start_sandbox(&url).await?;
     let base = server.base_url();
     let (_, app) =
         paymux_server::merchants::create_merchant(&*store, &paymux_core::SystemClock, "bench")

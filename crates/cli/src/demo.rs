@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use clap::Args;
 use paymux_server::client::{MerchantClient, NotifyReceiver};
-use paymux_server::ServerConfig;
 use serde_json::{json, Value};
 
 #[derive(Args, Debug)]
@@ -18,20 +17,9 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), String> {
-    let dir = args.data_dir.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("paymux-demo-{}", std::process::id()))
-    });
-    let store = paymux_store::open(&dir.join("paymux.db").display().to_string())
-        .await
-        .map_err(|e| e.to_string())?;
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().map_err(|_| "listen")?,
-        sandbox: true,
-        ..Default::default()
-    };
-    let server = paymux_server::start(config, store.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let temporary = args.data_dir.is_none();
+    let dir = args.data_dir.unwrap_or_else(|| crate::temp_data_dir("demo"));
+    let (store, server) = crate::start_sandbox(&dir.join("paymux.db").display().to_string()).await?;
     let base = server.base_url();
     step(
         1,
@@ -131,6 +119,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         ),
     );
     server.stop();
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     if fetched.body["status"] != "succeeded" || !event.signature_ok {
         return Err("the demo payment did not complete".into());
     }

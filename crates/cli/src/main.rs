@@ -89,8 +89,24 @@ fn redact(url: &str) -> String {
     }
 }
 
-pub fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
+/// Starts a sandbox paymux on a random loopback port over the database at `url`.
+pub async fn start_sandbox(
+    url: &str,
+) -> Result<(Arc<dyn paymux_store::Store>, paymux_server::Running), String> {
+    let store = paymux_store::open(url).await.map_err(|e| e.to_string())?;
+    let config = paymux_server::ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        sandbox: true,
+        ..Default::default()
+    };
+    let server = paymux_server::start(config, store.clone()).await.map_err(|e| e.to_string())?;
+    Ok((store, server))
+}
+
+/// A new directory for a throwaway SQLite database.
+pub fn temp_data_dir(purpose: &str) -> PathBuf {
+    let stamp = chrono::Utc::now().timestamp_millis();
+    std::env::temp_dir().join(format!("paymux-{purpose}-{}-{stamp}", std::process::id()))
 }
 
 fn init_tracing() {

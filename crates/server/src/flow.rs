@@ -137,11 +137,7 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
         return Ok(payment);
     }
     let _order = state.order_locks.lock(payment.id.as_str()).await;
-    let payment = state
-        .store
-        .payment(&payment.id)
-        .await?
-        .ok_or(FlowError::NotFound)?;
+    let payment = reload(state, &payment.id).await?;
     if payment.status != PaymentStatus::Created {
         return Ok(payment);
     }
@@ -193,6 +189,11 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
             Err(FlowError::ChannelUnavailable(e.to_string()))
         }
     }
+}
+
+/// The payment as committed now (after waiting for its order lock).
+async fn reload(state: &AppState, id: &PaymentId) -> Result<Payment, FlowError> {
+    state.store.payment(id).await?.ok_or(FlowError::NotFound)
 }
 
 /// Applies a channel's report about a trade (from a callback or a query).
@@ -313,11 +314,7 @@ async fn move_to(
 /// paid is marked paid instead, and the close is refused.
 pub async fn close(state: &AppState, payment: Payment) -> Result<Payment, FlowError> {
     let _order = state.order_locks.lock(payment.id.as_str()).await;
-    let payment = state
-        .store
-        .payment(&payment.id)
-        .await?
-        .ok_or(FlowError::NotFound)?;
+    let payment = reload(state, &payment.id).await?;
     match payment.status {
         PaymentStatus::Closed => return Ok(payment),
         PaymentStatus::Succeeded | PaymentStatus::Failed => {

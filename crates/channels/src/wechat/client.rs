@@ -145,8 +145,10 @@ impl WechatPay {
         body: Option<Vec<u8>>,
     ) -> Result<Response, ChannelError> {
         let resp = self.send(method, path_and_query, body).await?;
-        if resp.status >= 500 {
-            // The outcome is unknown: only a later query can tell.
+        if resp.status >= 500 || resp.status == 429 {
+            // The outcome is unknown (5xx) or the request was turned away for
+            // now (429 FREQUENCY_LIMITED): either way the same request may be
+            // retried, and only a later query can tell what happened.
             return Err(ChannelError::Transport(format!(
                 "HTTP {}: {}",
                 resp.status,
