@@ -38,7 +38,7 @@ trap 'exit 130' INT TERM
 
 # An already-installed SDK needs no network: pip only checks it is there.
 if ! "$VENV/bin/python" -m pip install --disable-pip-version-check \
-    --retries 1 --timeout 20 wechatpayv3 >"$PIP_LOG" 2>&1; then
+    --retries 1 --timeout 20 "wechatpayv3==${WECHATPAYV3_VERSION:-2.0.4}" >"$PIP_LOG" 2>&1; then
     cat "$PIP_LOG" >&2
     if grep -Eqi 'NewConnectionError|Max retries exceeded|Temporary failure in name resolution|Name or service not known|Network is unreachable|ConnectTimeoutError|Connection refused|ProxyError|Could not fetch URL' "$PIP_LOG"; then
         echo "SKIP: pip cannot reach the package index; wechatpayv3 compatibility not checked"

@@ -33,7 +33,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let url = match (&args.database_url, &args.data_dir) {
         (Some(url), _) => url.clone(),
         (None, Some(dir)) => dir.join("paymux.db").display().to_string(),
-        (None, None) => crate::temp_data_dir("bench").join("paymux.db").display().to_string(),
+        (None, None) => crate::temp_data_dir("bench")
+            .join("paymux.db")
+            .display()
+            .to_string(),
     };
     let (store, server) = crate::start_sandbox(&url).await?;
     let base = server.base_url();

@@ -18,8 +18,11 @@ pub struct DemoArgs {
 
 pub async fn run(args: DemoArgs) -> Result<(), String> {
     let temporary = args.data_dir.is_none();
-    let dir = args.data_dir.unwrap_or_else(|| crate::temp_data_dir("demo"));
-    let (store, server) = crate::start_sandbox(&dir.join("paymux.db").display().to_string()).await?;
+    let dir = args
+        .data_dir
+        .unwrap_or_else(|| crate::temp_data_dir("demo"));
+    let (store, server) =
+        crate::start_sandbox(&dir.join("paymux.db").display().to_string()).await?;
     let base = server.base_url();
     step(
         1,

@@ -99,7 +99,9 @@ pub async fn start_sandbox(
         sandbox: true,
         ..Default::default()
     };
-    let server = paymux_server::start(config, store.clone()).await.map_err(|e| e.to_string())?;
+    let server = paymux_server::start(config, store.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((store, server))
 }
 

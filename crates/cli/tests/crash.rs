@@ -11,14 +11,23 @@ use paymux_store::testing;
 use serde_json::{json, Value};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `paymux serve --sandbox`; returns the process and the first line it
 /// printed as JSON, if any (the sandbox merchant's credentials on first start).
 fn serve(db_url: &str, port: u16, config: &std::path::Path) -> (Child, Option<Value>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_paymux"))
-        .args(["serve", "--sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--sandbox",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--database-url", db_url, "--config"])
         .arg(config)
         .env("PAYMUX_LOG", "warn")
@@ -46,15 +55,20 @@ fn serve(db_url: &str, port: u16, config: &std::path::Path) -> (Child, Option<Va
 async fn notification_is_delivered_after_a_kill_9() {
     for db in testing::backends().await {
         eprintln!("-- kill -9 on {}", db.backend);
-        let dir = testing::sqlite().await;
-        let config = std::path::Path::new(&dir.url).with_file_name("paymux.toml");
-        std::fs::write(&config, "[notifier]\nschedule_secs = [1, 1, 1, 1, 1]\npoll_interval_ms = 100\n").unwrap();
+        let config = std::env::temp_dir().join(format!(
+            "paymux-crash-{}-{}.toml",
+            std::process::id(),
+            db.backend
+        ));
+        std::fs::write(&config, "[notifier]\nschedule_secs = [1, 1, 1, 1, 1]\npoll_interval_ms = 100\ntimeout_secs = 2\n").unwrap();
 
         let port = free_port();
         let (mut first, credentials) = serve(&db.url, port, &config);
         let credentials = credentials.expect("sandbox merchant credentials printed");
-        let (app_id, secret) =
-            (credentials["app_id"].as_str().unwrap(), credentials["app_secret"].as_str().unwrap());
+        let (app_id, secret) = (
+            credentials["app_id"].as_str().unwrap(),
+            credentials["app_secret"].as_str().unwrap(),
+        );
         let base = format!("http://127.0.0.1:{port}");
         let client = MerchantClient::new(&base, app_id, secret);
         let mut receiver = NotifyReceiver::start(secret).await.unwrap();
@@ -80,22 +94,31 @@ async fn notification_is_delivered_after_a_kill_9() {
             .await
             .unwrap();
         assert!(paid.status().is_success());
-        let refused = receiver.next(Duration::from_secs(10)).await.expect("first attempt");
+        let refused = receiver
+            .next(Duration::from_secs(10))
+            .await
+            .expect("first attempt");
         assert!(!refused.acknowledged);
 
         first.kill().unwrap(); // SIGKILL: no shutdown code runs
         first.wait().unwrap();
         receiver.set_accepting(true);
         let (mut second, _) = serve(&db.url, free_port(), &config);
-        let delivered = receiver.next(Duration::from_secs(15)).await.expect("delivered after restart");
+        let delivered = receiver
+            .next(Duration::from_secs(30))
+            .await
+            .expect("delivered after restart");
         assert!(delivered.acknowledged && delivered.signature_ok);
         assert_eq!(delivered.body["id"], refused.body["id"]);
         assert_eq!(delivered.body["data"]["status"], "succeeded");
-        assert!(receiver.next(Duration::from_secs(3)).await.is_none(), "acknowledged: never again");
+        assert!(
+            receiver.next(Duration::from_secs(3)).await.is_none(),
+            "acknowledged: never again"
+        );
 
         second.kill().unwrap();
         second.wait().unwrap();
-        dir.cleanup().await;
+        let _ = std::fs::remove_file(&config);
         db.cleanup().await;
     }
 }

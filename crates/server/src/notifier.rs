@@ -17,20 +17,18 @@ use tokio::sync::Semaphore;
 use crate::signing::{self, HEADER_APP_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use crate::AppState;
 
-/// How long a claimed event is reserved for the worker that claimed it.
-const LEASE_SECS: i64 = 60;
+/// How long a claimed event stays reserved beyond the delivery timeout. A
+/// worker that dies mid-delivery delays that event by at most the lease.
+const LEASE_MARGIN_SECS: u64 = 5;
 const BATCH: u32 = 64;
 
 pub async fn run(state: AppState) {
     let cfg = state.config.notifier.clone();
     let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let lease = chrono::Duration::seconds((cfg.timeout_secs + LEASE_MARGIN_SECS) as i64);
     loop {
         let now = state.clock.now();
-        match state
-            .store
-            .claim_due_events(now, chrono::Duration::seconds(LEASE_SECS), BATCH)
-            .await
-        {
+        match state.store.claim_due_events(now, lease, BATCH).await {
             Ok(events) if !events.is_empty() => {
                 for event in events {
                     let Ok(permit) = permits.clone().acquire_owned().await else {

@@ -141,17 +141,33 @@ on_every_backend!(mini_program_payment_end_to_end, |db| {
         .starts_with("prepay_id="));
     assert_eq!(params["signType"], "RSA");
     // paySign is WeChat's RSA-SHA256 over appId, timeStamp, nonceStr, package with the merchant key.
-    let payment = db.store.payment(&paymux_core::PaymentId::parse(id).unwrap()).await.unwrap().unwrap();
-    let account = db.store.channel_account(&payment.channel_account_id).await.unwrap().unwrap();
-    let config: paymux_channels::wechat::WechatConfig = serde_json::from_value(account.config).unwrap();
-    let public_key = paymux_channels::keys::PrivateKey::from_pem(&config.private_key_pem).unwrap().public_key().unwrap();
+    let payment = db
+        .store
+        .payment(&paymux_core::PaymentId::parse(id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let account = db
+        .store
+        .channel_account(&payment.channel_account_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let config: paymux_channels::wechat::WechatConfig =
+        serde_json::from_value(account.config).unwrap();
+    let public_key = paymux_channels::keys::PrivateKey::from_pem(&config.private_key_pem)
+        .unwrap()
+        .public_key()
+        .unwrap();
     let message = paymux_channels::wechat::sign::jsapi_pay_message(
         params["appId"].as_str().unwrap(),
         params["timeStamp"].as_str().unwrap(),
         params["nonceStr"].as_str().unwrap(),
         params["package"].as_str().unwrap(),
     );
-    public_key.verify_sha256(message.as_bytes(), params["paySign"].as_str().unwrap()).expect("paySign verifies");
+    public_key
+        .verify_sha256(message.as_bytes(), params["paySign"].as_str().unwrap())
+        .expect("paySign verifies");
     assert_eq!(params["appId"], config.appid.as_str());
 
     let paid = app.sim_pay(json!({"out_trade_no": id})).await;
