@@ -103,7 +103,14 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(api::router(state.clone()))
         .merge(callbacks::router())
-        .merge(ops::router());
+        .merge(ops::router())
+        .fallback(|| async {
+            api::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such route",
+            )
+        });
     if let Some(sandbox) = &state.sandbox {
         app = app.nest(
             "/sim/wechat",

@@ -423,6 +423,10 @@ on_every_backend!(
             "every copy acknowledged: {paid}"
         );
         assert_eq!(app.status(&id).await, "succeeded");
+        // Replayed later, the same notification is acknowledged and changes nothing.
+        let replayed = app.sim_pay(json!({"out_trade_no": id})).await;
+        assert_eq!(callback_statuses(&replayed), vec![200]);
+        assert_eq!(replayed["notification_id"], paid["notification_id"]);
         let event = app
             .receiver
             .next(Duration::from_secs(10))
@@ -609,6 +613,18 @@ on_every_backend!(operational_endpoints_answer, |db| {
             .unwrap();
         assert!(text.contains(needle), "{path}: {text}");
     }
+    let missing: Value = app
+        .http
+        .get(format!("{base}/no/such/route"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(missing["error"]["code"], "NOT_FOUND");
+    let r = app.client.get("/v1/payments").await.unwrap();
+    assert_eq!((r.status, r.error_code()), (400, Some("INVALID_REQUEST")));
     let spec: Value = app
         .http
         .get(format!("{base}/openapi.json"))

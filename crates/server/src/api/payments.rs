@@ -1,6 +1,7 @@
 //! `/v1/payments` handlers.
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,8 +68,9 @@ pub struct FindQuery {
 pub async fn find(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<FindQuery>,
+    query: Result<Query<FindQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {e}")))?;
     let order_no = q
         .merchant_order_no
         .ok_or_else(|| ApiError::invalid("merchant_order_no: required query parameter"))?;

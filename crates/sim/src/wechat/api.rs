@@ -44,6 +44,10 @@ where
             get(query),
         )
         .route(
+            "/v3/pay/transactions/id/{transaction_id}",
+            get(query_by_transaction_id),
+        )
+        .route(
             "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
             post(close),
         )
@@ -451,6 +455,34 @@ async fn query(
         let orders = lock(&sim.orders);
         let order = orders
             .get(&(mchid, out_trade_no))
+            .ok_or_else(ApiError::not_found)?;
+        json(StatusCode::OK, &WechatSim::transaction_of(order))
+    })();
+    sim.respond(result)
+}
+
+/// `GET /v3/pay/transactions/id/{transaction_id}?mchid=`: the same answer,
+/// found by WeChat's own transaction id (only paid orders have one).
+async fn query_by_transaction_id(
+    State(sim): State<Arc<WechatSim>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    Path(transaction_id): Path<String>,
+    hdrs: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = (|| {
+        let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
+        let mchid = mchid_from_query(&uri).ok_or_else(|| ApiError::param("缺少参数 mchid"))?;
+        if mchid != merchant.info.mchid {
+            return Err(ApiError::param("mchid 与请求签名中的商户号不一致"));
+        }
+        let orders = lock(&sim.orders);
+        // A linear scan: the simulator keeps no second index for a rare query.
+        let order = orders
+            .iter()
+            .find(|((m, _), o)| *m == mchid && o.transaction_id.as_deref() == Some(&transaction_id))
+            .map(|(_, o)| o)
             .ok_or_else(ApiError::not_found)?;
         json(StatusCode::OK, &WechatSim::transaction_of(order))
     })();
