@@ -13,6 +13,14 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ChannelError;
 
+/// The fields of a channel account's config that are secret: sealed at rest,
+/// masked wherever an account is shown. A new channel adds its line here.
+pub fn secret_fields(kind: paymux_core::ChannelKind) -> &'static [&'static str] {
+    match kind {
+        paymux_core::ChannelKind::Wechat => wechat::SECRET_FIELDS,
+    }
+}
+
 /// What paymux asks a channel to prepare for payment.
 #[derive(Debug, Clone)]
 pub struct PrepayRequest {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod keys;
 mod serve;
 
 use std::net::SocketAddr;
@@ -31,6 +32,11 @@ enum Command {
     Merchant {
         #[command(subcommand)]
         command: MerchantCommand,
+    },
+    /// Master keys: generate one, or re-encrypt every secret under a new one.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
     /// Start a sandbox and walk one mini-program payment end to end.
     Demo(demo::DemoArgs),
@@ -61,6 +67,10 @@ pub struct DbArgs {
     /// A PostgreSQL URL (postgres://…); overrides --data-dir.
     #[arg(long, env = "PAYMUX_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// A file holding the master key (64 hex digits or base64 of 32 bytes)
+    /// that seals secrets at rest. Without it, `PAYMUX_MASTER_KEY` holds the key itself.
+    #[arg(long, env = "PAYMUX_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl DbArgs {
@@ -71,11 +81,26 @@ impl DbArgs {
         }
     }
 
-    pub async fn open(&self) -> Result<Arc<dyn paymux_store::Store>, String> {
+    /// Opens the database with secrets sealed under the master key, if one is given.
+    pub async fn open(&self) -> Result<Arc<paymux_store::SealedStore>, String> {
+        let key = self.master_key()?;
+        self.open_with(paymux_server::secrets::keyring(key)).await
+    }
+
+    pub fn master_key(&self) -> Result<Option<paymux_store::MasterKey>, String> {
+        paymux_server::secrets::load_master_key(self.master_key_file.as_deref())
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn open_with(
+        &self,
+        keys: paymux_store::Keyring,
+    ) -> Result<Arc<paymux_store::SealedStore>, String> {
         let url = self.url();
-        paymux_store::open(&url)
+        let raw = paymux_store::open(&url)
             .await
-            .map_err(|e| format!("cannot open the database at {}: {e}", redact(&url)))
+            .map_err(|e| format!("cannot open the database at {}: {e}", redact(&url)))?;
+        Ok(paymux_server::secrets::sealed(raw, keys))
     }
 }
 
@@ -132,6 +157,7 @@ async fn main() -> ExitCode {
         Command::Merchant {
             command: MerchantCommand::Create { name, db, json },
         } => create_merchant(&name, &db, json).await,
+        Command::Keys { command } => keys::run(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     };

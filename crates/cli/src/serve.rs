@@ -44,7 +44,21 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     if args.public_url.is_some() {
         config.public_url = args.public_url.clone();
     }
-    let store = args.db.open().await?;
+    let master_key = args.db.master_key()?;
+    if master_key.is_none() {
+        if !config.sandbox {
+            return Err(format!(
+                "no master key: outside sandbox paymux refuses to start without one \
+                 (set {} or --master-key-file; `paymux keys generate` makes one)",
+                paymux_server::secrets::MASTER_KEY_ENV
+            ));
+        }
+        paymux_server::secrets::warn_plaintext();
+    }
+    let store = args
+        .db
+        .open_with(paymux_server::secrets::keyring(master_key))
+        .await?;
     if config.sandbox {
         first_sandbox_merchant(&*store).await?;
     }

@@ -13,6 +13,7 @@ pub mod merchants;
 pub mod notifier;
 pub mod ops;
 pub mod sandbox;
+pub mod secrets;
 pub mod signing;
 pub mod state;
 

@@ -25,12 +25,12 @@ pub async fn create_merchant(
     };
     let mut secret = [0u8; 32];
     aws_lc_rs::rand::fill(&mut secret).map_err(|_| ServerError::Crypto("no entropy".into()))?;
-    let app = App {
-        app_id: new_id("app"),
-        merchant_id: merchant.id.clone(),
-        secret: format!("sk_{}", hex::encode(secret)),
-        created_at: now,
-    };
+    let app = App::new(
+        new_id("app"),
+        merchant.id.clone(),
+        format!("sk_{}", hex::encode(secret)),
+        now,
+    );
     store.insert_merchant(&merchant, &app).await?;
     Ok((merchant, app))
 }

@@ -13,6 +13,11 @@ pub enum StoreError {
     NotFound(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A sealed secret could not be opened or a secret could not be sealed
+    /// (unknown master key, tampered ciphertext, no master key given). The
+    /// message never contains the secret.
+    #[error("secret: {0}")]
+    Secret(String),
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
 }

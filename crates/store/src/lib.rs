@@ -12,6 +12,8 @@ mod migrate;
 pub mod model;
 pub mod postgres;
 mod row;
+pub mod sealed;
+pub mod secrets;
 mod shared;
 pub mod sqlite;
 pub mod testing;
@@ -24,6 +26,8 @@ use paymux_core::{ChannelKind, PaymentId, PaymentStatus};
 
 pub use error::StoreError;
 pub use model::*;
+pub use sealed::SealedStore;
+pub use secrets::{Keyring, MasterKey};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -45,7 +49,26 @@ pub trait Store: Send + Sync + 'static {
     /// The merchant's apps, oldest first (the first one signs notifications).
     async fn merchant_apps(&self, merchant_id: &str) -> Result<Vec<App>>;
 
+    /// Adds another app to an existing merchant.
+    async fn insert_app(&self, app: &App) -> Result<()>;
+    /// Replaces an app's secrets (current and previous, with its expiry).
+    /// [`StoreError::NotFound`] if there is no such app.
+    async fn update_app_secrets(&self, app: &App) -> Result<()>;
+
     async fn insert_channel_account(&self, account: &ChannelAccount) -> Result<()>;
+    /// Every channel account, or the merchant's, oldest first, enabled or not.
+    async fn list_channel_accounts(&self, merchant_id: Option<&str>)
+        -> Result<Vec<ChannelAccount>>;
+    /// Enables or disables an account; a disabled account is never picked by
+    /// [`Store::channel_account_for`]. [`StoreError::NotFound`] if there is no such account.
+    async fn set_channel_account_enabled(&self, id: &str, enabled: bool) -> Result<()>;
+    /// Replaces an account's config (re-encrypting secrets under a new master
+    /// key). [`StoreError::NotFound`] if there is no such account.
+    async fn update_channel_account_config(
+        &self,
+        id: &str,
+        config: &serde_json::Value,
+    ) -> Result<()>;
     async fn channel_account(&self, id: &str) -> Result<Option<ChannelAccount>>;
     /// The merchant's newest enabled account for a channel.
     async fn channel_account_for(
@@ -53,6 +76,11 @@ pub trait Store: Send + Sync + 'static {
         merchant_id: &str,
         channel: ChannelKind,
     ) -> Result<Option<ChannelAccount>>;
+
+    /// Makes data overwritten so far unrecoverable from the database's files
+    /// (after secrets were re-sealed, the old values must not linger in free
+    /// pages, a write-ahead log or dead tuples).
+    async fn scrub(&self) -> Result<()>;
 
     // --- replay protection -------------------------------------------------------
 

@@ -12,17 +12,65 @@ pub struct Merchant {
 }
 
 /// API credentials of a merchant: `app_id` is public, `secret` keys the HMAC.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct App {
     pub app_id: String,
     pub merchant_id: String,
     pub secret: String,
     pub created_at: DateTime<Utc>,
+    /// The secret before the last rotation; it still verifies requests until
+    /// `previous_secret_expires_at`, so merchants can roll the new one out.
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+impl App {
+    /// A new app with no previous secret.
+    pub fn new(
+        app_id: String,
+        merchant_id: String,
+        secret: String,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        App {
+            app_id,
+            merchant_id,
+            secret,
+            created_at,
+            previous_secret: None,
+            previous_secret_expires_at: None,
+        }
+    }
+
+    /// The secrets a request may be signed with at `now`: the current one,
+    /// then the previous one while its grace period lasts.
+    pub fn valid_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &str> {
+        let previous = match (&self.previous_secret, self.previous_secret_expires_at) {
+            (Some(s), Some(until)) if now < until => Some(s.as_str()),
+            _ => None,
+        };
+        std::iter::once(self.secret.as_str()).chain(previous)
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of logs and panic messages.
+        f.debug_struct("App")
+            .field("app_id", &self.app_id)
+            .field("merchant_id", &self.merchant_id)
+            .field("created_at", &self.created_at)
+            .field(
+                "previous_secret_expires_at",
+                &self.previous_secret_expires_at,
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// A merchant's account at a channel. `config` is channel-specific (for
 /// WeChat: appid, mchid, serial_no, private key, APIv3 key, base_url).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ChannelAccount {
     pub id: String,
     pub merchant_id: String,
@@ -31,6 +79,26 @@ pub struct ChannelAccount {
     pub sandbox: bool,
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for ChannelAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `config` holds keys; only its field names are shown.
+        let fields: Vec<&String> = self
+            .config
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        f.debug_struct("ChannelAccount")
+            .field("id", &self.id)
+            .field("merchant_id", &self.merchant_id)
+            .field("channel", &self.channel)
+            .field("config_fields", &fields)
+            .field("sandbox", &self.sandbox)
+            .field("enabled", &self.enabled)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -10,7 +10,7 @@ use paymux_core::{ChannelKind, PaymentId, PaymentStatus};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 
 use crate::row::{self, get, Cols};
-use crate::shared::{event_updated, lease_end, sort_due};
+use crate::shared::{event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -90,12 +90,15 @@ impl Store for PgStore {
             .await
             .map_err(|e| StoreError::unique(e, "merchant"))?;
         sqlx::query(
-            "INSERT INTO apps (app_id, merchant_id, secret, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO apps (app_id, merchant_id, secret, created_at, previous_secret,
+                previous_secret_expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&app.app_id)
         .bind(&app.merchant_id)
         .bind(&app.secret)
         .bind(app.created_at)
+        .bind(&app.previous_secret)
+        .bind(app.previous_secret_expires_at.map(|t| t))
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::unique(e, "app"))?;
@@ -133,6 +136,85 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(row::app).collect()
+    }
+
+    async fn scrub(&self) -> Result<()> {
+        // Rewrites the tables that hold secrets, so replaced values do not
+        // survive as dead tuples. They are small; the lock is brief.
+        sqlx::raw_sql("VACUUM FULL apps, channel_accounts")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_app(&self, app: &App) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO apps (app_id, merchant_id, secret, created_at, previous_secret,
+                previous_secret_expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&app.app_id)
+        .bind(&app.merchant_id)
+        .bind(&app.secret)
+        .bind(app.created_at)
+        .bind(&app.previous_secret)
+        .bind(app.previous_secret_expires_at.map(|t| t))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::unique(e, "app"))?;
+        Ok(())
+    }
+
+    async fn update_app_secrets(&self, app: &App) -> Result<()> {
+        let rows = sqlx::query(
+            "UPDATE apps SET secret = $2, previous_secret = $3,
+                previous_secret_expires_at = $4 WHERE app_id = $1",
+        )
+        .bind(&app.app_id)
+        .bind(&app.secret)
+        .bind(&app.previous_secret)
+        .bind(app.previous_secret_expires_at.map(|t| t))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        updated(rows, "app", &app.app_id)
+    }
+
+    async fn list_channel_accounts(
+        &self,
+        merchant_id: Option<&str>,
+    ) -> Result<Vec<ChannelAccount>> {
+        let rows = sqlx::query(
+            "SELECT * FROM channel_accounts WHERE $1::text IS NULL OR merchant_id = $1
+             ORDER BY created_at, id",
+        )
+        .bind(merchant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::channel_account).collect()
+    }
+
+    async fn set_channel_account_enabled(&self, id: &str, enabled: bool) -> Result<()> {
+        let rows = sqlx::query("UPDATE channel_accounts SET enabled = $2 WHERE id = $1")
+            .bind(id)
+            .bind(enabled)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        updated(rows, "channel account", id)
+    }
+
+    async fn update_channel_account_config(
+        &self,
+        id: &str,
+        config: &serde_json::Value,
+    ) -> Result<()> {
+        let rows = sqlx::query("UPDATE channel_accounts SET config = $2 WHERE id = $1")
+            .bind(id)
+            .bind(config)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        updated(rows, "channel account", id)
     }
 
     async fn insert_channel_account(&self, a: &ChannelAccount) -> Result<()> {

@@ -61,6 +61,8 @@ pub(crate) fn app(r: &impl Cols) -> Result<App> {
         merchant_id: r.text("merchant_id")?,
         secret: r.text("secret")?,
         created_at: r.ts("created_at")?,
+        previous_secret: r.opt_text("previous_secret")?,
+        previous_secret_expires_at: r.opt_ts("previous_secret_expires_at")?,
     })
 }
 

@@ -19,6 +19,14 @@ pub(crate) fn event_updated(rows: u64, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// An update by id that touched no row means the row does not exist.
+pub(crate) fn updated(rows: u64, what: &str, id: &str) -> Result<()> {
+    if rows == 0 {
+        return Err(StoreError::NotFound(format!("{what} {id}")));
+    }
+    Ok(())
+}
+
 /// Orders claimed events the way they were selected: `UPDATE … RETURNING`
 /// gives no order, and workers should deliver the most overdue first.
 pub(crate) fn sort_due(events: &mut [OutboxEvent]) {

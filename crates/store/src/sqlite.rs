@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 
 use crate::row::{self, get, Cols};
-use crate::shared::{event_updated, lease_end, sort_due};
+use crate::shared::{event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
 const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
@@ -38,7 +38,10 @@ impl SqliteStore {
             .filename(path)
             .foreign_keys(true)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Freed space is zeroed, so a value that was replaced (a secret
+            // re-sealed under a new master key) does not linger in the file.
+            .pragma("secure_delete", "ON");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(
@@ -145,12 +148,15 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| StoreError::unique(e, "merchant"))?;
         sqlx::query(
-            "INSERT INTO apps (app_id, merchant_id, secret, created_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO apps (app_id, merchant_id, secret, created_at, previous_secret,
+                previous_secret_expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(&app.app_id)
         .bind(&app.merchant_id)
         .bind(&app.secret)
         .bind(micros(app.created_at))
+        .bind(&app.previous_secret)
+        .bind(app.previous_secret_expires_at.map(|t| micros(t)))
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::unique(e, "app"))?;
@@ -188,6 +194,85 @@ impl Store for SqliteStore {
                 .fetch_all(&self.reader)
                 .await?;
         rows.iter().map(row::app).collect()
+    }
+
+    async fn scrub(&self) -> Result<()> {
+        // secure_delete already zeroed freed space in the pages; what is left
+        // is old page images in the WAL, which a truncating checkpoint removes.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_app(&self, app: &App) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO apps (app_id, merchant_id, secret, created_at, previous_secret,
+                previous_secret_expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&app.app_id)
+        .bind(&app.merchant_id)
+        .bind(&app.secret)
+        .bind(micros(app.created_at))
+        .bind(&app.previous_secret)
+        .bind(app.previous_secret_expires_at.map(|t| micros(t)))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| StoreError::unique(e, "app"))?;
+        Ok(())
+    }
+
+    async fn update_app_secrets(&self, app: &App) -> Result<()> {
+        let rows = sqlx::query(
+            "UPDATE apps SET secret = ?2, previous_secret = ?3,
+                previous_secret_expires_at = ?4 WHERE app_id = ?1",
+        )
+        .bind(&app.app_id)
+        .bind(&app.secret)
+        .bind(&app.previous_secret)
+        .bind(app.previous_secret_expires_at.map(|t| micros(t)))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        updated(rows, "app", &app.app_id)
+    }
+
+    async fn list_channel_accounts(
+        &self,
+        merchant_id: Option<&str>,
+    ) -> Result<Vec<ChannelAccount>> {
+        let rows = sqlx::query(
+            "SELECT * FROM channel_accounts WHERE ?1 IS NULL OR merchant_id = ?1
+             ORDER BY created_at, id",
+        )
+        .bind(merchant_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(row::channel_account).collect()
+    }
+
+    async fn set_channel_account_enabled(&self, id: &str, enabled: bool) -> Result<()> {
+        let rows = sqlx::query("UPDATE channel_accounts SET enabled = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(enabled)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        updated(rows, "channel account", id)
+    }
+
+    async fn update_channel_account_config(
+        &self,
+        id: &str,
+        config: &serde_json::Value,
+    ) -> Result<()> {
+        let rows = sqlx::query("UPDATE channel_accounts SET config = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(json_text(config))
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        updated(rows, "channel account", id)
     }
 
     async fn insert_channel_account(&self, a: &ChannelAccount) -> Result<()> {

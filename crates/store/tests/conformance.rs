@@ -25,12 +25,7 @@ async fn merchant(store: &dyn Store) -> Merchant {
         name: "Tea House 茶馆".into(),
         created_at: t0(),
     };
-    let app = App {
-        app_id: new_id("app"),
-        merchant_id: m.id.clone(),
-        secret: "s3cret".into(),
-        created_at: t0(),
-    };
+    let app = App::new(new_id("app"), m.id.clone(), "s3cret".into(), t0());
     store.insert_merchant(&m, &app).await.unwrap();
     m
 }
@@ -152,12 +147,7 @@ async fn merchants_and_apps() {
             name: "One".into(),
             created_at: t0(),
         };
-        let app = App {
-            app_id: "app_1".into(),
-            merchant_id: m.id.clone(),
-            secret: "k".into(),
-            created_at: t0(),
-        };
+        let app = App::new("app_1".into(), m.id.clone(), "k".into(), t0());
         s.insert_merchant(&m, &app).await.unwrap();
         assert_eq!(
             s.merchant("mch_1").await.unwrap(),
@@ -203,6 +193,277 @@ async fn merchants_and_apps() {
         };
         s.insert_merchant(&m2, &app3).await.unwrap();
         assert_eq!(s.list_merchants().await.unwrap(), vec![m, m2]);
+
+        // More apps per merchant, and secret rotation with a grace period.
+        let app4 = App::new("app_4".into(), "mch_1".into(), "k4".into(), t0() + secs(5));
+        s.insert_app(&app4).await.unwrap();
+        assert!(matches!(
+            s.insert_app(&app4).await,
+            Err(StoreError::Duplicate(_))
+        ));
+        assert_eq!(
+            s.merchant_apps("mch_1").await.unwrap(),
+            vec![app.clone(), app4.clone()]
+        );
+        let rotated = App {
+            secret: "k4-new".into(),
+            previous_secret: Some("k4".into()),
+            previous_secret_expires_at: Some(t0() + secs(60)),
+            ..app4.clone()
+        };
+        s.update_app_secrets(&rotated).await.unwrap();
+        assert_eq!(s.app("app_4").await.unwrap(), Some(rotated.clone()));
+        let valid: Vec<&str> = rotated.valid_secrets(t0() + secs(59)).collect();
+        assert_eq!(valid, vec!["k4-new", "k4"]);
+        let valid: Vec<&str> = rotated.valid_secrets(t0() + secs(60)).collect();
+        assert_eq!(valid, vec!["k4-new"]);
+        let ghost = App::new("app_nope".into(), "mch_1".into(), "x".into(), t0());
+        assert!(matches!(
+            s.update_app_secrets(&ghost).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn channel_accounts_are_listed_disabled_and_updated() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let other = merchant(s).await;
+        let a1 = account(s, &m, t0(), true).await;
+        let a2 = account(s, &m, t0() + secs(10), true).await;
+        let b1 = account(s, &other, t0() + secs(5), true).await;
+        assert_eq!(
+            s.list_channel_accounts(Some(&m.id)).await.unwrap(),
+            vec![a1.clone(), a2.clone()],
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            s.list_channel_accounts(None).await.unwrap(),
+            vec![a1.clone(), b1.clone(), a2.clone()]
+        );
+        // Disabling the newest falls back to the older one; disabled is never picked.
+        s.set_channel_account_enabled(&a2.id, false).await.unwrap();
+        assert_eq!(
+            s.channel_account_for(&m.id, ChannelKind::Wechat)
+                .await
+                .unwrap()
+                .map(|a| a.id),
+            Some(a1.id.clone())
+        );
+        s.set_channel_account_enabled(&a1.id, false).await.unwrap();
+        assert_eq!(
+            s.channel_account_for(&m.id, ChannelKind::Wechat)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(!s.channel_account(&a1.id).await.unwrap().unwrap().enabled);
+        assert!(matches!(
+            s.set_channel_account_enabled("acct_nope", false).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let config = json!({"appid": "wx999", "mchid": "1900000002"});
+        s.update_channel_account_config(&b1.id, &config)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.channel_account(&b1.id).await.unwrap().unwrap().config,
+            config
+        );
+        assert!(matches!(
+            s.update_channel_account_config("acct_nope", &config).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    cleanup(dbs).await;
+}
+
+fn test_secret_fields(_: ChannelKind) -> &'static [&'static str] {
+    &["private_key_pem", "apiv3_key"]
+}
+
+fn master_key(byte: u8) -> MasterKey {
+    MasterKey::from_bytes(&[byte; 32]).unwrap()
+}
+
+fn sealed(raw: &Arc<dyn Store>, keys: Keyring) -> SealedStore {
+    SealedStore::new(raw.clone(), Arc::new(keys), test_secret_fields)
+}
+
+/// Every file of a SQLite database (main file, WAL, shared memory), or a
+/// `pg_dump` of a PostgreSQL one, as bytes.
+fn raw_database_bytes(db: &TestDb) -> Vec<u8> {
+    if db.backend == "sqlite" {
+        let path = db.url.strip_prefix("sqlite://").unwrap();
+        let dir = std::path::Path::new(path).parent().unwrap();
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        assert!(!all.is_empty());
+        all
+    } else {
+        let out = std::process::Command::new("pg_dump")
+            .arg("--dbname")
+            .arg(&db.url)
+            .output()
+            .expect("pg_dump is installed");
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_and_survive_key_rotation() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let app_secret = format!("sk_{}", new_id("clear"));
+        let old_app_secret = format!("sk_{}", new_id("older"));
+        let private_key = format!("-----BEGIN PRIVATE KEY-----{}", new_id("pem"));
+        let apiv3_key = new_id("v3key");
+        let plaintext_before = format!("sk_{}", new_id("before"));
+
+        // A row written before any master key was set (sandbox, or an old database).
+        let m0 = Merchant {
+            id: new_id("mch"),
+            name: "Early".into(),
+            created_at: t0(),
+        };
+        let early = App::new(new_id("app"), m0.id.clone(), plaintext_before.clone(), t0());
+        sealed(&db.store, Keyring::plaintext())
+            .insert_merchant(&m0, &early)
+            .await
+            .unwrap();
+
+        let s = sealed(&db.store, Keyring::new(master_key(1)));
+        let m = Merchant {
+            id: new_id("mch"),
+            name: "Sealed".into(),
+            created_at: t0(),
+        };
+        let app = App {
+            previous_secret: Some(old_app_secret.clone()),
+            previous_secret_expires_at: Some(t0() + secs(60)),
+            ..App::new(new_id("app"), m.id.clone(), app_secret.clone(), t0())
+        };
+        s.insert_merchant(&m, &app).await.unwrap();
+        let account = ChannelAccount {
+            id: new_id("acct"),
+            merchant_id: m.id.clone(),
+            channel: ChannelKind::Wechat,
+            config: json!({"mchid": "1900000001", "private_key_pem": private_key, "apiv3_key": apiv3_key}),
+            sandbox: false,
+            enabled: true,
+            created_at: t0(),
+        };
+        s.insert_channel_account(&account).await.unwrap();
+
+        // Through the sealed store: plaintext, exactly as written.
+        assert_eq!(s.app(&app.app_id).await.unwrap(), Some(app.clone()));
+        assert_eq!(s.app(&early.app_id).await.unwrap(), Some(early.clone()));
+        assert_eq!(
+            s.channel_account(&account.id).await.unwrap(),
+            Some(account.clone())
+        );
+        assert_eq!(
+            s.channel_account_for(&m.id, ChannelKind::Wechat)
+                .await
+                .unwrap(),
+            Some(account.clone())
+        );
+        assert_eq!(
+            s.list_channel_accounts(None).await.unwrap(),
+            vec![account.clone()]
+        );
+        // Underneath: sealed, non-secret fields readable.
+        let raw = db
+            .store
+            .channel_account(&account.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw.config["mchid"], "1900000001");
+        assert!(raw.config["apiv3_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("enc:v1:"));
+        assert!(db
+            .store
+            .app(&app.app_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret
+            .starts_with("enc:v1:"));
+        // Without the key, or with another one, nothing opens.
+        for wrong in [Keyring::plaintext(), Keyring::new(master_key(9))] {
+            assert!(matches!(
+                sealed(&db.store, wrong).app(&app.app_id).await,
+                Err(StoreError::Secret(_))
+            ));
+        }
+
+        // Rotation: everything (including the early plaintext row) ends up under key 2.
+        let rotating = sealed(
+            &db.store,
+            Keyring::new(master_key(2)).also_open_with(master_key(1)),
+        );
+        let counts = rotating.reseal_all().await.unwrap();
+        assert_eq!(
+            (counts.apps, counts.channel_accounts),
+            (2, 1),
+            "{}",
+            db.backend
+        );
+        // Repeating it is a no-op (a crashed rotation is simply run again).
+        assert_eq!(rotating.reseal_all().await.unwrap().apps, 0);
+        let s2 = sealed(&db.store, Keyring::new(master_key(2)));
+        assert_eq!(s2.app(&app.app_id).await.unwrap(), Some(app.clone()));
+        assert_eq!(s2.app(&early.app_id).await.unwrap(), Some(early.clone()));
+        assert_eq!(
+            s2.channel_account(&account.id).await.unwrap(),
+            Some(account.clone())
+        );
+        assert!(sealed(&db.store, Keyring::new(master_key(1)))
+            .app(&app.app_id)
+            .await
+            .is_err());
+
+        // The database itself holds none of the secrets in clear.
+        let bytes = raw_database_bytes(db);
+        assert!(
+            contains(&bytes, &app.app_id),
+            "{}: dump has the rows",
+            db.backend
+        );
+        for secret in [
+            &app_secret,
+            &old_app_secret,
+            &private_key,
+            &apiv3_key,
+            &plaintext_before,
+        ] {
+            assert!(
+                !contains(&bytes, secret),
+                "{}: {secret} in clear",
+                db.backend
+            );
+        }
     }
     cleanup(dbs).await;
 }

@@ -38,6 +38,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Whole-call timeout applied to every WeChat request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The [`WechatConfig`] fields that are secret (sealed at rest, never shown).
+pub const SECRET_FIELDS: &[&str] = &["private_key_pem", "apiv3_key"];
+
 /// A channel account's configuration (stored as its config JSON).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct WechatConfig {

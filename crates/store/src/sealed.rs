@@ -1,0 +1,363 @@
+//! [`SealedStore`]: any [`Store`], with secrets sealed on the way in and
+//! opened on the way out.
+//!
+//! The backends store what they are given; this layer decides what is secret:
+//! every app secret, and the channel-account config fields a channel names as
+//! secret (the store does not know channels, so the caller passes that list).
+//! The rest of paymux uses a `SealedStore` and sees plaintext.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use paymux_core::{ChannelKind, PaymentId, PaymentStatus};
+
+use crate::model::*;
+use crate::secrets::Keyring;
+use crate::{Result, Store, StoreError};
+
+/// Names the secret fields of a channel's account config (WeChat:
+/// `private_key_pem`, `apiv3_key`).
+pub type SecretFields = fn(ChannelKind) -> &'static [&'static str];
+
+pub struct SealedStore {
+    inner: Arc<dyn Store>,
+    keys: Arc<Keyring>,
+    secret_fields: SecretFields,
+}
+
+/// What [`SealedStore::reseal_all`] rewrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResealCounts {
+    pub apps: usize,
+    pub channel_accounts: usize,
+}
+
+fn app_context(app_id: &str, field: &str) -> String {
+    format!("apps/{app_id}/{field}")
+}
+
+fn account_context(id: &str, field: &str) -> String {
+    format!("channel_accounts/{id}/{field}")
+}
+
+impl SealedStore {
+    pub fn new(inner: Arc<dyn Store>, keys: Arc<Keyring>, secret_fields: SecretFields) -> Self {
+        SealedStore {
+            inner,
+            keys,
+            secret_fields,
+        }
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// The store underneath, which sees sealed values as stored.
+    pub fn raw(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+
+    fn map_app(&self, app: &App, f: impl Fn(&str, &str) -> Result<String>) -> Result<App> {
+        let mut out = app.clone();
+        out.secret = f(&app_context(&app.app_id, "secret"), &app.secret)?;
+        out.previous_secret = app
+            .previous_secret
+            .as_deref()
+            .map(|s| f(&app_context(&app.app_id, "previous_secret"), s))
+            .transpose()?;
+        Ok(out)
+    }
+
+    fn seal_app(&self, app: &App) -> Result<App> {
+        self.map_app(app, |c, v| self.keys.seal(c, v))
+    }
+
+    fn open_app(&self, app: &App) -> Result<App> {
+        self.map_app(app, |c, v| self.keys.open(c, v))
+    }
+
+    fn map_account(
+        &self,
+        account: &ChannelAccount,
+        f: impl Fn(&str, &str) -> Result<String>,
+    ) -> Result<ChannelAccount> {
+        let mut out = account.clone();
+        let Some(config) = out.config.as_object_mut() else {
+            return Ok(out);
+        };
+        for field in (self.secret_fields)(account.channel) {
+            if let Some(serde_json::Value::String(value)) = config.get_mut(*field) {
+                *value = f(&account_context(&account.id, field), value)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn seal_account(&self, account: &ChannelAccount) -> Result<ChannelAccount> {
+        self.map_account(account, |c, v| self.keys.seal(c, v))
+    }
+
+    fn open_account(&self, account: &ChannelAccount) -> Result<ChannelAccount> {
+        self.map_account(account, |c, v| self.keys.open(c, v))
+    }
+
+    /// Re-seals every app secret and every secret account field under the
+    /// current master key: values sealed with an older key the keyring knows,
+    /// and plaintext written before a master key was set. Values already
+    /// under the current key are left alone, so an interrupted run can simply
+    /// be repeated.
+    pub async fn reseal_all(&self) -> Result<ResealCounts> {
+        if !self.keys.seals() {
+            return Err(StoreError::Secret(
+                "re-sealing needs a master key to seal with".into(),
+            ));
+        }
+        let mut counts = ResealCounts::default();
+        let is_current = |v: &str| self.keys.is_current(v);
+        for merchant in self.inner.list_merchants().await? {
+            for app in self.inner.merchant_apps(&merchant.id).await? {
+                let stale = !is_current(&app.secret)
+                    || app
+                        .previous_secret
+                        .as_deref()
+                        .is_some_and(|s| !is_current(s));
+                if stale {
+                    let resealed = self.seal_app(&self.open_app(&app)?)?;
+                    self.inner.update_app_secrets(&resealed).await?;
+                    counts.apps += 1;
+                }
+            }
+        }
+        for account in self.inner.list_channel_accounts(None).await? {
+            let stale = (self.secret_fields)(account.channel).iter().any(|f| {
+                account
+                    .config
+                    .get(*f)
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|v| !is_current(v))
+            });
+            if stale {
+                let resealed = self.seal_account(&self.open_account(&account)?)?;
+                self.inner
+                    .update_channel_account_config(&account.id, &resealed.config)
+                    .await?;
+                counts.channel_accounts += 1;
+            }
+        }
+        self.inner.scrub().await?;
+        Ok(counts)
+    }
+}
+
+#[async_trait]
+impl Store for SealedStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
+    async fn insert_merchant(&self, merchant: &Merchant, app: &App) -> Result<()> {
+        self.inner
+            .insert_merchant(merchant, &self.seal_app(app)?)
+            .await
+    }
+
+    async fn merchant(&self, id: &str) -> Result<Option<Merchant>> {
+        self.inner.merchant(id).await
+    }
+
+    async fn list_merchants(&self) -> Result<Vec<Merchant>> {
+        self.inner.list_merchants().await
+    }
+
+    async fn app(&self, app_id: &str) -> Result<Option<App>> {
+        self.inner
+            .app(app_id)
+            .await?
+            .map(|a| self.open_app(&a))
+            .transpose()
+    }
+
+    async fn merchant_apps(&self, merchant_id: &str) -> Result<Vec<App>> {
+        self.inner
+            .merchant_apps(merchant_id)
+            .await?
+            .iter()
+            .map(|a| self.open_app(a))
+            .collect()
+    }
+
+    async fn scrub(&self) -> Result<()> {
+        self.inner.scrub().await
+    }
+
+    async fn insert_app(&self, app: &App) -> Result<()> {
+        self.inner.insert_app(&self.seal_app(app)?).await
+    }
+
+    async fn update_app_secrets(&self, app: &App) -> Result<()> {
+        self.inner.update_app_secrets(&self.seal_app(app)?).await
+    }
+
+    async fn insert_channel_account(&self, account: &ChannelAccount) -> Result<()> {
+        self.inner
+            .insert_channel_account(&self.seal_account(account)?)
+            .await
+    }
+
+    async fn list_channel_accounts(
+        &self,
+        merchant_id: Option<&str>,
+    ) -> Result<Vec<ChannelAccount>> {
+        self.inner
+            .list_channel_accounts(merchant_id)
+            .await?
+            .iter()
+            .map(|a| self.open_account(a))
+            .collect()
+    }
+
+    async fn set_channel_account_enabled(&self, id: &str, enabled: bool) -> Result<()> {
+        self.inner.set_channel_account_enabled(id, enabled).await
+    }
+
+    async fn update_channel_account_config(
+        &self,
+        id: &str,
+        config: &serde_json::Value,
+    ) -> Result<()> {
+        let Some(current) = self.inner.channel_account(id).await? else {
+            return Err(StoreError::NotFound(format!("channel account {id}")));
+        };
+        let next = ChannelAccount {
+            config: config.clone(),
+            ..current
+        };
+        self.inner
+            .update_channel_account_config(id, &self.seal_account(&next)?.config)
+            .await
+    }
+
+    async fn channel_account(&self, id: &str) -> Result<Option<ChannelAccount>> {
+        self.inner
+            .channel_account(id)
+            .await?
+            .map(|a| self.open_account(&a))
+            .transpose()
+    }
+
+    async fn channel_account_for(
+        &self,
+        merchant_id: &str,
+        channel: ChannelKind,
+    ) -> Result<Option<ChannelAccount>> {
+        self.inner
+            .channel_account_for(merchant_id, channel)
+            .await?
+            .map(|a| self.open_account(&a))
+            .transpose()
+    }
+
+    async fn use_nonce(
+        &self,
+        app_id: &str,
+        nonce: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.inner.use_nonce(app_id, nonce, now, expires_at).await
+    }
+
+    async fn purge_nonces(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.inner.purge_nonces(now).await
+    }
+
+    async fn insert_payment(&self, payment: &Payment) -> Result<Inserted> {
+        self.inner.insert_payment(payment).await
+    }
+
+    async fn payment(&self, id: &PaymentId) -> Result<Option<Payment>> {
+        self.inner.payment(id).await
+    }
+
+    async fn payment_by_order_no(
+        &self,
+        merchant_id: &str,
+        merchant_order_no: &str,
+    ) -> Result<Option<Payment>> {
+        self.inner
+            .payment_by_order_no(merchant_id, merchant_order_no)
+            .await
+    }
+
+    async fn transition(
+        &self,
+        id: &PaymentId,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        patch: &TransitionPatch,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition> {
+        self.inner.transition(id, from, to, patch, event, now).await
+    }
+
+    async fn claim_due_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>> {
+        self.inner.claim_due_events(now, lease, limit).await
+    }
+
+    async fn mark_event_delivered(
+        &self,
+        id: &str,
+        attempts: i32,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.inner.mark_event_delivered(id, attempts, now).await
+    }
+
+    async fn mark_event_failed(
+        &self,
+        id: &str,
+        attempts: i32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()> {
+        self.inner
+            .mark_event_failed(id, attempts, next_attempt_at, error)
+            .await
+    }
+
+    async fn mark_event_dead(&self, id: &str, attempts: i32, error: &str) -> Result<()> {
+        self.inner.mark_event_dead(id, attempts, error).await
+    }
+
+    async fn event(&self, id: &str) -> Result<Option<OutboxEvent>> {
+        self.inner.event(id).await
+    }
+
+    async fn events_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<OutboxEvent>> {
+        self.inner.events_for_payment(payment_id).await
+    }
+
+    async fn idempotency_record(
+        &self,
+        merchant_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>> {
+        self.inner.idempotency_record(merchant_id, key).await
+    }
+
+    async fn save_idempotency_record(&self, record: &IdempotencyRecord) -> Result<bool> {
+        self.inner.save_idempotency_record(record).await
+    }
+}
