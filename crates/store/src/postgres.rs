@@ -98,7 +98,7 @@ impl Store for PgStore {
         .bind(&app.secret)
         .bind(app.created_at)
         .bind(&app.previous_secret)
-        .bind(app.previous_secret_expires_at.map(|t| t))
+        .bind(app.previous_secret_expires_at)
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::unique(e, "app"))?;
@@ -157,7 +157,7 @@ impl Store for PgStore {
         .bind(&app.secret)
         .bind(app.created_at)
         .bind(&app.previous_secret)
-        .bind(app.previous_secret_expires_at.map(|t| t))
+        .bind(app.previous_secret_expires_at)
         .execute(&self.pool)
         .await
         .map_err(|e| StoreError::unique(e, "app"))?;
@@ -172,7 +172,7 @@ impl Store for PgStore {
         .bind(&app.app_id)
         .bind(&app.secret)
         .bind(&app.previous_secret)
-        .bind(app.previous_secret_expires_at.map(|t| t))
+        .bind(app.previous_secret_expires_at)
         .execute(&self.pool)
         .await?
         .rows_affected();

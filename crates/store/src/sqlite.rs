@@ -156,7 +156,7 @@ impl Store for SqliteStore {
         .bind(&app.secret)
         .bind(micros(app.created_at))
         .bind(&app.previous_secret)
-        .bind(app.previous_secret_expires_at.map(|t| micros(t)))
+        .bind(app.previous_secret_expires_at.map(micros))
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::unique(e, "app"))?;
@@ -215,7 +215,7 @@ impl Store for SqliteStore {
         .bind(&app.secret)
         .bind(micros(app.created_at))
         .bind(&app.previous_secret)
-        .bind(app.previous_secret_expires_at.map(|t| micros(t)))
+        .bind(app.previous_secret_expires_at.map(micros))
         .execute(&self.writer)
         .await
         .map_err(|e| StoreError::unique(e, "app"))?;
@@ -230,7 +230,7 @@ impl Store for SqliteStore {
         .bind(&app.app_id)
         .bind(&app.secret)
         .bind(&app.previous_secret)
-        .bind(app.previous_secret_expires_at.map(|t| micros(t)))
+        .bind(app.previous_secret_expires_at.map(micros))
         .execute(&self.writer)
         .await?
         .rows_affected();
