@@ -123,4 +123,72 @@ pub trait Channel: Send + Sync {
 
     /// The reply the channel expects after a callback was handled (`ok`) or must be retried.
     fn callback_reply(&self, ok: bool) -> CallbackReply;
+
+    /// A harmless authenticated call that proves the account's keys and
+    /// endpoint work. By default: a query of an order that does not exist,
+    /// for which "not found" is the correct, authenticated answer.
+    async fn probe(&self) -> Result<(), ChannelError> {
+        let out_trade_no = format!("paymuxprobe{}", paymux_core::new_id("p").replace('_', ""));
+        match self.query(&out_trade_no).await {
+            Ok(_) | Err(ChannelError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Explains a failed [`Channel::probe`] to an operator: a stable code and
+    /// what to check. Channels refine this with what their errors mean.
+    fn diagnose(&self, err: &ChannelError) -> Diagnosis {
+        Diagnosis::generic(err)
+    }
+}
+
+/// Why an account does not work, for `paymux channel test` and the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    /// Stable: `UNREACHABLE`, `CLOCK_SKEW`, `WRONG_SERIAL`, `WRONG_KEY`,
+    /// `WRONG_APIV3_KEY`, `PLATFORM_KEY_MISMATCH`, `REJECTED`, `CONFIG`, `PROTOCOL`.
+    pub code: &'static str,
+    /// What happened and what to check. Never contains a secret.
+    pub message: String,
+}
+
+impl Diagnosis {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Diagnosis {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// What any channel's error means, without channel-specific knowledge.
+    pub fn generic(err: &ChannelError) -> Self {
+        match err {
+            ChannelError::Transport(e) => Diagnosis::new(
+                "UNREACHABLE",
+                format!("the channel could not be reached or failed ({e}); check the base URL, DNS, firewall and proxy"),
+            ),
+            ChannelError::StaleTimestamp(e) => Diagnosis::new(
+                "CLOCK_SKEW",
+                format!("timestamps disagree ({e}); synchronise this machine's clock (NTP)"),
+            ),
+            ChannelError::InvalidSignature(e) => Diagnosis::new(
+                "PLATFORM_KEY_MISMATCH",
+                format!("the channel's answer did not verify ({e}); check the platform public key / certificates configured for the account and that the base URL is the right endpoint"),
+            ),
+            ChannelError::Decrypt => Diagnosis::new(
+                "DECRYPT_FAILED",
+                "the channel's encrypted content did not decrypt; check the account's symmetric key",
+            ),
+            ChannelError::Rejected { code, message } => Diagnosis::new(
+                "REJECTED",
+                format!("the channel refused the call: {code}: {message}"),
+            ),
+            ChannelError::NotFound => Diagnosis::new("REJECTED", "unexpected 'not found'"),
+            ChannelError::Protocol(e) => Diagnosis::new(
+                "PROTOCOL",
+                format!("the endpoint does not speak the channel's protocol ({e}); check the base URL"),
+            ),
+            ChannelError::Config(e) => Diagnosis::new("CONFIG", format!("the account's configuration is unusable: {e}")),
+        }
+    }
 }

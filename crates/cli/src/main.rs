@@ -2,6 +2,7 @@
 //! merchants, `demo` shows a payment end to end, `bench` measures.
 
 mod bench;
+mod channel;
 mod demo;
 mod keys;
 mod serve;
@@ -32,6 +33,11 @@ enum Command {
     Merchant {
         #[command(subcommand)]
         command: MerchantCommand,
+    },
+    /// Channel accounts: add, list, show, disable, test.
+    Channel {
+        #[command(subcommand)]
+        command: channel::ChannelCommand,
     },
     /// Master keys: generate one, or re-encrypt every secret under a new one.
     Keys {
@@ -157,6 +163,7 @@ async fn main() -> ExitCode {
         Command::Merchant {
             command: MerchantCommand::Create { name, db, json },
         } => create_merchant(&name, &db, json).await,
+        Command::Channel { command } => channel::run(command).await,
         Command::Keys { command } => keys::run(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -18,6 +18,8 @@ pub enum ServerError {
     Config(String),
     #[error("crypto: {0}")]
     Crypto(String),
+    #[error("not found: {0}")]
+    NotFound(String),
 }
 
 /// Failures of a payment operation that the merchant API reports with their own code.

@@ -1,6 +1,7 @@
 //! The paymux server: the merchant API, channel callbacks and the workers
 //! that carry a payment from creation to the merchant's notification.
 
+pub mod accounts;
 pub mod api;
 pub mod callbacks;
 pub mod channels;
@@ -73,9 +74,20 @@ pub async fn start_with_clock(
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .effective_public_url(addr)
+        .map_err(ServerError::Config)?;
+    if !config.sandbox && !public_url.starts_with("https://") {
+        let line = "!".repeat(72);
+        tracing::warn!("{line}");
+        tracing::warn!("INSECURE PUBLIC URL {public_url}: allowed by allow_insecure_public_url.");
+        tracing::warn!("Real channels call back only over https; use this for local tests only.");
+        tracing::warn!("{line}");
+    }
+    if !config.sandbox && config.allow_http_notify_url {
+        tracing::warn!(
+            "allow_http_notify_url: merchants may receive notifications over plain http"
+        );
+    }
     ops::metrics_handle();
     let state = AppState::new(config, store, clock, public_url)?;
     if state.sandbox.is_some() {

@@ -387,6 +387,57 @@ impl Channel for WechatPay {
         }
     }
 
+    /// Downloads the platform certificates (proves request signing and, by
+    /// decrypting them, the APIv3 key) unless a platform public key is
+    /// configured, then queries an order that does not exist.
+    async fn probe(&self) -> Result<(), ChannelError> {
+        if self.platform_key.is_none() {
+            self.refresh_platform_certificates().await?;
+        }
+        let out_trade_no = format!("paymuxprobe{}", sign::random_nonce(16));
+        match self.query(&out_trade_no).await {
+            Ok(_) | Err(ChannelError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn diagnose(&self, err: &ChannelError) -> crate::Diagnosis {
+        use crate::Diagnosis;
+        match err {
+            // WeChat answers every authentication failure with SIGN_ERROR;
+            // its message says which part was wrong.
+            ChannelError::Rejected { code, message } if code == "SIGN_ERROR" => {
+                let m = message.to_lowercase();
+                if m.contains("序列号") || m.contains("serial") {
+                    Diagnosis::new(
+                        "WRONG_SERIAL",
+                        format!("WeChat Pay does not know certificate serial {} for mchid {} (SIGN_ERROR: {message}); --serial-no must be the serial of the merchant API certificate (apiclient_cert.pem)", self.config.serial_no, self.config.mchid),
+                    )
+                } else if m.contains("时间") || m.contains("timestamp") || m.contains("过期") {
+                    Diagnosis::new(
+                        "CLOCK_SKEW",
+                        format!("WeChat Pay says the request timestamp is off (SIGN_ERROR: {message}); synchronise this machine's clock (NTP)"),
+                    )
+                } else if m.contains("未注册") || m.contains("mchid") || m.contains("商户号") {
+                    Diagnosis::new(
+                        "REJECTED",
+                        format!("WeChat Pay does not know mchid {} (SIGN_ERROR: {message}); check --mchid and --base-url", self.config.mchid),
+                    )
+                } else {
+                    Diagnosis::new(
+                        "WRONG_KEY",
+                        format!("WeChat Pay rejected the request signature (SIGN_ERROR: {message}); --private-key-file must be the private key (apiclient_key.pem) of the certificate with serial {}", self.config.serial_no),
+                    )
+                }
+            }
+            ChannelError::Decrypt => Diagnosis::new(
+                "WRONG_APIV3_KEY",
+                "the platform certificates did not decrypt: the APIv3 key is not the one set in the WeChat Pay merchant portal",
+            ),
+            other => Diagnosis::generic(other),
+        }
+    }
+
     async fn query(&self, out_trade_no: &str) -> Result<ChannelTrade, ChannelError> {
         let path = format!(
             "/v3/pay/transactions/out-trade-no/{}?mchid={}",

@@ -37,6 +37,9 @@ pub async fn create(
                 Ok(r) => r,
                 Err(e) => return e.into_response(),
             };
+            if let Err(e) = state.config.check_notify_url(&req.notify_url) {
+                return ApiError::invalid(e).into_response();
+            }
             match flow::create(&state, &caller.merchant_id, req).await {
                 Ok((payment, true)) => {
                     (StatusCode::CREATED, Json(view::payment(&payment))).into_response()

@@ -1,0 +1,234 @@
+//! `paymux channel`: a merchant's live channel accounts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use paymux_channels::wechat::{WechatConfig, PRODUCTION_BASE_URL};
+use paymux_core::SystemClock;
+use paymux_server::accounts;
+use paymux_store::Store;
+
+use crate::DbArgs;
+
+#[derive(Subcommand)]
+pub enum ChannelCommand {
+    /// Add a live channel account for a merchant (its newest enabled account is used).
+    Add {
+        #[command(subcommand)]
+        channel: AddChannel,
+    },
+    /// List channel accounts (secrets masked).
+    List {
+        /// Only this merchant's accounts.
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Show one account (secrets masked).
+    Show {
+        account: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Stop using an account for new payments.
+    Disable {
+        account: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Use an account again.
+    Enable {
+        account: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Make a harmless authenticated call with the account's keys and explain any failure.
+    Test {
+        account: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// One subcommand per channel, each with the fields that channel needs.
+#[derive(Subcommand)]
+pub enum AddChannel {
+    /// WeChat Pay API v3 (direct merchant).
+    Wechat(Box<WechatAddArgs>),
+}
+
+#[derive(Args)]
+pub struct WechatAddArgs {
+    #[arg(long)]
+    merchant: String,
+    /// The AppID payments are made for (mini-program, official account or app).
+    #[arg(long)]
+    appid: String,
+    #[arg(long)]
+    mchid: String,
+    /// Serial number of the merchant API certificate.
+    #[arg(long)]
+    serial_no: String,
+    /// The merchant API private key (apiclient_key.pem).
+    #[arg(long)]
+    private_key_file: PathBuf,
+    /// The APIv3 key (32 characters). Prefer --apiv3-key-file or the
+    /// environment: a command line is visible to other users of the machine.
+    #[arg(long, env = "PAYMUX_WECHAT_APIV3_KEY", hide_env_values = true)]
+    apiv3_key: Option<String>,
+    #[arg(long, conflicts_with = "apiv3_key")]
+    apiv3_key_file: Option<PathBuf>,
+    /// WeChat Pay public-key mode: the public key (pub_key.pem)…
+    #[arg(long, requires = "platform_public_key_id")]
+    platform_public_key_file: Option<PathBuf>,
+    /// …and its id (PUB_KEY_ID_…). Without these, platform certificates are downloaded.
+    #[arg(long, requires = "platform_public_key_file")]
+    platform_public_key_id: Option<String>,
+    /// The API endpoint: WeChat Pay itself by default, or a simulator.
+    #[arg(long, default_value = PRODUCTION_BASE_URL)]
+    base_url: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+fn read(path: &Path, what: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+pub async fn run(command: ChannelCommand) -> Result<(), String> {
+    match command {
+        ChannelCommand::Add {
+            channel: AddChannel::Wechat(a),
+        } => add_wechat(*a).await,
+        ChannelCommand::List { merchant, json, db } => {
+            // Listing needs no master key: secrets are masked, never opened.
+            let store = db.open().await?;
+            let accounts = store
+                .raw()
+                .list_channel_accounts(merchant.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            let views: Vec<_> = accounts.iter().map(accounts::view).collect();
+            if json {
+                println!("{}", to_json(&views)?);
+            } else {
+                for v in views {
+                    let state = if v.enabled { "enabled" } else { "disabled" };
+                    let mchid = v.config.get("mchid").and_then(|m| m.as_str()).unwrap_or("");
+                    println!(
+                        "{}  {}  {}  {}  {}  {}",
+                        v.id, v.merchant_id, v.channel, mchid, state, v.created_at
+                    );
+                }
+            }
+            Ok(())
+        }
+        ChannelCommand::Show { account, db } => {
+            let store = db.open().await?;
+            let a = store
+                .raw()
+                .channel_account(&account)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no channel account {account}"))?;
+            println!("{}", to_json(&accounts::view(&a))?);
+            Ok(())
+        }
+        ChannelCommand::Disable { account, db } => set_enabled(&account, &db, false).await,
+        ChannelCommand::Enable { account, db } => set_enabled(&account, &db, true).await,
+        ChannelCommand::Test { account, json, db } => {
+            let store = db.open().await?;
+            let a = store
+                .channel_account(&account)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no channel account {account}"))?;
+            let outcome = accounts::test(&a, Arc::new(SystemClock)).await;
+            if json {
+                println!("{}", to_json(&outcome)?);
+            }
+            match outcome.diagnosis {
+                None => {
+                    if !json {
+                        println!(
+                            "ok: {account} ({}) answered an authenticated call",
+                            a.channel
+                        );
+                    }
+                    Ok(())
+                }
+                Some(d) => Err(format!(
+                    "channel test of {account} failed: {}: {}",
+                    d.code, d.message
+                )),
+            }
+        }
+    }
+}
+
+async fn set_enabled(account: &str, db: &DbArgs, enabled: bool) -> Result<(), String> {
+    let store = db.open().await?;
+    accounts::set_enabled(&*store, account, enabled)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{account} {}", if enabled { "enabled" } else { "disabled" });
+    Ok(())
+}
+
+async fn add_wechat(a: WechatAddArgs) -> Result<(), String> {
+    let apiv3_key =
+        match (&a.apiv3_key, &a.apiv3_key_file) {
+            (Some(k), None) => k.clone(),
+            (None, Some(path)) => read(path, "APIv3 key file")?.trim().to_string(),
+            _ => return Err(
+                "give the APIv3 key with --apiv3-key-file, PAYMUX_WECHAT_APIV3_KEY or --apiv3-key"
+                    .into(),
+            ),
+        };
+    let platform_public_key_pem = a
+        .platform_public_key_file
+        .as_deref()
+        .map(|p| read(p, "platform public key file"))
+        .transpose()?;
+    let config = WechatConfig {
+        base_url: a.base_url.clone(),
+        appid: a.appid.clone(),
+        mchid: a.mchid.clone(),
+        serial_no: a.serial_no.trim().to_uppercase(),
+        private_key_pem: read(&a.private_key_file, "private key file")?,
+        apiv3_key,
+        platform_public_key_id: a.platform_public_key_id.clone(),
+        platform_public_key_pem,
+    };
+    // Live keys are never written in clear.
+    if a.db.master_key()?.is_none() {
+        return Err(format!(
+            "no master key: channel keys are stored encrypted, so set {} or --master-key-file \
+             (`paymux keys generate` makes one)",
+            paymux_server::secrets::MASTER_KEY_ENV
+        ));
+    }
+    let store = a.db.open().await?;
+    let account = accounts::add_wechat(&*store, &SystemClock, &a.merchant, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    if a.json {
+        println!("{}", to_json(&accounts::view(&account))?);
+    } else {
+        println!("{}", account.id);
+        println!("Check it with: paymux channel test {}", account.id);
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(value).map_err(|e| e.to_string())
+}

@@ -1,0 +1,423 @@
+//! Going live, as an operator does it: a WeChat Pay endpoint that is not
+//! paymux's sandbox (the simulator, started on its own with its own keys), a
+//! merchant and a live account created with the `paymux` binary, `paymux
+//! serve` outside sandbox with a master key, a full payment, `channel test`
+//! passing and naming the problem when a serial or key is wrong, and master
+//! key rotation. On every store backend available.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use axum::Router;
+use paymux_channels::keys::PrivateKey;
+use paymux_server::client::{MerchantClient, NotifyReceiver};
+use paymux_sim::wechat::{router, WechatSim};
+use paymux_store::testing::{self, TestDb};
+use serde_json::{json, Value};
+
+/// The simulator on a random port, like `paymux-sim` (WeChat at `/sim/wechat`).
+async fn start_simulator() -> String {
+    let sim = WechatSim::new();
+    let app = Router::new()
+        .nest("/sim/wechat", router(sim.clone()))
+        .merge(router(sim));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// A merchant's own WeChat Pay credentials, registered at the simulator the
+/// way the merchant portal would know them.
+struct WechatKeys {
+    mchid: String,
+    serial_no: String,
+    private_key_pem: String,
+    apiv3_key: String,
+}
+
+async fn register_wechat_merchant(sim: &str, mchid: &str) -> WechatKeys {
+    let private_key_pem = PrivateKey::generate_pkcs8_pem().unwrap();
+    let public_key_pem = PrivateKey::from_pem(&private_key_pem)
+        .unwrap()
+        .public_key()
+        .unwrap()
+        .to_pem();
+    let keys = WechatKeys {
+        mchid: mchid.to_string(),
+        serial_no: format!(
+            "5157F09EFDC096DE15EBE81A47057A72{}",
+            &mchid[mchid.len() - 8..]
+        ),
+        private_key_pem,
+        apiv3_key: format!("{:0<32}", format!("v3{mchid}")),
+    };
+    let r = reqwest::Client::new()
+        .post(format!("{sim}/sim/wechat/merchants"))
+        .json(&json!({
+            "mchid": keys.mchid,
+            "serial_no": keys.serial_no,
+            "public_key_pem": public_key_pem,
+            "apiv3_key": keys.apiv3_key,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "register: {}", r.status());
+    keys
+}
+
+struct Operator {
+    dir: PathBuf,
+    db_url: String,
+    master_key_file: PathBuf,
+}
+
+impl Operator {
+    fn paymux(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_paymux"))
+            .args(args)
+            .args(["--database-url", &self.db_url])
+            .arg("--master-key-file")
+            .arg(&self.master_key_file)
+            .env_remove("PAYMUX_MASTER_KEY")
+            .env("PAYMUX_LOG", "warn")
+            .output()
+            .expect("paymux runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.paymux(args);
+        assert!(
+            out.status.success(),
+            "paymux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn add_wechat(&self, merchant_id: &str, keys: &WechatKeys, base_url: &str) -> String {
+        let key_file = self.file(
+            &format!("{}-{}.pem", keys.mchid, keys.serial_no),
+            &keys.private_key_pem,
+        );
+        let apiv3_file = self.file(&format!("{}-apiv3", keys.mchid), &keys.apiv3_key);
+        let out = self.ok(&[
+            "channel",
+            "add",
+            "wechat",
+            "--merchant",
+            merchant_id,
+            "--appid",
+            "wxd678efh567hg6787",
+            "--mchid",
+            &keys.mchid,
+            "--serial-no",
+            &keys.serial_no,
+            "--private-key-file",
+            key_file.to_str().unwrap(),
+            "--apiv3-key-file",
+            apiv3_file.to_str().unwrap(),
+            "--base-url",
+            base_url,
+            "--json",
+        ]);
+        let view: Value = serde_json::from_str(&out).unwrap();
+        view["id"].as_str().unwrap().to_string()
+    }
+
+    fn create_merchant(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["merchant", "create", "--name", name, "--json"])).unwrap()
+    }
+
+    /// `channel test`; Ok(()) or Err(stderr).
+    fn channel_test(&self, account: &str) -> Result<(), String> {
+        let out = self.paymux(&["channel", "test", account]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `paymux serve` (not sandbox); returns the process and its base URL.
+    fn serve(&self, config: &Path) -> (Child, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_paymux"))
+            .args(["serve", "--database-url", &self.db_url, "--config"])
+            .arg(config)
+            .arg("--master-key-file")
+            .arg(&self.master_key_file)
+            .env("PAYMUX_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("paymux starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut base = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(url) = line.strip_prefix("paymux listening on ") {
+                base = Some(url.trim().to_string());
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        (child, base.expect("paymux serve printed its address"))
+    }
+}
+
+fn raw_database_bytes(db: &TestDb) -> Vec<u8> {
+    if db.backend == "sqlite" {
+        let path = db.url.strip_prefix("sqlite://").unwrap();
+        let dir = Path::new(path).parent().unwrap();
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        all
+    } else {
+        let out = Command::new("pg_dump")
+            .arg("--dbname")
+            .arg(&db.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// The base64 body of a PEM, which is what would show up in a leaked file.
+fn pem_body(pem: &str) -> String {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----"))
+        .take(3)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_sandbox_to_a_live_wechat_account() {
+    let sim = start_simulator().await;
+    let sim_wechat = format!("{sim}/sim/wechat");
+    for db in testing::backends().await {
+        eprintln!("-- going live on {}", db.backend);
+        let dir = std::env::temp_dir().join(format!("paymux-golive-{}", paymux_core::new_id("t")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let master_key_file = dir.join("master.key");
+        std::fs::write(
+            &master_key_file,
+            paymux_store::MasterKey::generate_base64().unwrap(),
+        )
+        .unwrap();
+        let op = Operator {
+            dir: dir.clone(),
+            db_url: db.url.clone(),
+            master_key_file,
+        };
+
+        let suffix = &paymux_core::new_id("m")[3..11];
+        let mchid = format!(
+            "19{}",
+            suffix
+                .bytes()
+                .map(|b| char::from(b'0' + b % 10))
+                .collect::<String>()
+        );
+        let keys = register_wechat_merchant(&sim, &mchid).await;
+        let merchant = op.create_merchant("Live Mall");
+        let merchant_id = merchant["merchant_id"].as_str().unwrap();
+        let account = op.add_wechat(merchant_id, &keys, &sim_wechat);
+
+        // The keys and the endpoint work.
+        op.channel_test(&account).unwrap();
+        let shown = op.ok(&["channel", "show", &account]);
+        assert!(
+            shown.contains(&mchid) && shown.contains("encrypted"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains(&keys.apiv3_key) && !shown.contains(&pem_body(&keys.private_key_pem))
+        );
+        assert!(op.ok(&["channel", "list"]).contains(&account));
+
+        // Wrong serial, wrong key, wrong APIv3 key, wrong host: each named.
+        let other = op.create_merchant("Test Bench");
+        let other_id = other["merchant_id"].as_str().unwrap();
+        let wrong_serial = WechatKeys {
+            serial_no: "0123456789ABCDEF0123456789ABCDEF01234567".into(),
+            ..clone_keys(&keys)
+        };
+        let wrong_key = WechatKeys {
+            private_key_pem: PrivateKey::generate_pkcs8_pem().unwrap(),
+            ..clone_keys(&keys)
+        };
+        let wrong_apiv3 = WechatKeys {
+            apiv3_key: "0".repeat(32),
+            ..clone_keys(&keys)
+        };
+        for (bad, base, code) in [
+            (&wrong_serial, sim_wechat.as_str(), "WRONG_SERIAL"),
+            (&wrong_key, sim_wechat.as_str(), "WRONG_KEY"),
+            (&wrong_apiv3, sim_wechat.as_str(), "WRONG_APIV3_KEY"),
+            (&keys, "http://127.0.0.1:9", "UNREACHABLE"),
+        ] {
+            let acct = op.add_wechat(other_id, bad, base);
+            let err = op.channel_test(&acct).expect_err(code);
+            assert!(err.contains(code), "{code}: {err}");
+            assert!(!err.contains(&keys.apiv3_key), "{err}");
+        }
+
+        // Serve for real (not sandbox) and take a payment through the account.
+        let config = op.file(
+            "paymux.toml",
+            "listen = \"127.0.0.1:0\"\nallow_insecure_public_url = true\nallow_http_notify_url = true\n[notifier]\npoll_interval_ms = 100\n",
+        );
+        let (mut server, base) = op.serve(&config);
+        let secret = merchant["app_secret"].as_str().unwrap();
+        let client = MerchantClient::new(&base, merchant["app_id"].as_str().unwrap(), secret);
+        let mut receiver = NotifyReceiver::start(secret).await.unwrap();
+        let created = client
+            .post(
+                "/v1/payments",
+                &json!({
+                    "merchant_order_no": "LIVE-1", "amount": 2500, "channel": "wechat",
+                    "method": "native", "description": "live coffee", "notify_url": receiver.url,
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id = created.body["id"].as_str().unwrap().to_string();
+        assert!(
+            created.body["pay_params"]["code_url"].is_string(),
+            "{}",
+            created.body
+        );
+        let paid = reqwest::Client::new()
+            .post(format!("{sim}/sim/wechat/pay"))
+            .json(&json!({"out_trade_no": id}))
+            .send()
+            .await
+            .unwrap();
+        assert!(paid.status().is_success(), "sim pay: {}", paid.status());
+        let event = receiver
+            .next(Duration::from_secs(15))
+            .await
+            .expect("merchant notified");
+        assert!(event.signature_ok);
+        assert_eq!(event.body["data"]["id"], id.as_str());
+        assert_eq!(event.body["data"]["status"], "succeeded");
+        let got = client.get(&format!("/v1/payments/{id}")).await.unwrap();
+        assert_eq!(got.body["status"], "succeeded");
+        server.kill().unwrap();
+        server.wait().unwrap();
+
+        // Rotate the master key: everything still works under the new one only.
+        let new_key = op.file(
+            "master-2.key",
+            &paymux_store::MasterKey::generate_base64().unwrap(),
+        );
+        let out = op.ok(&[
+            "keys",
+            "rotate",
+            "--new-master-key-file",
+            new_key.to_str().unwrap(),
+        ]);
+        assert!(out.contains("re-encrypted"), "{out}");
+        let rotated = Operator {
+            master_key_file: new_key,
+            ..op
+        };
+        rotated.channel_test(&account).unwrap();
+        let (mut server, base) = rotated.serve(&config);
+        let client = MerchantClient::new(&base, merchant["app_id"].as_str().unwrap(), secret);
+        let again = client.get(&format!("/v1/payments/{id}")).await.unwrap();
+        assert_eq!(again.status, 200, "{}", again.body);
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let err = Operator {
+            master_key_file: dir.join("master.key"),
+            ..rotated
+        }
+        .channel_test(&account)
+        .expect_err("the old master key no longer opens anything");
+        assert!(err.contains("master key"), "{err}");
+
+        // A leaked database file leaks no secret.
+        let bytes = raw_database_bytes(&db);
+        assert!(
+            contains(&bytes, &mchid),
+            "{}: the dump has the rows",
+            db.backend
+        );
+        for s in [
+            secret,
+            keys.apiv3_key.as_str(),
+            &pem_body(&keys.private_key_pem),
+            &pem_body(&wrong_key.private_key_pem),
+        ] {
+            assert!(!contains(&bytes, s), "{}: a secret in clear", db.backend);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        db.cleanup().await;
+    }
+}
+
+fn clone_keys(k: &WechatKeys) -> WechatKeys {
+    WechatKeys {
+        mchid: k.mchid.clone(),
+        serial_no: k.serial_no.clone(),
+        private_key_pem: k.private_key_pem.clone(),
+        apiv3_key: k.apiv3_key.clone(),
+    }
+}
+
+/// Outside sandbox, `paymux serve` refuses to start without a master key or
+/// with an http public URL, and says why.
+#[test]
+fn serve_refuses_unsafe_production_settings() {
+    let dir = std::env::temp_dir().join(format!("paymux-refuse-{}", paymux_core::new_id("t")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("master.key");
+    std::fs::write(
+        &key_file,
+        paymux_store::MasterKey::generate_base64().unwrap(),
+    )
+    .unwrap();
+    let run = |extra: &[&str], with_key: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paymux"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .args(extra)
+            .env_remove("PAYMUX_MASTER_KEY")
+            .env_remove("PAYMUX_PUBLIC_URL")
+            .env("PAYMUX_LOG", "error");
+        if with_key {
+            cmd.arg("--master-key-file").arg(&key_file);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&["--public-url", "https://pay.example.com"], false).contains("no master key"));
+    assert!(run(&["--public-url", "http://pay.example.com"], true).contains("must be https"));
+    assert!(run(&[], true).contains("public_url is required"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
