@@ -116,7 +116,7 @@ pub async fn run(command: ChannelCommand) -> Result<(), String> {
                 .list_channel_accounts(merchant.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
-            let views: Vec<_> = accounts.iter().map(accounts::view).collect();
+            let views: Vec<_> = accounts.iter().map(accounts::view_stored).collect();
             if json {
                 println!("{}", to_json(&views)?);
             } else {
@@ -139,7 +139,7 @@ pub async fn run(command: ChannelCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no channel account {account}"))?;
-            println!("{}", to_json(&accounts::view(&a))?);
+            println!("{}", to_json(&accounts::view_stored(&a))?);
             Ok(())
         }
         ChannelCommand::Disable { account, db } => set_enabled(&account, &db, false).await,

@@ -34,6 +34,11 @@ enum Command {
         #[command(subcommand)]
         command: MerchantCommand,
     },
+    /// Check the configuration `serve` would run with.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Channel accounts: add, list, show, disable, test.
     Channel {
         #[command(subcommand)]
@@ -62,6 +67,13 @@ enum MerchantCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration (file, PAYMUX_… environment, flags) and print
+    /// it with secrets masked. Takes the same options as `serve`.
+    Check(Box<serve::ServeArgs>),
 }
 
 /// Where paymux keeps its data: an embedded SQLite file by default, or PostgreSQL.
@@ -111,7 +123,7 @@ impl DbArgs {
 }
 
 /// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://…@{}", &url[..scheme], &url[at + 1..])
@@ -142,24 +154,28 @@ pub fn temp_data_dir(purpose: &str) -> PathBuf {
     std::env::temp_dir().join(format!("paymux-{purpose}-{}-{stamp}", std::process::id()))
 }
 
-fn init_tracing() {
+fn init_tracing(format: paymux_server::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYMUX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        paymux_server::config::LogFormat::Text => builder.try_init(),
+        // One JSON object per line, for log collectors.
+        paymux_server::config::LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => {
-            init_tracing();
-            serve::run(args).await
-        }
+        Command::Serve(args) => serve::run(args).await,
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => serve::check(*args).await,
         Command::Merchant {
             command: MerchantCommand::Create { name, db, json },
         } => create_merchant(&name, &db, json).await,

@@ -26,15 +26,20 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
 }
 
-pub async fn run(args: ServeArgs) -> Result<(), String> {
-    let mut config = match &args.config {
+/// The effective configuration: defaults, `--config` file, `PAYMUX_…`
+/// environment, then the command-line flags.
+pub fn effective_config(args: &ServeArgs) -> Result<ServerConfig, String> {
+    let file = match &args.config {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            toml::from_str::<ServerConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(serde_json::to_value(table).map_err(|e| format!("{}: {e}", path.display()))?)
         }
-        None => ServerConfig::default(),
+        None => None,
     };
+    let mut config = ServerConfig::load(file, std::env::vars())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -44,7 +49,29 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     if args.public_url.is_some() {
         config.public_url = args.public_url.clone();
     }
-    let master_key = args.db.master_key()?;
+    if args.db.master_key_file.is_some() {
+        config.master_key_file = args.db.master_key_file.clone();
+    }
+    if let Some(url) = &args.db.database_url {
+        config.database_url = Some(paymux_server::config::SecretString::new(url.clone()));
+    }
+    Ok(config)
+}
+
+/// The database flags with what the configuration adds.
+fn db_args(args: &ServeArgs, config: &ServerConfig) -> DbArgs {
+    DbArgs {
+        data_dir: args.db.data_dir.clone(),
+        database_url: config.database_url.as_ref().map(|u| u.expose().to_string()),
+        master_key_file: config.master_key_file.clone(),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let config = effective_config(&args)?;
+    crate::init_tracing(config.log_format);
+    let db = db_args(&args, &config);
+    let master_key = db.master_key()?;
     if master_key.is_none() {
         if !config.sandbox {
             return Err(format!(
@@ -55,8 +82,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         }
         paymux_server::secrets::warn_plaintext();
     }
-    let store = args
-        .db
+    let store = db
         .open_with(paymux_server::secrets::keyring(master_key))
         .await?;
     if config.sandbox {
@@ -73,6 +99,42 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         _ = running.wait() => {}
     }
     Ok(())
+}
+
+/// `paymux config check`: validates what `serve` would run with and prints
+/// it, secrets masked. Fails if `serve` would refuse to start.
+pub async fn check(args: ServeArgs) -> Result<(), String> {
+    let config = effective_config(&args)?;
+    let db = db_args(&args, &config);
+    let mut shown = serde_json::to_value(&config).map_err(|e| e.to_string())?;
+    shown["database"] = serde_json::Value::String(crate::redact(&db.url()));
+    let mut problems = Vec::new();
+    match db.master_key() {
+        Ok(Some(key)) => shown["master_key"] = format!("set (id {})", key.id()).into(),
+        Ok(None) if config.sandbox => {
+            shown["master_key"] = "none: secrets stored in clear (sandbox)".into()
+        }
+        Ok(None) => {
+            problems.push("no master key (PAYMUX_MASTER_KEY or --master-key-file)".to_string())
+        }
+        Err(e) => problems.push(e),
+    }
+    if let Err(e) = config.effective_public_url(config.listen) {
+        problems.push(e);
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&shown).map_err(|e| e.to_string())?
+    );
+    if problems.is_empty() {
+        println!("configuration ok");
+        Ok(())
+    } else {
+        Err(format!(
+            "configuration has problems:\n  {}",
+            problems.join("\n  ")
+        ))
+    }
 }
 
 /// A new sandbox with no merchant gets one, so the API can be tried at once.

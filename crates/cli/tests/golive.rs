@@ -421,3 +421,92 @@ fn serve_refuses_unsafe_production_settings() {
     assert!(run(&[], true).contains("public_url is required"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `paymux config check` prints the effective configuration (file, then
+/// environment) with secrets masked, and fails on what `serve` would refuse.
+#[test]
+fn config_check_masks_secrets_and_reports_problems() {
+    let dir = std::env::temp_dir().join(format!("paymux-config-{}", paymux_core::new_id("t")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("paymux.toml");
+    std::fs::write(
+        &config,
+        "public_url = \"https://pay.example.com\"\nadmin_token = \"file-token-SECRET\"\n[notifier]\ntimeout_secs = 4\n",
+    )
+    .unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paymux"));
+        cmd.args(["config", "check", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env_remove("PAYMUX_MASTER_KEY")
+            .env_remove("PAYMUX_PUBLIC_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let key = paymux_store::MasterKey::generate_base64().unwrap();
+    let out = check(&[
+        ("PAYMUX_MASTER_KEY", &key),
+        ("PAYMUX_ADMIN_TOKEN", "env-token-SECRET"),
+        ("PAYMUX_NOTIFIER_SCHEDULE_SECS", "5,10"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("SECRET") && !stdout.contains(&key),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"timeout_secs\": 4") && stdout.contains("configuration ok"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("5,\n") || stdout.contains("[\n      5"),
+        "{stdout}"
+    );
+    let out = check(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no master key"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `log_format = "json"` (here from the environment) makes every log line a JSON object.
+#[test]
+fn json_logs() {
+    let dir = std::env::temp_dir().join(format!("paymux-jsonlog-{}", paymux_core::new_id("t")));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paymux"))
+        .args([
+            "serve",
+            "--sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("PAYMUX_LOG_FORMAT", "json")
+        .env("PAYMUX_LOG", "info")
+        .env_remove("PAYMUX_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = 0;
+    for line in stderr.lines().take(3) {
+        let line = line.unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        seen += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(seen, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}

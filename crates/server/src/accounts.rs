@@ -13,10 +13,8 @@ use serde::Serialize;
 
 use crate::ServerError;
 
-/// What a masked secret field shows: whether it is set and sealed, never its value.
-pub const MASK_SEALED: &str = "******** (encrypted)";
-pub const MASK_CLEAR: &str =
-    "******** (stored in clear: set a master key and run `paymux keys rotate`)";
+/// What a secret field shows instead of its value.
+pub const MASK: &str = "********";
 
 /// An account as shown to operators: every config field, secret ones masked.
 #[derive(Debug, Clone, Serialize)]
@@ -28,22 +26,20 @@ pub struct AccountView {
     pub sandbox: bool,
     pub created_at: DateTime<Utc>,
     pub config: serde_json::Value,
+    /// How the secret fields are stored (`encrypted` or `in clear`), when
+    /// the view was made from the row as stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_at_rest: Option<&'static str>,
 }
 
-/// Masks an account read from the raw (unopened) store, or an opened one:
-/// secret fields never leave this function.
+/// Masks an account: secret fields never leave this function.
 pub fn view(account: &ChannelAccount) -> AccountView {
     let mut config = account.config.clone();
     if let Some(map) = config.as_object_mut() {
         for field in paymux_channels::secret_fields(account.channel) {
             if let Some(value) = map.get_mut(*field) {
-                if let Some(s) = value.as_str() {
-                    let mask = if is_sealed(s) {
-                        MASK_SEALED
-                    } else {
-                        MASK_CLEAR
-                    };
-                    *value = serde_json::Value::String(mask.to_string());
+                if value.is_string() {
+                    *value = serde_json::Value::String(MASK.to_string());
                 }
             }
         }
@@ -56,6 +52,25 @@ pub fn view(account: &ChannelAccount) -> AccountView {
         sandbox: account.sandbox,
         created_at: account.created_at,
         config,
+        secrets_at_rest: None,
+    }
+}
+
+/// Like [`view`], for an account read as stored (not opened): also says
+/// whether its secrets are encrypted at rest.
+pub fn view_stored(stored: &ChannelAccount) -> AccountView {
+    let values: Vec<&str> = paymux_channels::secret_fields(stored.channel)
+        .iter()
+        .filter_map(|f| stored.config.get(*f).and_then(|v| v.as_str()))
+        .collect();
+    let at_rest = if values.iter().all(|v| is_sealed(v)) {
+        "encrypted"
+    } else {
+        "in clear (set a master key and run `paymux keys rotate`)"
+    };
+    AccountView {
+        secrets_at_rest: Some(at_rest),
+        ..view(stored)
     }
 }
 

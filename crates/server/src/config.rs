@@ -3,9 +3,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+/// Prefix of the environment variables that set configuration keys:
+/// `PAYMUX_PUBLIC_URL`, `PAYMUX_NOTIFIER_SCHEDULE_SECS`, …
+pub const ENV_PREFIX: &str = "PAYMUX_";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -20,6 +24,16 @@ pub struct ServerConfig {
     pub allow_insecure_public_url: bool,
     /// Outside sandbox merchants' `notify_url`s must be https, unless this is set.
     pub allow_http_notify_url: bool,
+    /// A PostgreSQL URL (`postgres://…`); without it paymux uses SQLite in the data directory.
+    pub database_url: Option<SecretString>,
+    /// The operator token of the admin API (`Authorization: Bearer …`).
+    /// Without one the admin API does not exist.
+    pub admin_token: Option<SecretString>,
+    /// A file holding the master key that seals secrets at rest (the key
+    /// itself can come from `PAYMUX_MASTER_KEY` instead).
+    pub master_key_file: Option<std::path::PathBuf>,
+    /// `text` (default) or `json` (one JSON object per line, for log collectors).
+    pub log_format: LogFormat,
     /// Allowed distance between a request's timestamp and our clock.
     pub timestamp_window_secs: i64,
     /// A payment's life when the merchant gives no `expires_in_seconds`.
@@ -29,7 +43,56 @@ pub struct ServerConfig {
     pub notifier: NotifierConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A configured secret: never printed, compared in constant time.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretString(value.into())
+    }
+
+    /// Compares in constant time (over digests, so lengths do not leak either).
+    pub fn matches(&self, given: &str) -> bool {
+        use aws_lc_rs::digest::{digest, SHA256};
+        if self.0.is_empty() {
+            return false;
+        }
+        let a = digest(&SHA256, self.0.as_bytes());
+        let b = digest(&SHA256, given.as_bytes());
+        aws_lc_rs::constant_time::verify_slices_are_equal(a.as_ref(), b.as_ref()).is_ok()
+    }
+}
+
+impl SecretString {
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Serialized masked: printing a configuration never prints its secrets.
+impl Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("********")
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotifierConfig {
     pub enabled: bool,
@@ -56,6 +119,10 @@ impl Default for ServerConfig {
             sandbox: false,
             allow_insecure_public_url: false,
             allow_http_notify_url: false,
+            admin_token: None,
+            database_url: None,
+            master_key_file: None,
+            log_format: LogFormat::Text,
             timestamp_window_secs: 300,
             default_expiry_secs: 2 * 3600,
             max_body_bytes: 64 * 1024,
@@ -77,6 +144,51 @@ impl Default for NotifierConfig {
 }
 
 impl ServerConfig {
+    /// The effective configuration: defaults, then the config file (`file`,
+    /// already parsed), then `PAYMUX_…` variables from `env`. Every key has a
+    /// variable: its path in upper case joined by `_` (`notifier.timeout_secs`
+    /// is `PAYMUX_NOTIFIER_TIMEOUT_SECS`). Lists take `1,2,3` or `[1,2,3]`.
+    pub fn load(
+        file: Option<serde_json::Value>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ServerConfig, String> {
+        use serde_json::Value;
+        let defaults = serde_json::to_value(ServerConfig::default()).map_err(|e| e.to_string())?;
+        let mut merged = file.unwrap_or_else(|| Value::Object(Default::default()));
+        let Some(root) = merged.as_object_mut() else {
+            return Err("the config file must be a table of keys".into());
+        };
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        let Some(default_root) = defaults.as_object() else {
+            return Err("defaults are not a table".into());
+        };
+        for (key, default) in default_root {
+            if let Some(children) = default.as_object() {
+                for (child, child_default) in children {
+                    let name = format!("{ENV_PREFIX}{}_{}", key, child).to_uppercase();
+                    if let Some(raw) = env.get(&name) {
+                        let value = env_value(&name, raw, child_default)?;
+                        let table = root
+                            .entry(key.clone())
+                            .or_insert_with(|| Value::Object(Default::default()));
+                        match table.as_object_mut() {
+                            Some(t) => {
+                                t.insert(child.clone(), value);
+                            }
+                            None => return Err(format!("{key} must be a table")),
+                        }
+                    }
+                }
+            } else {
+                let name = format!("{ENV_PREFIX}{key}").to_uppercase();
+                if let Some(raw) = env.get(&name) {
+                    root.insert(key.clone(), env_value(&name, raw, default)?);
+                }
+            }
+        }
+        serde_json::from_value(merged).map_err(|e| format!("configuration: {e}"))
+    }
+
     /// The callback base URL channels are given: `public_url`, or
     /// `http://{addr}` when none is set. Outside sandbox it must be https
     /// unless `allow_insecure_public_url` says otherwise.
@@ -114,6 +226,25 @@ impl ServerConfig {
             return Ok(());
         }
         Err("notify_url: must be an https URL".into())
+    }
+}
+
+/// An environment variable's text as the JSON value its key takes: strings
+/// stay strings, everything else (numbers, booleans, lists) is parsed.
+fn env_value(
+    name: &str,
+    raw: &str,
+    default: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    match default {
+        Value::String(_) | Value::Null => Ok(Value::String(raw.to_string())),
+        Value::Array(_) if !raw.trim_start().starts_with('[') => {
+            serde_json::from_str(&format!("[{raw}]"))
+                .map_err(|_| format!("{name}: expected a list like 1,2,3"))
+        }
+        _ => serde_json::from_str(raw.trim())
+            .map_err(|_| format!("{name}: {raw:?} is not a valid value")),
     }
 }
 
@@ -170,6 +301,48 @@ mod tests {
             "http://127.0.0.1:8080"
         );
         assert!(sandbox.check_notify_url("http://localhost/n").is_ok());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let file = serde_json::json!({"listen": "0.0.0.0:9000", "notifier": {"timeout_secs": 3}});
+        let env = [
+            ("PAYMUX_PUBLIC_URL", "https://pay.example.com"),
+            ("PAYMUX_TIMESTAMP_WINDOW_SECS", "120"),
+            ("PAYMUX_NOTIFIER_SCHEDULE_SECS", "1,2,3"),
+            ("PAYMUX_ADMIN_TOKEN", "123456"),
+            ("PAYMUX_LOG_FORMAT", "json"),
+            ("PAYMUX_ALLOW_HTTP_NOTIFY_URL", "true"),
+            ("PAYMUX_UNRELATED", "x"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = ServerConfig::load(Some(file), env).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(c.public_url.as_deref(), Some("https://pay.example.com"));
+        assert_eq!(c.timestamp_window_secs, 120);
+        assert_eq!(c.notifier.schedule_secs, vec![1, 2, 3]);
+        assert_eq!(c.notifier.timeout_secs, 3);
+        assert!(c.admin_token.as_ref().unwrap().matches("123456"));
+        assert!(!c.admin_token.as_ref().unwrap().matches("12345"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.allow_http_notify_url);
+        // Printing the configuration masks its secrets.
+        let shown = serde_json::to_string(&c).unwrap();
+        assert!(
+            !shown.contains("123456") && shown.contains("********"),
+            "{shown}"
+        );
+        assert!(!format!("{c:?}").contains("123456"));
+
+        let bad = [(
+            "PAYMUX_TIMESTAMP_WINDOW_SECS".to_string(),
+            "soon".to_string(),
+        )];
+        assert!(ServerConfig::load(None, bad)
+            .unwrap_err()
+            .contains("PAYMUX_TIMESTAMP_WINDOW_SECS"));
+        let unknown = serde_json::json!({"lisen": "x"});
+        assert!(ServerConfig::load(Some(unknown), []).is_err());
     }
 
     #[test]

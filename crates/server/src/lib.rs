@@ -2,6 +2,7 @@
 //! that carry a payment from creation to the merchant's notification.
 
 pub mod accounts;
+pub mod admin;
 pub mod api;
 pub mod callbacks;
 pub mod channels;
@@ -115,6 +116,7 @@ pub async fn start_with_clock(
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(api::router(state.clone()))
+        .merge(admin::router(state.clone()))
         .merge(callbacks::router())
         .merge(ops::router())
         .fallback(|| async {

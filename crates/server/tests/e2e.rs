@@ -638,3 +638,134 @@ on_every_backend!(operational_endpoints_answer, |db| {
     assert!(spec["paths"]["/v1/payments/{id}/close"]["post"].is_object());
     app.server.stop();
 });
+
+on_every_backend!(
+    admin_api_manages_channel_accounts_with_the_operator_token,
+    |db| {
+        // No token configured: the admin API does not exist.
+        let app = spawn_app(&db, |_| {}).await;
+        let base = app.server.base_url();
+        let r = app
+            .http
+            .get(format!("{base}/admin/channel-accounts"))
+            .bearer_auth("anything")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        app.server.stop();
+
+        let token = "op-token-0123456789";
+        let app = spawn_app(&db, |c| {
+            c.admin_token = Some(paymux_server::config::SecretString::new(token))
+        })
+        .await;
+        let base = app.server.base_url();
+        let admin = |method: Method, path: &str| {
+            app.http
+                .request(method, format!("{base}/admin{path}"))
+                .bearer_auth(token)
+        };
+        // Wrong token, no token, merchant credentials: all refused.
+        for req in [
+            app.http
+                .get(format!("{base}/admin/channel-accounts"))
+                .bearer_auth("op-token-0123456780"),
+            app.http.get(format!("{base}/admin/channel-accounts")),
+        ] {
+            assert_eq!(req.send().await.unwrap().status(), 401);
+        }
+        let as_merchant = app.client.get("/admin/channel-accounts").await.unwrap();
+        assert_eq!(as_merchant.status, 401);
+
+        // A merchant's own WeChat keys, registered at the (in-process) simulator.
+        let merchant = app.server.state.store.list_merchants().await.unwrap()[0].clone();
+        let private_key_pem = paymux_channels::keys::PrivateKey::generate_pkcs8_pem().unwrap();
+        let public_key_pem = paymux_channels::keys::PrivateKey::from_pem(&private_key_pem)
+            .unwrap()
+            .public_key()
+            .unwrap()
+            .to_pem();
+        let apiv3_key = "AdminApiV3Key0123456789abcdefghi";
+        let serial_no = "3775B6A45ACD588826D15E583A95F5DD2ACFDB4B";
+        let r = app
+            .http
+            .post(format!("{base}/sim/wechat/merchants"))
+            .json(&json!({"mchid": "1900007777", "serial_no": serial_no,
+                      "public_key_pem": public_key_pem, "apiv3_key": apiv3_key}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let add = json!({
+            "merchant_id": merchant.id, "appid": "wx0000000000000001", "mchid": "1900007777",
+            "serial_no": serial_no, "private_key_pem": private_key_pem, "apiv3_key": apiv3_key,
+            "base_url": format!("{base}/sim/wechat"),
+        });
+        let r = admin(Method::POST, "/channel-accounts/wechat")
+            .json(&add)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let text = r.text().await.unwrap();
+        assert!(
+            !text.contains(apiv3_key) && !text.contains("PRIVATE KEY"),
+            "{text}"
+        );
+        let created: Value = serde_json::from_str(&text).unwrap();
+        let id = created["id"].as_str().unwrap().to_string();
+        assert_eq!(created["config"]["apiv3_key"], "********");
+
+        // A bad key is refused without echoing it.
+        let mut bad = add.clone();
+        bad["private_key_pem"] =
+            json!("-----BEGIN PRIVATE KEY-----\nnot-a-key-SECRET\n-----END PRIVATE KEY-----\n");
+        let r = admin(Method::POST, "/channel-accounts/wechat")
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(!r.text().await.unwrap().contains("not-a-key-SECRET"));
+
+        let listed = admin(
+            Method::GET,
+            &format!("/channel-accounts?merchant_id={}", merchant.id),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        assert!(listed.contains(&id) && !listed.contains(apiv3_key));
+        let tested: Value = admin(Method::POST, &format!("/channel-accounts/{id}/test"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(tested["ok"], true, "{tested}");
+        let r = admin(Method::POST, &format!("/channel-accounts/{id}/disable"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let shown: Value = admin(Method::GET, &format!("/channel-accounts/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(shown["enabled"], false);
+        let r = admin(Method::GET, "/channel-accounts/acct_nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        app.server.stop();
+    }
+);
