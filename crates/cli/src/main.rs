@@ -1,6 +1,7 @@
 //! `paymux`: the one binary. `serve` runs the gateway, `merchant` manages
 //! merchants, `demo` shows a payment end to end, `bench` measures.
 
+mod app;
 mod bench;
 mod channel;
 mod demo;
@@ -33,6 +34,11 @@ enum Command {
     Merchant {
         #[command(subcommand)]
         command: MerchantCommand,
+    },
+    /// Merchant API apps: create more, rotate a secret.
+    App {
+        #[command(subcommand)]
+        command: app::AppCommand,
     },
     /// Check the configuration `serve` would run with.
     Config {
@@ -179,6 +185,7 @@ async fn main() -> ExitCode {
         Command::Merchant {
             command: MerchantCommand::Create { name, db, json },
         } => create_merchant(&name, &db, json).await,
+        Command::App { command } => app::run(command).await,
         Command::Channel { command } => channel::run(command).await,
         Command::Keys { command } => keys::run(command).await,
         Command::Demo(args) => demo::run(args).await,

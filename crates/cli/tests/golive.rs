@@ -326,6 +326,53 @@ async fn from_sandbox_to_a_live_wechat_account() {
         assert_eq!(event.body["data"]["status"], "succeeded");
         let got = client.get(&format!("/v1/payments/{id}")).await.unwrap();
         assert_eq!(got.body["status"], "succeeded");
+
+        // A second app for the same merchant, then its secret rotated with a
+        // grace period: old and new secrets both verify; without grace only the new.
+        let app2: Value =
+            serde_json::from_str(&op.ok(&["app", "create", "--merchant", merchant_id, "--json"]))
+                .unwrap();
+        let app2_id = app2["app_id"].as_str().unwrap();
+        let old_secret = app2["app_secret"].as_str().unwrap();
+        let rotated: Value = serde_json::from_str(&op.ok(&[
+            "app",
+            "rotate-secret",
+            app2_id,
+            "--grace-seconds",
+            "600",
+            "--json",
+        ]))
+        .unwrap();
+        let new_secret = rotated["app_secret"].as_str().unwrap();
+        assert_ne!(new_secret, old_secret);
+        for s in [old_secret, new_secret] {
+            let r = MerchantClient::new(&base, app2_id, s)
+                .get(&format!("/v1/payments/{id}"))
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert!(
+                r.signature_ok,
+                "answer signed with the secret the request used"
+            );
+        }
+        let again: Value = serde_json::from_str(&op.ok(&[
+            "app",
+            "rotate-secret",
+            app2_id,
+            "--grace-seconds",
+            "0",
+            "--json",
+        ]))
+        .unwrap();
+        let newest = again["app_secret"].as_str().unwrap();
+        for (s, status) in [(new_secret, 401), (old_secret, 401), (newest, 200)] {
+            let r = MerchantClient::new(&base, app2_id, s)
+                .get(&format!("/v1/payments/{id}"))
+                .await
+                .unwrap();
+            assert_eq!(r.status, status, "{}", r.body);
+        }
         server.kill().unwrap();
         server.wait().unwrap();
 
@@ -369,6 +416,9 @@ async fn from_sandbox_to_a_live_wechat_account() {
         );
         for s in [
             secret,
+            old_secret,
+            new_secret,
+            newest,
             keys.apiv3_key.as_str(),
             &pem_body(&keys.private_key_pem),
             &pem_body(&wrong_key.private_key_pem),

@@ -46,7 +46,10 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    if let Err(e) = check(
+    // The response is signed with the secret the request was signed with:
+    // during a rotation's grace period a client still on the previous
+    // secret can verify our answers too.
+    let secret = match check(
         &state,
         &app,
         parts.method.as_str(),
@@ -56,14 +59,15 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     )
     .await
     {
-        return sign(&state, &app.secret, e.into_response()).await;
-    }
+        Ok(secret) => secret,
+        Err(e) => return sign(&state, &app.secret, e.into_response()).await,
+    };
     parts.extensions.insert(Caller {
         app_id: app.app_id.clone(),
         merchant_id: app.merchant_id.clone(),
     });
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    sign(&state, &app.secret, response).await
+    sign(&state, &secret, response).await
 }
 
 async fn lookup_app(state: &AppState, headers: &HeaderMap) -> Result<App, ApiError> {
@@ -83,7 +87,7 @@ async fn check(
     path_and_query: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<String, ApiError> {
     let bad_sig = |m: &str| ApiError::unauthorized("INVALID_SIGNATURE", m.to_string());
     let timestamp = header(headers, HEADER_TIMESTAMP)
         .ok_or_else(|| bad_sig("missing Paymux-Timestamp header"))?;
@@ -98,19 +102,23 @@ async fn check(
     }
     // A GET carries no body, whatever the client sent.
     let body = if method == "GET" { &[][..] } else { body };
-    if !signing::verify_request(
-        &app.secret,
-        method,
-        path_and_query,
-        timestamp,
-        nonce,
-        body,
-        signature,
-    ) {
-        return Err(bad_sig("signature does not match the request"));
-    }
-    let window = state.config.timestamp_window_secs;
     let now = state.clock.now();
+    // The current secret, or the previous one while its grace period lasts.
+    let Some(secret) = app.valid_secrets(now).find(|secret| {
+        signing::verify_request(
+            secret,
+            method,
+            path_and_query,
+            timestamp,
+            nonce,
+            body,
+            signature,
+        )
+    }) else {
+        return Err(bad_sig("signature does not match the request"));
+    };
+    let secret = secret.to_string();
+    let window = state.config.timestamp_window_secs;
     let ts: i64 = timestamp.parse().map_err(|_| {
         ApiError::unauthorized("TIMESTAMP_EXPIRED", "Paymux-Timestamp is not unix seconds")
     })?;
@@ -134,7 +142,7 @@ async fn check(
             "this nonce was already used",
         ));
     }
-    Ok(())
+    Ok(secret)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -1,0 +1,77 @@
+//! `paymux app`: a merchant's API credentials.
+
+use clap::Subcommand;
+use paymux_core::SystemClock;
+use paymux_server::merchants;
+
+use crate::DbArgs;
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// Add an app (its own app_id and secret) to a merchant; the secret is shown once.
+    Create {
+        #[arg(long)]
+        merchant: String,
+        /// Print {"app_id", "app_secret"} as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Give an app a new secret (shown once). The old one keeps verifying
+    /// requests during the grace period.
+    RotateSecret {
+        app_id: String,
+        /// How long the old secret keeps working, in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        grace_seconds: i64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+pub async fn run(command: AppCommand) -> Result<(), String> {
+    let (app, json, note) = match command {
+        AppCommand::Create { merchant, json, db } => {
+            let store = db.open().await?;
+            let app = merchants::create_app(&*store, &SystemClock, &merchant)
+                .await
+                .map_err(|e| e.to_string())?;
+            (app, json, None)
+        }
+        AppCommand::RotateSecret {
+            app_id,
+            grace_seconds,
+            json,
+            db,
+        } => {
+            let store = db.open().await?;
+            let app = merchants::rotate_app_secret(&*store, &SystemClock, &app_id, grace_seconds)
+                .await
+                .map_err(|e| e.to_string())?;
+            let note = match app.previous_secret_expires_at {
+                Some(until) => format!("The previous secret keeps working until {until}."),
+                None => "The previous secret no longer works.".to_string(),
+            };
+            (app, json, Some(note))
+        }
+    };
+    if json {
+        let out = serde_json::json!({
+            "merchant_id": app.merchant_id,
+            "app_id": app.app_id,
+            "app_secret": app.secret,
+            "previous_secret_expires_at": app.previous_secret_expires_at,
+        });
+        println!("{out}");
+    } else {
+        println!("app_id:      {}\napp_secret:  {}", app.app_id, app.secret);
+        println!("Keep the secret: it is shown only once.");
+        if let Some(note) = note {
+            println!("{note}");
+        }
+    }
+    Ok(())
+}
