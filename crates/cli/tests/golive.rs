@@ -280,6 +280,7 @@ async fn from_sandbox_to_a_live_wechat_account() {
         ] {
             let acct = op.add_wechat(other_id, bad, base);
             let err = op.channel_test(&acct).expect_err(code);
+            eprintln!("{code}: {err}");
             assert!(err.contains(code), "{code}: {err}");
             assert!(!err.contains(&keys.apiv3_key), "{err}");
         }

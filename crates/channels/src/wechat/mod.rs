@@ -532,4 +532,38 @@ mod tests {
         assert_eq!(path_segment("pay_01ABC"), "pay_01ABC");
         assert_eq!(path_segment("a/b?c"), "a%2Fb%3Fc");
     }
+
+    #[test]
+    fn diagnosis_names_the_wrong_part() {
+        let config = WechatConfig {
+            base_url: "https://api.mch.weixin.qq.com".into(),
+            appid: "wx1".into(),
+            mchid: "1900000001".into(),
+            serial_no: "ABC".into(),
+            private_key_pem: PrivateKey::generate_pkcs8_pem().unwrap(),
+            apiv3_key: "0".repeat(32),
+            platform_public_key_id: None,
+            platform_public_key_pem: None,
+        };
+        let pay = WechatPay::new(config, reqwest::Client::new()).unwrap();
+        let sign_error = |m: &str| ChannelError::Rejected {
+            code: "SIGN_ERROR".into(),
+            message: m.into(),
+        };
+        let code = |e: ChannelError| pay.diagnose(&e).code;
+        assert_eq!(code(sign_error("商户证书序列号有误")), "WRONG_SERIAL");
+        assert_eq!(code(sign_error("签名错误")), "WRONG_KEY");
+        assert_eq!(code(sign_error("请求已过期或时间戳不正确")), "CLOCK_SKEW");
+        assert_eq!(
+            code(ChannelError::StaleTimestamp("600s".into())),
+            "CLOCK_SKEW"
+        );
+        assert_eq!(code(ChannelError::Decrypt), "WRONG_APIV3_KEY");
+        assert_eq!(
+            code(ChannelError::Transport("refused".into())),
+            "UNREACHABLE"
+        );
+        let d = pay.diagnose(&sign_error("签名错误"));
+        assert!(!d.message.contains("PRIVATE KEY"));
+    }
 }
