@@ -35,7 +35,7 @@ pub enum AppCommand {
 pub async fn run(command: AppCommand) -> Result<(), String> {
     let (app, json, note) = match command {
         AppCommand::Create { merchant, json, db } => {
-            let store = db.open().await?;
+            let store = db.open_for_secrets().await?;
             let app = merchants::create_app(&*store, &SystemClock, &merchant)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -47,7 +47,7 @@ pub async fn run(command: AppCommand) -> Result<(), String> {
             json,
             db,
         } => {
-            let store = db.open().await?;
+            let store = db.open_for_secrets().await?;
             let app = merchants::rotate_app_secret(&*store, &SystemClock, &app_id, grace_seconds)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -111,6 +111,19 @@ impl DbArgs {
         self.open_with(paymux_server::secrets::keyring(key)).await
     }
 
+    /// Opens the database to write a secret; says so on stderr when it will
+    /// be stored in clear (no master key: fine for a sandbox only).
+    pub async fn open_for_secrets(&self) -> Result<Arc<paymux_store::SealedStore>, String> {
+        let store = self.open().await?;
+        if !store.keyring().seals() {
+            eprintln!(
+                "paymux: warning: no master key, so the secret is stored IN CLEAR \
+                 (set PAYMUX_MASTER_KEY or --master-key-file outside a sandbox)"
+            );
+        }
+        Ok(store)
+    }
+
     pub fn master_key(&self) -> Result<Option<paymux_store::MasterKey>, String> {
         paymux_server::secrets::load_master_key(self.master_key_file.as_deref())
             .map_err(|e| e.to_string())
@@ -201,7 +214,7 @@ async fn main() -> ExitCode {
 }
 
 async fn create_merchant(name: &str, db: &DbArgs, json: bool) -> Result<(), String> {
-    let store = db.open().await?;
+    let store = db.open_for_secrets().await?;
     let (merchant, app) =
         paymux_server::merchants::create_merchant(&*store, &paymux_core::SystemClock, name)
             .await
