@@ -208,7 +208,7 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn pem_blocks(pem: &str) -> Result<Vec<Pem>, ChannelError> {
+pub(crate) fn pem_blocks(pem: &str) -> Result<Vec<Pem>, ChannelError> {
     // Keys pasted into JSON configs often arrive with literal "\n" sequences
     // or CRLF line ends; normalise both before reading the blocks.
     let text = pem.replace("\\n", "\n").replace('\r', "");

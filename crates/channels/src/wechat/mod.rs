@@ -325,6 +325,12 @@ impl Channel for WechatPay {
                 ("h5", None, Some(scene))
             }
             PayMethod::App => ("app", None, None),
+            PayMethod::Wap | PayMethod::Pc | PayMethod::Barcode => {
+                return Err(ChannelError::Rejected {
+                    code: "PARAM_ERROR".into(),
+                    message: format!("WeChat Pay has no {} payments here", req.method),
+                })
+            }
         };
         let body = types::PrepayBody {
             appid: self.config.appid.clone(),
@@ -358,6 +364,7 @@ impl Channel for WechatPay {
                 Ok(Prepared {
                     pay_params: self.jsapi_pay_params(&id)?,
                     channel_ref: Some(id),
+                    trade: None,
                 })
             }
             PayMethod::App => {
@@ -365,6 +372,7 @@ impl Channel for WechatPay {
                 Ok(Prepared {
                     pay_params: self.app_pay_params(&id)?,
                     channel_ref: Some(id),
+                    trade: None,
                 })
             }
             PayMethod::Native => {
@@ -372,6 +380,7 @@ impl Channel for WechatPay {
                 Ok(Prepared {
                     pay_params: serde_json::json!({ "code_url": url }),
                     channel_ref: None,
+                    trade: None,
                 })
             }
             PayMethod::H5 => {
@@ -379,8 +388,12 @@ impl Channel for WechatPay {
                 Ok(Prepared {
                     pay_params: serde_json::json!({ "h5_url": url }),
                     channel_ref: None,
+                    trade: None,
                 })
             }
+            PayMethod::Wap | PayMethod::Pc | PayMethod::Barcode => Err(ChannelError::Protocol(
+                format!("no {} payments at WeChat Pay", req.method),
+            )),
         }
     }
 
