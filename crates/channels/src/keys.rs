@@ -122,6 +122,14 @@ impl PublicKey {
         Self::from_pem(pem)
     }
 
+    /// The bare PKCS#1 RSAPublicKey inside the SubjectPublicKeyInfo (what a
+    /// certificate builder embeds for a key it does not hold the private half of).
+    pub fn pkcs1_der(&self) -> Result<Vec<u8>, ChannelError> {
+        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(self.parsed.as_ref())
+            .map_err(|e| ChannelError::Config(format!("public key: {e}")))?;
+        Ok(spki.subject_public_key.data.to_vec())
+    }
+
     /// SubjectPublicKeyInfo as PEM.
     pub fn to_pem(&self) -> String {
         pem_encode("PUBLIC KEY", self.parsed.as_ref())

@@ -174,7 +174,9 @@ fn register_alipay(sandbox: &Sandbox, config: &AlipayConfig) -> Result<String, S
             app_id: config.app_id.clone(),
             app_public_key: public_key.to_pem(),
             seller_id: config.seller_id.clone(),
+            cert_mode: false,
         })
+        .map(|registered| registered.seller_id)
         .map_err(|e| ServerError::Config(format!("alipay simulator: {e}")))
 }
 

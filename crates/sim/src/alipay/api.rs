@@ -89,13 +89,8 @@ fn success(mut fields: Value) -> Value {
 }
 
 async fn add_app(State(sim): State<Arc<AlipaySim>>, Json(app): Json<SimApp>) -> Response {
-    let app_id = app.app_id.clone();
     match sim.register_app(app) {
-        Ok(seller_id) => (
-            StatusCode::CREATED,
-            Json(json!({ "app_id": app_id, "seller_id": seller_id })),
-        )
-            .into_response(),
+        Ok(registered) => (StatusCode::CREATED, Json(registered)).into_response(),
         Err(e) => (
             StatusCode::BAD_REQUEST,
             Json(json!({ "code": "INVALID_PARAMETER", "message": e.to_string() })),
@@ -163,7 +158,7 @@ async fn gateway(
     let body = if method.is_empty() {
         format!("{{\"error_response\":{node}}}")
     } else {
-        sim.answer(&method, &node)
+        sim.answer(&method, &node, params.contains_key("app_cert_sn"))
     };
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
@@ -237,6 +232,29 @@ impl AlipaySim {
         }
         if sign::parse_alipay_time(get("timestamp")).is_err() {
             return Err(Refusal::args("isv.invalid-timestamp", "非法的时间戳参数"));
+        }
+        match (&app.app_cert_sn, p.get("app_cert_sn")) {
+            (None, None) => {}
+            (Some(ours), Some(theirs)) if ours == theirs => {
+                if get("alipay_root_cert_sn") != self.platform().alipay_root_cert_sn {
+                    return Err(Refusal::args(
+                        "isv.alipay-root-cert-sn-error",
+                        "支付宝根证书SN错误",
+                    ));
+                }
+            }
+            (Some(_), None) => {
+                return Err(Refusal::args(
+                    "isv.missing-app-cert-sn",
+                    "缺少应用公钥证书序列号",
+                ))
+            }
+            _ => {
+                return Err(Refusal::args(
+                    "isv.app-cert-sn-error",
+                    "应用公钥证书序列号不匹配",
+                ))
+            }
         }
         sign::verify_request(&app.key, p)
             .map_err(|_| Refusal::args("isv.invalid-signature", "验签出错"))?;

@@ -12,6 +12,7 @@
 //! and the client cannot drift apart.
 
 mod api;
+mod certs;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,23 @@ pub struct SimApp {
     /// The seller (`2088…`) the app's trades are paid to; made up when absent.
     #[serde(default)]
     pub seller_id: Option<String>,
+    /// Certificate mode: with a public key in `app_public_key`, the simulator
+    /// issues the app's public-key certificate and answers it. (An app
+    /// certificate given in `app_public_key` means certificate mode too.)
+    #[serde(default)]
+    pub cert_mode: bool,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registered {
+    pub app_id: String,
+    pub seller_id: String,
+    /// Certificate mode: the app's public-key certificate and its `app_cert_sn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_cert_sn: Option<String>,
 }
 
 impl std::fmt::Debug for SimApp {
@@ -61,6 +79,13 @@ impl std::fmt::Debug for SimApp {
 pub struct PlatformInfo {
     /// The simulator's Alipay public key (SPKI PEM), for public-key mode.
     pub alipay_public_key: String,
+    /// Certificate mode: the Alipay public-key certificate
+    /// (alipayCertPublicKey_RSA2.crt), the root bundle (alipayRootCert.crt)
+    /// and their serial numbers.
+    pub alipay_cert: String,
+    pub alipay_root_cert: String,
+    pub alipay_cert_sn: String,
+    pub alipay_root_cert_sn: String,
 }
 
 /// A corrupted notify, for fault-injection tests.
@@ -170,12 +195,15 @@ pub(crate) struct App {
     pub info: SimApp,
     pub seller_id: String,
     pub key: PublicKey,
+    /// Set in certificate mode: requests must carry this `app_cert_sn`.
+    pub app_cert_sn: Option<String>,
 }
 
 /// The simulator. Everything lives in memory.
 pub struct AlipaySim {
     key: PrivateKey,
     platform: PlatformInfo,
+    authority: certs::Authority,
     pub(crate) apps: Mutex<HashMap<String, Arc<App>>>,
     /// Keyed by (app_id, out_trade_no): out_trade_no is unique per app.
     pub(crate) orders: Mutex<HashMap<(String, String), Order>>,
@@ -204,13 +232,10 @@ impl AlipaySim {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Arc<AlipaySim> {
         // Failing here means the system RNG or the crypto library is broken;
         // there is no simulator to offer then.
-        let key = PrivateKey::generate_pkcs8_pem()
-            .and_then(|pem| PrivateKey::from_pem(&pem))
-            .expect("simulator Alipay key");
-        let alipay_public_key = key
-            .public_key()
-            .expect("simulator Alipay public key")
-            .to_pem();
+        let authority = certs::Authority::new().expect("simulator root CA");
+        let (key, alipay_public_key, alipay_cert) =
+            certs::alipay_identity(&authority).expect("simulator Alipay key");
+        let alipay_cert_sn = sign::cert_sn(&alipay_cert).expect("simulator Alipay cert SN");
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
@@ -218,7 +243,14 @@ impl AlipaySim {
             .expect("simulator HTTP client");
         Arc::new(AlipaySim {
             key,
-            platform: PlatformInfo { alipay_public_key },
+            platform: PlatformInfo {
+                alipay_public_key,
+                alipay_cert,
+                alipay_root_cert: authority.root_pem.clone(),
+                alipay_cert_sn,
+                alipay_root_cert_sn: authority.root_sn.clone(),
+            },
+            authority,
             apps: Mutex::new(HashMap::new()),
             orders: Mutex::new(HashMap::new()),
             http,
@@ -231,8 +263,9 @@ impl AlipaySim {
         self.platform.clone()
     }
 
-    /// Registers (or replaces) an app and returns its seller id.
-    pub fn register_app(&self, app: SimApp) -> Result<String, SimError> {
+    /// Registers (or replaces) an app: its seller id and, in certificate
+    /// mode, its public-key certificate.
+    pub fn register_app(&self, app: SimApp) -> Result<Registered, SimError> {
         if app.app_id.is_empty() || !app.app_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(SimError::Invalid(
                 "app_id must be letters and digits".into(),
@@ -240,6 +273,22 @@ impl AlipaySim {
         }
         let key = PublicKey::from_key_or_certificate_pem(&app.app_public_key)
             .map_err(|e| SimError::Invalid(format!("app_public_key: {e}")))?;
+        let given_cert = app.app_public_key.contains("BEGIN CERTIFICATE");
+        let app_cert = match (given_cert, app.cert_mode) {
+            (true, _) => Some(app.app_public_key.clone()),
+            (false, true) => Some(
+                self.authority
+                    .issue(&format!("{} (app public key)", app.app_id), &key.to_pem())?,
+            ),
+            (false, false) => None,
+        };
+        let app_cert_sn = match &app_cert {
+            Some(pem) => Some(
+                sign::cert_sn(pem)
+                    .map_err(|e| SimError::Invalid(format!("app certificate: {e}")))?,
+            ),
+            None => None,
+        };
         let seller_id = match &app.seller_id {
             Some(s) if !s.is_empty() => s.clone(),
             _ => format!("2088{}", self.unique(12)),
@@ -248,15 +297,22 @@ impl AlipaySim {
         if apps.len() >= MAX_APPS && !apps.contains_key(&app.app_id) {
             return Err(SimError::Invalid("too many apps".into()));
         }
+        let app_id = app.app_id.clone();
         apps.insert(
-            app.app_id.clone(),
+            app_id.clone(),
             Arc::new(App {
                 info: app,
                 seller_id: seller_id.clone(),
                 key,
+                app_cert_sn: app_cert_sn.clone(),
             }),
         );
-        Ok(seller_id)
+        Ok(Registered {
+            app_id,
+            seller_id,
+            app_cert: if given_cert { None } else { app_cert },
+            app_cert_sn,
+        })
     }
 
     pub(crate) fn app(&self, app_id: &str) -> Option<Arc<App>> {
@@ -279,10 +335,16 @@ impl AlipaySim {
         sign::to_alipay_time(self.clock.now())
     }
 
-    /// The gateway's answer: the node as compact JSON, signed as written.
-    pub(crate) fn answer(&self, method: &str, node: &serde_json::Value) -> String {
+    /// The gateway's answer: the node as compact JSON, signed as written;
+    /// in certificate mode with the serial of the certificate that verifies it.
+    pub(crate) fn answer(&self, method: &str, node: &serde_json::Value, cert_mode: bool) -> String {
         let content = node.to_string();
         match sign::signed_response(&self.key, method, &content) {
+            Ok(body) if cert_mode => format!(
+                "{},\"alipay_cert_sn\":\"{}\"}}",
+                body.trim_end_matches('}'),
+                self.platform.alipay_cert_sn
+            ),
             Ok(body) => body,
             Err(e) => {
                 tracing::error!(error = %e, "simulator could not sign an answer");
