@@ -131,6 +131,10 @@ async fn full_cycle(cert_mode: bool) {
     assert_eq!(t.amount.unwrap().minor, 1999);
     assert!(t.transaction_id.is_some());
     assert!(t.paid_at.is_some());
+    // A create retried after the payer paid (the first answer was lost)
+    // reports the settled trade instead of a refusal.
+    let again = ch.prepay(&request(&no, PayMethod::Native)).await.unwrap();
+    assert_eq!(again.trade.unwrap().state, TradeState::Paid);
     // A paid trade cannot be closed.
     assert!(matches!(
         ch.close(&no).await,

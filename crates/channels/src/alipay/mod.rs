@@ -462,6 +462,60 @@ fn trade_of(node: &Value, expected_out_trade_no: &str) -> Result<ChannelTrade, C
 #[async_trait]
 impl Channel for Alipay {
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepared, ChannelError> {
+        match self.prepay_once(req).await {
+            // A retried create for a trade the payer already paid (the first
+            // answer was lost): that is a settled payment, not a refusal.
+            Err(ChannelError::Rejected { code, .. }) if code == "ACQ.TRADE_HAS_SUCCESS" => {
+                let trade = self.query(&req.out_trade_no).await?;
+                if trade.state != TradeState::Paid {
+                    return Err(ChannelError::Protocol(
+                        "Alipay says the trade was paid, its query says otherwise".into(),
+                    ));
+                }
+                Ok(Prepared {
+                    pay_params: json!({ "trade_no": trade.transaction_id }),
+                    channel_ref: trade.transaction_id.clone(),
+                    trade: Some(trade),
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn query(&self, out_trade_no: &str) -> Result<ChannelTrade, ChannelError> {
+        self.query_trade(out_trade_no).await
+    }
+
+    async fn close(&self, out_trade_no: &str) -> Result<(), ChannelError> {
+        self.close_trade(out_trade_no).await
+    }
+
+    async fn parse_callback(
+        &self,
+        callback: Callback<'_>,
+        _now: DateTime<Utc>,
+    ) -> Result<Notification, ChannelError> {
+        self.parse_notify(callback.body)
+    }
+
+    fn callback_reply(&self, ok: bool) -> CallbackReply {
+        // Alipay reads the body: exactly `success` stops the retries;
+        // anything else is retried on its schedule.
+        CallbackReply {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: if ok {
+                b"success".to_vec()
+            } else {
+                b"fail".to_vec()
+            },
+        }
+    }
+}
+
+impl Alipay {
+    /// One prepare call for the method, without the retry handling of [`Channel::prepay`].
+    async fn prepay_once(&self, req: &PrepayRequest) -> Result<Prepared, ChannelError> {
         let notify = Some(req.notify_url.as_str());
         match req.method {
             PayMethod::MiniProgram => {
@@ -534,7 +588,7 @@ impl Channel for Alipay {
         }
     }
 
-    async fn query(&self, out_trade_no: &str) -> Result<ChannelTrade, ChannelError> {
+    async fn query_trade(&self, out_trade_no: &str) -> Result<ChannelTrade, ChannelError> {
         let node = self
             .call_ok(
                 "alipay.trade.query",
@@ -545,7 +599,7 @@ impl Channel for Alipay {
         trade_of(&node, out_trade_no)
     }
 
-    async fn close(&self, out_trade_no: &str) -> Result<(), ChannelError> {
+    async fn close_trade(&self, out_trade_no: &str) -> Result<(), ChannelError> {
         // Closing an already closed trade answers 10000 at Alipay too; a trade
         // the payer never opened (WAP, PC, app) does not exist there yet.
         self.call_ok(
@@ -555,28 +609,6 @@ impl Channel for Alipay {
         )
         .await
         .map(|_| ())
-    }
-
-    async fn parse_callback(
-        &self,
-        callback: Callback<'_>,
-        _now: DateTime<Utc>,
-    ) -> Result<Notification, ChannelError> {
-        self.parse_notify(callback.body)
-    }
-
-    fn callback_reply(&self, ok: bool) -> CallbackReply {
-        // Alipay reads the body: exactly `success` stops the retries;
-        // anything else is retried on its schedule.
-        CallbackReply {
-            status: 200,
-            content_type: "text/plain; charset=utf-8",
-            body: if ok {
-                b"success".to_vec()
-            } else {
-                b"fail".to_vec()
-            },
-        }
     }
 }
 
