@@ -146,6 +146,7 @@ pub async fn ensure_alipay_account(
         alipay_cert_pem: None,
         alipay_root_cert_pem: None,
         seller_id: None,
+        encrypt_key: None,
         barcode_timeout_secs: None,
         // The simulator answers at once; poll it briskly.
         barcode_poll_ms: Some(500),
@@ -175,6 +176,7 @@ fn register_alipay(sandbox: &Sandbox, config: &AlipayConfig) -> Result<String, S
             app_public_key: public_key.to_pem(),
             seller_id: config.seller_id.clone(),
             cert_mode: false,
+            encrypt_key: None,
         })
         .map(|registered| registered.seller_id)
         .map_err(|e| ServerError::Config(format!("alipay simulator: {e}")))

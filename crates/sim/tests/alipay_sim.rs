@@ -37,13 +37,22 @@ fn order_no(tag: &str) -> String {
 
 /// Registers a fresh app over HTTP and returns its client configuration.
 async fn register(host: &str, cert_mode: bool) -> AlipayConfig {
+    register_with(host, cert_mode, None).await
+}
+
+async fn register_with(host: &str, cert_mode: bool, encrypt_key: Option<&str>) -> AlipayConfig {
     let http = reqwest::Client::new();
     let pem = PrivateKey::generate_pkcs8_pem().unwrap();
     let public = PrivateKey::from_pem(&pem).unwrap().public_key().unwrap();
     let app_id = app_id();
     let r = http
         .post(format!("{host}/sim/alipay/merchants"))
-        .json(&json!({"app_id": app_id, "app_public_key": public.to_pem(), "cert_mode": cert_mode}))
+        .json(&json!({
+            "app_id": app_id,
+            "app_public_key": public.to_pem(),
+            "cert_mode": cert_mode,
+            "encrypt_key": encrypt_key,
+        }))
         .send()
         .await
         .unwrap();
@@ -66,6 +75,7 @@ async fn register(host: &str, cert_mode: bool) -> AlipayConfig {
         alipay_cert_pem: None,
         alipay_root_cert_pem: None,
         seller_id: Some(registered.seller_id.clone()),
+        encrypt_key: encrypt_key.map(str::to_string),
         barcode_timeout_secs: Some(1),
         barcode_poll_ms: Some(200),
     };
@@ -114,8 +124,12 @@ async fn sim_pay(host: &str, out_trade_no: &str) -> reqwest::StatusCode {
 }
 
 async fn full_cycle(cert_mode: bool) {
+    full_cycle_with(cert_mode, None).await;
+}
+
+async fn full_cycle_with(cert_mode: bool, encrypt_key: Option<&str>) {
     let (_sim, host) = start_sim().await;
-    let config = register(&host, cert_mode).await;
+    let config = register_with(&host, cert_mode, encrypt_key).await;
     let ch = Alipay::new(config, reqwest::Client::new()).unwrap();
 
     let no = order_no("qr");
@@ -170,6 +184,58 @@ async fn public_key_mode_full_cycle() {
 #[tokio::test]
 async fn certificate_mode_full_cycle() {
     full_cycle(true).await;
+}
+
+const AES_KEY: &str = "aa4BtZ4tspm2wnXLb1ThQA==";
+
+#[tokio::test]
+async fn aes_content_encryption_full_cycle() {
+    full_cycle_with(false, Some(AES_KEY)).await;
+    full_cycle_with(true, Some(AES_KEY)).await;
+}
+
+#[tokio::test]
+async fn aes_requests_and_answers_are_encrypted_on_the_wire() {
+    let (_sim, host) = start_sim().await;
+    let config = register_with(&host, false, Some(AES_KEY)).await;
+    let ch = Alipay::new(config.clone(), reqwest::Client::new()).unwrap();
+    let params = ch
+        .signed_params(
+            "alipay.trade.query",
+            &json!({"out_trade_no": "pay_x"}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(params["encrypt_type"], "AES");
+    assert!(!params["biz_content"].contains("pay_x"));
+    let body = reqwest::Client::new()
+        .post(&config.gateway_url)
+        .body(sign::encode_form(&params))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let node = v["alipay_trade_query_response"]
+        .as_str()
+        .expect("an encrypted node");
+    let plain: Value = serde_json::from_str(&sign::aes_decrypt(AES_KEY, node).unwrap()).unwrap();
+    assert_eq!(plain["sub_code"], "ACQ.TRADE_NOT_EXIST");
+
+    // The simulator refuses encrypted requests from an app that has no
+    // content key configured.
+    let (_sim2, host2) = start_sim().await;
+    let plain_app = register(&host2, false).await;
+    let mut encrypting = plain_app.clone();
+    encrypting.encrypt_key = Some(AES_KEY.into());
+    let ch = Alipay::new(encrypting, reqwest::Client::new()).unwrap();
+    assert!(matches!(
+        ch.query("pay_x").await,
+        Err(ChannelError::Rejected { code, .. }) if code == "isv.invalid-encrypt-type"
+    ));
 }
 
 #[tokio::test]

@@ -10,6 +10,13 @@
 
 use std::collections::BTreeMap;
 
+use aws_lc_rs::cipher::{
+    DecryptionContext, EncryptionContext, PaddedBlockDecryptingKey, PaddedBlockEncryptingKey,
+    UnboundCipherKey, AES_128, AES_256,
+};
+use aws_lc_rs::iv::FixedLength;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset, TimeZone, Utc};
 use md5::{Digest, Md5};
 use serde_json::value::RawValue;
@@ -29,6 +36,9 @@ pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 pub const CODE_SUCCESS: &str = "10000";
 /// "Processing": for alipay.trade.pay, the payer has to confirm on the phone.
 pub const CODE_IN_PROCESS: &str = "10003";
+
+/// `encrypt_type` of AES content encryption, the only one Alipay offers for RSA2 apps.
+pub const ENCRYPT_TYPE: &str = "AES";
 
 /// Parameters in the order Alipay sorts them (byte order of the keys).
 pub type Params = BTreeMap<String, String>;
@@ -143,6 +153,55 @@ pub fn signed_response(
         "{{\"{}\":{content},\"sign\":{sig}}}",
         response_node(method)
     ))
+}
+
+fn aes_key(key_b64: &str) -> Result<UnboundCipherKey, ChannelError> {
+    let raw = B64
+        .decode(key_b64.trim())
+        .map_err(|_| ChannelError::Config("the AES content key is not base64".into()))?;
+    let algorithm = match raw.len() {
+        16 => &AES_128,
+        32 => &AES_256,
+        n => {
+            return Err(ChannelError::Config(format!(
+                "the AES content key must be 16 or 32 bytes, not {n}"
+            )))
+        }
+    };
+    UnboundCipherKey::new(algorithm, &raw)
+        .map_err(|_| ChannelError::Config("unusable AES content key".into()))
+}
+
+/// Alipay's content encryption (`encrypt_type=AES`): AES-CBC with PKCS#7
+/// padding under the app's content key, base64. The IV is all zeros: that is
+/// Alipay's protocol (every SDK does it), not a choice paymux could make.
+pub fn aes_encrypt(key_b64: &str, plaintext: &str) -> Result<String, ChannelError> {
+    let key = PaddedBlockEncryptingKey::cbc_pkcs7(aes_key(key_b64)?)
+        .map_err(|_| ChannelError::Config("AES-CBC key setup failed".into()))?;
+    let mut data = plaintext.as_bytes().to_vec();
+    key.less_safe_encrypt(
+        &mut data,
+        EncryptionContext::Iv128(FixedLength::from([0u8; 16])),
+    )
+    .map_err(|_| ChannelError::Config("AES encryption failed".into()))?;
+    Ok(B64.encode(data))
+}
+
+/// Reverses [`aes_encrypt`]. A wrong key or altered ciphertext is
+/// [`ChannelError::Decrypt`].
+pub fn aes_decrypt(key_b64: &str, ciphertext_b64: &str) -> Result<String, ChannelError> {
+    let key = PaddedBlockDecryptingKey::cbc_pkcs7(aes_key(key_b64)?)
+        .map_err(|_| ChannelError::Config("AES-CBC key setup failed".into()))?;
+    let mut data = B64
+        .decode(ciphertext_b64.trim())
+        .map_err(|_| ChannelError::Decrypt)?;
+    let plain = key
+        .decrypt(
+            &mut data,
+            DecryptionContext::Iv128(FixedLength::from([0u8; 16])),
+        )
+        .map_err(|_| ChannelError::Decrypt)?;
+    String::from_utf8(plain.to_vec()).map_err(|_| ChannelError::Decrypt)
 }
 
 /// Converts fen to Alipay's yuan string: 1999 → `"19.99"`, 5 → `"0.05"`.

@@ -158,7 +158,18 @@ async fn gateway(
     let body = if method.is_empty() {
         format!("{{\"error_response\":{node}}}")
     } else {
-        sim.answer(&method, &node, params.contains_key("app_cert_sn"))
+        // Answers to an encrypted request are encrypted with the app's key.
+        let encrypt_key = params
+            .get("encrypt_type")
+            .and(params.get("app_id"))
+            .and_then(|a| sim.app(a))
+            .and_then(|a| a.info.encrypt_key.clone());
+        sim.answer(
+            &method,
+            &node,
+            params.contains_key("app_cert_sn"),
+            encrypt_key.as_deref(),
+        )
     };
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
@@ -258,7 +269,23 @@ impl AlipaySim {
         }
         sign::verify_request(&app.key, p)
             .map_err(|_| Refusal::args("isv.invalid-signature", "验签出错"))?;
-        let biz: Value = serde_json::from_str(get("biz_content"))
+        let biz_text = match p.get("encrypt_type").map(String::as_str) {
+            None => get("biz_content").to_string(),
+            Some(sign::ENCRYPT_TYPE) => {
+                let key = app.info.encrypt_key.as_deref().ok_or_else(|| {
+                    Refusal::args("isv.invalid-encrypt-type", "应用未设置接口内容加密方式")
+                })?;
+                sign::aes_decrypt(key, get("biz_content"))
+                    .map_err(|_| Refusal::args("isv.decryption-error", "解密出错"))?
+            }
+            Some(_) => {
+                return Err(Refusal::args(
+                    "isv.invalid-encrypt-type",
+                    "无效的加密类型参数",
+                ))
+            }
+        };
+        let biz: Value = serde_json::from_str(&biz_text)
             .map_err(|_| Refusal::args("isv.invalid-biz-content", "biz_content 不是 JSON"))?;
         let notify_url = p.get("notify_url").filter(|u| !u.is_empty()).cloned();
         match method {

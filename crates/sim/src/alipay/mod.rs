@@ -51,6 +51,9 @@ pub struct SimApp {
     /// certificate given in `app_public_key` means certificate mode too.)
     #[serde(default)]
     pub cert_mode: bool,
+    /// The app's AES content key (base64), for `encrypt_type=AES` requests.
+    #[serde(default)]
+    pub encrypt_key: Option<String>,
 }
 
 /// The answer to a registration.
@@ -273,6 +276,9 @@ impl AlipaySim {
         }
         let key = PublicKey::from_key_or_certificate_pem(&app.app_public_key)
             .map_err(|e| SimError::Invalid(format!("app_public_key: {e}")))?;
+        if let Some(k) = &app.encrypt_key {
+            sign::aes_encrypt(k, "").map_err(|e| SimError::Invalid(format!("encrypt_key: {e}")))?;
+        }
         let given_cert = app.app_public_key.contains("BEGIN CERTIFICATE");
         let app_cert = match (given_cert, app.cert_mode) {
             (true, _) => Some(app.app_public_key.clone()),
@@ -335,10 +341,24 @@ impl AlipaySim {
         sign::to_alipay_time(self.clock.now())
     }
 
-    /// The gateway's answer: the node as compact JSON, signed as written;
-    /// in certificate mode with the serial of the certificate that verifies it.
-    pub(crate) fn answer(&self, method: &str, node: &serde_json::Value, cert_mode: bool) -> String {
-        let content = node.to_string();
+    /// The gateway's answer: the node as compact JSON (or, for an encrypted
+    /// request, the JSON string of its ciphertext), signed as written; in
+    /// certificate mode with the serial of the certificate that verifies it.
+    pub(crate) fn answer(
+        &self,
+        method: &str,
+        node: &serde_json::Value,
+        cert_mode: bool,
+        encrypt_key: Option<&str>,
+    ) -> String {
+        let content = match encrypt_key.map(|k| sign::aes_encrypt(k, &node.to_string())) {
+            Some(Ok(ciphertext)) => serde_json::Value::String(ciphertext).to_string(),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "simulator could not encrypt an answer");
+                node.to_string()
+            }
+            None => node.to_string(),
+        };
         match sign::signed_response(&self.key, method, &content) {
             Ok(body) if cert_mode => format!(
                 "{},\"alipay_cert_sn\":\"{}\"}}",
