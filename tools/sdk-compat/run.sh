@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds paymux-sim, starts it on a free loopback port, installs the
 # third-party `wechatpayv3` SDK and Alipay's official `alipay-sdk-python`
-# into a venv under target/, and runs wechatpayv3_check.py and
-# alipay_check.py against the simulator. The simulator is always stopped.
+# into a venv under target/, Alipay's official Node SDK `alipay-sdk` into
+# target/sdk-compat-node (when node and npm are there), and runs
+# wechatpayv3_check.py, alipay_check.py and alipay_node_check.mjs against
+# the simulator. The simulator is always stopped.
 #
 # Exit: 0 all checks passed (or SKIP: the package index is unreachable),
 #       non-zero on any failure.
@@ -86,6 +88,34 @@ alipay_status=0
 if [[ $alipay_status -ne 0 ]]; then
     echo "FAIL: alipay-sdk-python compatibility check failed (exit $alipay_status)" >&2
     status=$alipay_status
+fi
+echo "== alipay-sdk (Node) checks"
+NODE_DIR="$TARGET_DIR/sdk-compat-node"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    mkdir -p "$NODE_DIR"
+    [[ -f "$NODE_DIR/package.json" ]] || echo '{"name":"paymux-sdk-compat","private":true}' >"$NODE_DIR/package.json"
+    NPM_LOG="$(mktemp)"
+    if (cd "$NODE_DIR" && npm install --no-audit --no-fund --prefer-offline \
+        "alipay-sdk@${ALIPAY_NODE_SDK_VERSION:-4.14.0}") >"$NPM_LOG" 2>&1; then
+        # ESM resolves packages next to the script, so it runs from there.
+        cp "$ROOT/tools/sdk-compat/alipay_node_check.mjs" "$NODE_DIR/"
+        node_status=0
+        node "$NODE_DIR/alipay_node_check.mjs" "$BASE" || node_status=$?
+        if [[ $node_status -ne 0 ]]; then
+            echo "FAIL: alipay-sdk (Node) compatibility check failed (exit $node_status)" >&2
+            status=$node_status
+        fi
+    elif grep -Eqi 'ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|network' "$NPM_LOG"; then
+        cat "$NPM_LOG" >&2
+        echo "SKIP: npm cannot reach the registry; alipay-sdk (Node) compatibility not checked"
+    else
+        cat "$NPM_LOG" >&2
+        echo "FAIL: npm install alipay-sdk failed" >&2
+        status=1
+    fi
+    rm -f "$NPM_LOG"
+else
+    echo "SKIP: node/npm not installed; alipay-sdk (Node) compatibility not checked"
 fi
 if [[ $status -ne 0 ]]; then
     echo "-- simulator log" >&2
