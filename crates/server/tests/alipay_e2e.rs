@@ -358,6 +358,23 @@ on_every_backend!(alipay_close_closes_at_the_channel, |db| {
         .unwrap();
     assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(app.status(&id).await, "succeeded");
+
+    // Paid at Alipay but the notify never arrived: close is refused there,
+    // paymux asks alipay.trade.query and records the payment as paid.
+    let created = app.create("ALI-CLOSE-LOST-NOTIFY", "native").await;
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let (status, _) = app
+        .sim_pay(json!({"out_trade_no": id, "callbacks": 0}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(app.status(&id).await, "pending");
+    let r = app
+        .client
+        .post(&format!("/v1/payments/{id}/close"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(app.status(&id).await, "succeeded");
     app.server.stop();
 });
 
@@ -389,5 +406,55 @@ on_every_backend!(alipay_create_requests_are_checked, |db| {
     o["payer"] = json!({"buyer_id": "2088102534368455"});
     let r = app.client.post("/v1/payments", &o).await.unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
+    app.server.stop();
+});
+
+on_every_backend!(alipay_sandbox_accounts_survive_a_restart, |db| {
+    let app = spawn_app(&db).await;
+    let created = app.create("ALI-BEFORE-RESTART", "native").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let addr = app.server.addr;
+    let TestApp {
+        server,
+        client,
+        receiver,
+        http,
+    } = app;
+    server.stop();
+
+    // A new process on the same address and database: its Alipay simulator
+    // has a new key and knows no apps; the sandbox account is registered
+    // again and verifies the new simulator's answers.
+    let store = paymux_store::open(&db.url).await.unwrap();
+    let mut restarted = None;
+    for _ in 0..50 {
+        let mut config = ServerConfig {
+            listen: addr,
+            sandbox: true,
+            ..Default::default()
+        };
+        config.notifier.poll_interval_ms = 100;
+        match paymux_server::start(config, store.clone()).await {
+            Ok(r) => {
+                restarted = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let server = restarted.expect("restarted on the same address");
+    let app = TestApp {
+        server,
+        client,
+        receiver,
+        http,
+    };
+    let created = app.create("ALI-AFTER-RESTART", "native").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["status"], "pending", "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let (_, paid) = app.sim_pay(json!({"out_trade_no": id})).await;
+    assert_eq!(callback_bodies(&paid), vec!["success"], "{paid}");
+    assert_eq!(app.status(&id).await, "succeeded");
     app.server.stop();
 });

@@ -333,7 +333,7 @@ fn certs_in(pem: &str, rsa_only: bool) -> Result<Vec<String>, ChannelError> {
     Ok(out)
 }
 
-/// The MD5 input of a certificate's serial (exposed for tests).
+/// The MD5 input of a certificate's serial: reversed issuer DN, then the decimal serial.
 pub fn sn_input(
     cert: &x509_parser::certificate::X509Certificate<'_>,
 ) -> Result<String, ChannelError> {
