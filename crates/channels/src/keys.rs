@@ -122,6 +122,14 @@ impl PublicKey {
         Self::from_pem(pem)
     }
 
+    /// The bare PKCS#1 RSAPublicKey inside the SubjectPublicKeyInfo (what a
+    /// certificate builder embeds for a key it does not hold the private half of).
+    pub fn pkcs1_der(&self) -> Result<Vec<u8>, ChannelError> {
+        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(self.parsed.as_ref())
+            .map_err(|e| ChannelError::Config(format!("public key: {e}")))?;
+        Ok(spki.subject_public_key.data.to_vec())
+    }
+
     /// SubjectPublicKeyInfo as PEM.
     pub fn to_pem(&self) -> String {
         pem_encode("PUBLIC KEY", self.parsed.as_ref())
@@ -208,7 +216,7 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn pem_blocks(pem: &str) -> Result<Vec<Pem>, ChannelError> {
+pub(crate) fn pem_blocks(pem: &str) -> Result<Vec<Pem>, ChannelError> {
     // Keys pasted into JSON configs often arrive with literal "\n" sequences
     // or CRLF line ends; normalise both before reading the blocks.
     let text = pem.replace("\\n", "\n").replace('\r', "");

@@ -2,6 +2,7 @@
 //! signing and callback handling; the rest of paymux sees only [`Channel`].
 //! Channels never touch the store: the server orchestrates.
 
+pub mod alipay;
 pub mod error;
 pub mod keys;
 pub mod wechat;
@@ -32,8 +33,13 @@ pub struct PrepayRequest {
     /// Where the channel posts its asynchronous result (paymux's own callback URL).
     pub notify_url: String,
     pub expires_at: DateTime<Utc>,
+    /// WeChat openid; for Alipay mini-programs the payer's Alipay open id.
     pub payer_openid: Option<String>,
     pub payer_client_ip: Option<String>,
+    /// Alipay user id (`2088…`), the older alternative to the open id.
+    pub payer_buyer_id: Option<String>,
+    /// The payment code shown on the payer's phone (barcode payments).
+    pub auth_code: Option<String>,
 }
 
 /// The channel's answer to a prepay: what the payer's client needs to pay.
@@ -44,13 +50,16 @@ pub struct Prepared {
     pub pay_params: serde_json::Value,
     /// The channel's handle for the prepared order (WeChat's prepay_id), if any.
     pub channel_ref: Option<String>,
+    /// The trade's state when the channel settles it in the same call
+    /// (barcode payments charge at once); `None` when the payer pays later.
+    pub trade: Option<ChannelTrade>,
 }
 
 /// A trade's state as the channel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TradeState {
-    /// Created, not paid yet (WeChat NOTPAY, USERPAYING).
+    /// Created, not paid yet (WeChat NOTPAY, USERPAYING; Alipay WAIT_BUYER_PAY).
     NotPaid,
     /// Paid (WeChat SUCCESS, and REFUND: it was paid before being refunded).
     Paid,
@@ -70,7 +79,8 @@ pub struct ChannelTrade {
     /// The amount the channel says was ordered / paid.
     pub amount: Option<Money>,
     pub paid_at: Option<DateTime<Utc>>,
-    /// The merchant account the channel says the trade belongs to (WeChat mchid).
+    /// The merchant account the channel says the trade belongs to (WeChat
+    /// mchid, Alipay seller_id).
     pub merchant_account: Option<String>,
     /// The app the trade belongs to (WeChat appid).
     pub app_id: Option<String>,

@@ -1,5 +1,5 @@
-//! `paymux demo`: one WeChat mini-program payment end to end in a sandbox,
-//! every step printed. It uses only the public contract: the signed merchant
+//! `paymux demo`: one WeChat mini-program payment and one Alipay QR payment
+//! end to end in a sandbox, every step printed. It uses only the public contract: the signed merchant
 //! API, the simulator's control endpoint, and a signed notification.
 
 use std::path::PathBuf;
@@ -121,15 +121,97 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             event.body["type"], event.body["data"]["id"], event.signature_ok
         ),
     );
+    let wechat_ok = fetched.body["status"] == "succeeded" && event.signature_ok;
+
+    let alipay = alipay_payment(&client, &mut receiver, &base).await;
     server.stop();
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    if fetched.body["status"] != "succeeded" || !event.signature_ok {
-        return Err("the demo payment did not complete".into());
+    let alipay_ok = alipay?;
+    if !wechat_ok || !alipay_ok {
+        return Err("a demo payment did not complete".into());
     }
-    println!("\nDone: created -> pending -> succeeded, merchant notified once.");
+    println!(
+        "\nDone: both payments went created -> pending -> succeeded, merchant notified once each."
+    );
     Ok(())
+}
+
+/// The same journey through Alipay: a QR-code (precreate) payment.
+async fn alipay_payment(
+    client: &MerchantClient,
+    receiver: &mut NotifyReceiver,
+    base: &str,
+) -> Result<bool, String> {
+    let order_no = format!("DEMO-ALI-{}", chrono::Utc::now().timestamp_millis());
+    let created = client
+        .post(
+            "/v1/payments",
+            &json!({
+                "merchant_order_no": order_no,
+                "amount": 2550,
+                "channel": "alipay",
+                "method": "native",
+                "description": "Demo Mall - 1 cake",
+                "notify_url": receiver.url,
+            }),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if created.status != 201 {
+        return Err(format!(
+            "alipay create failed: HTTP {} {}",
+            created.status, created.body
+        ));
+    }
+    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    step(
+        8,
+        &format!(
+            "POST /v1/payments (alipay, native) -> 201, payment {id} is {}",
+            created.body["status"]
+        ),
+    );
+    println!(
+        "   pay_params (render qr_code as a QR code):\n{}",
+        indent(&created.body["pay_params"])
+    );
+    let paid: Value = reqwest::Client::new()
+        .post(format!("{base}/sim/alipay/pay"))
+        .json(&json!({"out_trade_no": id}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    step(
+        9,
+        &format!(
+            "simulated payer scanned and paid in Alipay; signed form notify sent to paymux: {paid}"
+        ),
+    );
+    let fetched = client
+        .get(&format!("/v1/payments/{id}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    step(
+        10,
+        &format!("GET /v1/payments/{id} -> status {}", fetched.body["status"]),
+    );
+    let event = receiver
+        .next(Duration::from_secs(10))
+        .await
+        .ok_or("no merchant notification for the Alipay payment within 10 s")?;
+    step(
+        11,
+        &format!(
+            "merchant notified: {} for {} (signature ok: {})",
+            event.body["type"], event.body["data"]["id"], event.signature_ok
+        ),
+    );
+    Ok(fetched.body["status"] == "succeeded" && event.signature_ok)
 }
 
 fn step(n: u32, text: &str) {

@@ -181,7 +181,10 @@ macro_rules! string_enum {
     };
 }
 
-string_enum!(ChannelKind, "channel", { Wechat => "wechat" });
+string_enum!(ChannelKind, "channel", {
+    Wechat => "wechat",
+    Alipay => "alipay",
+});
 
 string_enum!(PayMethod, "method", {
     MiniProgram => "mini_program",
@@ -189,7 +192,39 @@ string_enum!(PayMethod, "method", {
     Native => "native",
     H5 => "h5",
     App => "app",
+    Wap => "wap",
+    Pc => "pc",
+    Barcode => "barcode",
 });
+
+impl ChannelKind {
+    pub const ALL: [ChannelKind; 2] = [ChannelKind::Wechat, ChannelKind::Alipay];
+
+    /// The methods this channel offers, in the order the API documents them.
+    pub fn methods(&self) -> &'static [PayMethod] {
+        match self {
+            ChannelKind::Wechat => &[
+                PayMethod::MiniProgram,
+                PayMethod::Jsapi,
+                PayMethod::Native,
+                PayMethod::H5,
+                PayMethod::App,
+            ],
+            ChannelKind::Alipay => &[
+                PayMethod::MiniProgram,
+                PayMethod::App,
+                PayMethod::Wap,
+                PayMethod::Pc,
+                PayMethod::Native,
+                PayMethod::Barcode,
+            ],
+        }
+    }
+
+    pub fn accepts(&self, method: PayMethod) -> bool {
+        self.methods().contains(&method)
+    }
+}
 
 impl PayMethod {
     /// Methods where the payer is identified by an openid inside WeChat.
@@ -246,7 +281,14 @@ mod tests {
             "mini_program".parse::<PayMethod>().unwrap(),
             PayMethod::MiniProgram
         );
-        assert!("alipay".parse::<ChannelKind>().is_err());
+        assert_eq!(
+            "alipay".parse::<ChannelKind>().unwrap(),
+            ChannelKind::Alipay
+        );
+        assert!("unionpay".parse::<ChannelKind>().is_err());
+        assert!(ChannelKind::Alipay.accepts(PayMethod::Barcode));
+        assert!(!ChannelKind::Wechat.accepts(PayMethod::Barcode));
+        assert!(!ChannelKind::Alipay.accepts(PayMethod::Jsapi));
     }
 
     /// A payment as the store sees it: a status and an amount that must never move.

@@ -103,6 +103,9 @@ async fn channel_account(
         (Some(sandbox), ChannelKind::Wechat) => {
             Ok(crate::sandbox::ensure_wechat_account(state, sandbox, merchant_id).await?)
         }
+        (Some(sandbox), ChannelKind::Alipay) => {
+            Ok(crate::sandbox::ensure_alipay_account(state, sandbox, merchant_id).await?)
+        }
         _ => Err(FlowError::ChannelNotConfigured(format!(
             "no {channel} account for this merchant"
         ))),
@@ -152,16 +155,10 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
             state.public_url, payment.channel, payment.channel_account_id
         ),
         expires_at: payment.expires_at,
-        payer_openid: payment
-            .payer
-            .get("openid")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
-        payer_client_ip: payment
-            .payer
-            .get("client_ip")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
+        payer_openid: payer_field(&payment, "openid"),
+        payer_client_ip: payer_field(&payment, "client_ip"),
+        payer_buyer_id: payer_field(&payment, "buyer_id"),
+        auth_code: payer_field(&payment, "auth_code"),
     };
     match channel.prepay(&request).await {
         Ok(prepared) => {
@@ -169,7 +166,14 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
                 pay_params: Some(prepared.pay_params),
                 ..Default::default()
             };
-            move_to(state, &payment, PaymentEvent::PrepayAccepted, patch, None).await
+            let pending =
+                move_to(state, &payment, PaymentEvent::PrepayAccepted, patch, None).await?;
+            match &prepared.trade {
+                // Settled in the same call (barcode): apply it like a callback,
+                // with the same amount check.
+                Some(trade) => apply_trade(state, pending, trade).await,
+                None => Ok(pending),
+            }
         }
         Err(ChannelError::Rejected { code, message }) => {
             tracing::warn!(payment_id = %payment.id, %code, %message, "channel rejected prepay");
@@ -189,6 +193,14 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
             Err(FlowError::ChannelUnavailable(e.to_string()))
         }
     }
+}
+
+fn payer_field(payment: &Payment, field: &str) -> Option<String> {
+    payment
+        .payer
+        .get(field)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
 }
 
 /// The payment as committed now (after waiting for its order lock).

@@ -131,6 +131,10 @@ pub fn router(state: AppState) -> Router {
             "/sim/wechat",
             paymux_sim::wechat::router(sandbox.wechat.clone()),
         );
+        app = app.nest(
+            "/sim/alipay",
+            paymux_sim::alipay::router(sandbox.alipay.clone()),
+        );
     }
     app.with_state(state)
 }

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use paymux_channels::alipay::AlipayConfig;
 use paymux_channels::keys::PrivateKey;
 use paymux_channels::wechat::WechatConfig;
 use paymux_core::{new_id, ChannelKind};
+use paymux_sim::alipay::{AlipaySim, SimApp};
 use paymux_sim::wechat::{SimMerchant, WechatSim};
 use paymux_store::ChannelAccount;
 use tokio::sync::Mutex;
@@ -14,6 +16,7 @@ use crate::{AppState, ServerError};
 
 pub struct Sandbox {
     pub wechat: Arc<WechatSim>,
+    pub alipay: Arc<AlipaySim>,
     /// Creating a merchant's accounts happens once even under concurrent first payments.
     creating: Mutex<()>,
 }
@@ -28,6 +31,7 @@ impl Sandbox {
     pub fn new() -> Self {
         Sandbox {
             wechat: WechatSim::new(),
+            alipay: AlipaySim::new(),
             creating: Mutex::new(()),
         }
     }
@@ -89,21 +93,93 @@ pub async fn register_existing_accounts(state: &AppState) -> Result<(), ServerEr
         return Ok(());
     };
     for merchant in state.store.list_merchants().await? {
-        let Some(account) = state
-            .store
-            .channel_account_for(&merchant.id, ChannelKind::Wechat)
-            .await?
-        else {
-            continue;
-        };
-        if !account.sandbox {
-            continue;
+        for channel in ChannelKind::ALL {
+            let Some(account) = state
+                .store
+                .channel_account_for(&merchant.id, channel)
+                .await?
+            else {
+                continue;
+            };
+            if !account.sandbox {
+                continue;
+            }
+            let bad =
+                |e: serde_json::Error| ServerError::Config(format!("account {}: {e}", account.id));
+            match channel {
+                ChannelKind::Wechat => {
+                    let config: WechatConfig =
+                        serde_json::from_value(account.config.clone()).map_err(bad)?;
+                    register(sandbox, &config)?;
+                }
+                ChannelKind::Alipay => {
+                    let config: AlipayConfig =
+                        serde_json::from_value(account.config.clone()).map_err(bad)?;
+                    register_alipay(sandbox, &config)?;
+                }
+            }
         }
-        let config: WechatConfig = serde_json::from_value(account.config.clone())
-            .map_err(|e| ServerError::Config(format!("account {}: {e}", account.id)))?;
-        register(sandbox, &config)?;
     }
     Ok(())
+}
+
+/// The merchant's Alipay app, created at the simulator if it has none.
+pub async fn ensure_alipay_account(
+    state: &AppState,
+    sandbox: &Sandbox,
+    merchant_id: &str,
+) -> Result<ChannelAccount, ServerError> {
+    let _once = sandbox.creating.lock().await;
+    if let Some(account) = state
+        .store
+        .channel_account_for(merchant_id, ChannelKind::Alipay)
+        .await?
+    {
+        return Ok(account);
+    }
+    let mut config = AlipayConfig {
+        gateway_url: format!("{}/sim/alipay/gateway.do", state.public_url),
+        app_id: format!("2021{}", random_digits(12)),
+        private_key_pem: PrivateKey::generate_pkcs8_pem()?,
+        alipay_public_key_pem: Some(sandbox.alipay.platform().alipay_public_key),
+        app_cert_pem: None,
+        alipay_cert_pem: None,
+        alipay_root_cert_pem: None,
+        seller_id: None,
+        encrypt_key: None,
+        barcode_timeout_secs: None,
+        // The simulator answers at once; poll it briskly.
+        barcode_poll_ms: Some(500),
+    };
+    config.seller_id = Some(register_alipay(sandbox, &config)?);
+    let account = ChannelAccount {
+        id: new_id("acct"),
+        merchant_id: merchant_id.to_string(),
+        channel: ChannelKind::Alipay,
+        config: serde_json::to_value(&config).map_err(|e| ServerError::Config(e.to_string()))?,
+        sandbox: true,
+        enabled: true,
+        created_at: state.clock.now(),
+    };
+    state.store.insert_channel_account(&account).await?;
+    tracing::info!(merchant_id, account_id = %account.id, app_id = %config.app_id, "sandbox alipay account created");
+    Ok(account)
+}
+
+/// Registers the app at the simulator; returns its seller id.
+fn register_alipay(sandbox: &Sandbox, config: &AlipayConfig) -> Result<String, ServerError> {
+    let public_key = PrivateKey::from_pem(&config.private_key_pem)?.public_key()?;
+    sandbox
+        .alipay
+        .register_app(SimApp {
+            app_id: config.app_id.clone(),
+            app_public_key: public_key.to_pem(),
+            seller_id: config.seller_id.clone(),
+            cert_mode: false,
+            encrypt_key: None,
+        })
+        .map(|registered| registered.seller_id)
+        .map_err(|e| ServerError::Config(format!("alipay simulator: {e}")))
 }
 
 fn register(sandbox: &Sandbox, config: &WechatConfig) -> Result<(), ServerError> {

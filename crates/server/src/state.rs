@@ -45,10 +45,14 @@ impl AppState {
         let sandbox = config
             .sandbox
             .then(|| Arc::new(crate::sandbox::Sandbox::new()));
+        let mut channels = ChannelRegistry::new(clock.clone())?;
+        if let Some(s) = &sandbox {
+            channels = channels.with_sandbox_alipay_key(s.alipay.platform().alipay_public_key);
+        }
         Ok(AppState {
             config: Arc::new(config),
             store,
-            channels: Arc::new(ChannelRegistry::new(clock.clone())?),
+            channels: Arc::new(channels),
             clock,
             public_url: public_url.trim_end_matches('/').to_string(),
             order_locks: Arc::new(KeyedLocks::default()),

@@ -3,4 +3,5 @@
 //! paymux's sandbox — and any official channel SDK pointed at them — works
 //! without a real merchant account and without moving money.
 
+pub mod alipay;
 pub mod wechat;

@@ -104,6 +104,8 @@ fn request(out_trade_no: &str, method: PayMethod, notify_url: &str) -> PrepayReq
         expires_at: Utc::now() + Duration::minutes(30),
         payer_openid: Some("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into()),
         payer_client_ip: Some("203.0.113.7".into()),
+        payer_buyer_id: None,
+        auth_code: None,
     }
 }
 

@@ -328,6 +328,12 @@ impl Channel for WechatPay {
                 ("h5", None, Some(scene))
             }
             PayMethod::App => ("app", None, None),
+            PayMethod::Wap | PayMethod::Pc | PayMethod::Barcode => {
+                return Err(ChannelError::Rejected {
+                    code: "PARAM_ERROR".into(),
+                    message: format!("WeChat Pay has no {} payments here", req.method),
+                })
+            }
         };
         let body = types::PrepayBody {
             appid: self.config.appid.clone(),
@@ -361,6 +367,7 @@ impl Channel for WechatPay {
                 Ok(Prepared {
                     pay_params: self.jsapi_pay_params(&id)?,
                     channel_ref: Some(id),
+                    trade: None,
                 })
             }
             PayMethod::App => {
@@ -368,6 +375,7 @@ impl Channel for WechatPay {
                 Ok(Prepared {
                     pay_params: self.app_pay_params(&id)?,
                     channel_ref: Some(id),
+                    trade: None,
                 })
             }
             PayMethod::Native => {
@@ -375,6 +383,7 @@ impl Channel for WechatPay {
                 Ok(Prepared {
                     pay_params: serde_json::json!({ "code_url": url }),
                     channel_ref: None,
+                    trade: None,
                 })
             }
             PayMethod::H5 => {
@@ -382,8 +391,12 @@ impl Channel for WechatPay {
                 Ok(Prepared {
                     pay_params: serde_json::json!({ "h5_url": url }),
                     channel_ref: None,
+                    trade: None,
                 })
             }
+            PayMethod::Wap | PayMethod::Pc | PayMethod::Barcode => Err(ChannelError::Protocol(
+                format!("no {} payments at WeChat Pay", req.method),
+            )),
         }
     }
 

@@ -18,6 +18,12 @@ pub const MIN_EXPIRY_SECS: i64 = 60;
 pub const MAX_EXPIRY_SECS: i64 = 7 * 24 * 3600;
 /// WeChat's `amount.total` is a 32-bit integer of fen.
 pub const MAX_WECHAT_AMOUNT: i64 = i32::MAX as i64;
+/// Alipay's `total_amount` is at most 100000000.00 yuan.
+pub const MAX_ALIPAY_AMOUNT: i64 = 10_000_000_000;
+/// Alipay user ids (`2088…`) are 16 digits; leave room, refuse junk.
+pub const MAX_BUYER_ID: usize = 28;
+/// Payment codes on the payer's phone are 16–24 digits.
+pub const MAX_AUTH_CODE: usize = 32;
 
 const FIELDS: [&str; 10] = [
     "merchant_order_no",
@@ -43,6 +49,10 @@ pub struct CreatePayment {
     pub expires_in_seconds: Option<i64>,
     pub payer_openid: Option<String>,
     pub payer_client_ip: Option<String>,
+    /// Alipay user id of the payer (mini-program payments without an open id).
+    pub payer_buyer_id: Option<String>,
+    /// The payment code shown on the payer's phone (barcode payments).
+    pub payer_auth_code: Option<String>,
     pub metadata: Value,
 }
 
@@ -72,10 +82,19 @@ impl CreatePayment {
             .map_err(|_| ApiError::invalid("amount: must be greater than 0"))?;
         let channel: ChannelKind = text(&obj, "channel", 1, 16)?
             .parse()
-            .map_err(|_| ApiError::invalid("channel: must be one of: wechat"))?;
+            .map_err(|_| ApiError::invalid("channel: must be one of: wechat, alipay"))?;
         let method: PayMethod = text(&obj, "method", 1, 16)?.parse().map_err(|_| {
-            ApiError::invalid("method: must be one of: mini_program, jsapi, native, h5, app")
+            ApiError::invalid(format!(
+                "method: must be one of: {}",
+                list(channel.methods())
+            ))
         })?;
+        if !channel.accepts(method) {
+            return Err(ApiError::invalid(format!(
+                "method: {channel} accepts only: {}",
+                list(channel.methods())
+            )));
+        }
         let description = text(&obj, "description", 1, MAX_DESCRIPTION)?;
         let notify_url = text(&obj, "notify_url", 1, MAX_URL)?;
         if !(notify_url.starts_with("https://") || notify_url.starts_with("http://"))
@@ -94,7 +113,12 @@ impl CreatePayment {
                 }
             },
         };
-        let (payer_openid, payer_client_ip) = payer(obj.get("payer"))?;
+        let Payer {
+            openid: payer_openid,
+            client_ip: payer_client_ip,
+            buyer_id: payer_buyer_id,
+            auth_code: payer_auth_code,
+        } = payer(obj.get("payer"))?;
         let metadata = match obj.get("metadata") {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(v @ Value::Object(_)) => v.clone(),
@@ -117,15 +141,43 @@ impl CreatePayment {
                         "amount: wechat accepts at most {MAX_WECHAT_AMOUNT}"
                     )));
                 }
+                if method.needs_openid() && payer_openid.is_none() {
+                    return Err(ApiError::invalid(format!(
+                        "payer.openid: required for method {method}"
+                    )));
+                }
+                if method == PayMethod::H5 && payer_client_ip.is_none() {
+                    return Err(ApiError::invalid("payer.client_ip: required for method h5"));
+                }
+            }
+            ChannelKind::Alipay => {
+                if currency != Currency::CNY {
+                    return Err(ApiError::invalid("currency: alipay accepts only CNY"));
+                }
+                if minor > MAX_ALIPAY_AMOUNT {
+                    return Err(ApiError::invalid(format!(
+                        "amount: alipay accepts at most {MAX_ALIPAY_AMOUNT}"
+                    )));
+                }
+                if method == PayMethod::MiniProgram
+                    && payer_openid.is_none()
+                    && payer_buyer_id.is_none()
+                {
+                    return Err(ApiError::invalid(
+                        "payer.openid: required for alipay mini_program (the payer's Alipay open id; or give payer.buyer_id)",
+                    ));
+                }
+                if method == PayMethod::Barcode && payer_auth_code.is_none() {
+                    return Err(ApiError::invalid(
+                        "payer.auth_code: required for method barcode",
+                    ));
+                }
             }
         }
-        if method.needs_openid() && payer_openid.is_none() {
-            return Err(ApiError::invalid(format!(
-                "payer.openid: required for method {method}"
-            )));
-        }
-        if method == PayMethod::H5 && payer_client_ip.is_none() {
-            return Err(ApiError::invalid("payer.client_ip: required for method h5"));
+        if method != PayMethod::Barcode && payer_auth_code.is_some() {
+            return Err(ApiError::invalid(
+                "payer.auth_code: only for method barcode",
+            ));
         }
         Ok(CreatePayment {
             merchant_order_no,
@@ -137,6 +189,8 @@ impl CreatePayment {
             expires_in_seconds,
             payer_openid,
             payer_client_ip,
+            payer_buyer_id,
+            payer_auth_code,
             metadata,
         })
     }
@@ -149,6 +203,12 @@ impl CreatePayment {
         }
         if let Some(ip) = &self.payer_client_ip {
             m.insert("client_ip".into(), ip.clone().into());
+        }
+        if let Some(b) = &self.payer_buyer_id {
+            m.insert("buyer_id".into(), b.clone().into());
+        }
+        if let Some(c) = &self.payer_auth_code {
+            m.insert("auth_code".into(), c.clone().into());
         }
         Value::Object(m)
     }
@@ -196,13 +256,24 @@ fn text(obj: &Map<String, Value>, field: &str, min: usize, max: usize) -> Result
     Ok(s.to_string())
 }
 
-fn payer(v: Option<&Value>) -> Result<(Option<String>, Option<String>), ApiError> {
+/// The payer fields of a create request.
+#[derive(Default)]
+struct Payer {
+    openid: Option<String>,
+    client_ip: Option<String>,
+    buyer_id: Option<String>,
+    auth_code: Option<String>,
+}
+
+const PAYER_FIELDS: [&str; 4] = ["openid", "client_ip", "buyer_id", "auth_code"];
+
+fn payer(v: Option<&Value>) -> Result<Payer, ApiError> {
     let obj = match v {
-        None | Some(Value::Null) => return Ok((None, None)),
+        None | Some(Value::Null) => return Ok(Payer::default()),
         Some(Value::Object(o)) => o,
         Some(_) => return Err(ApiError::invalid("payer: must be a JSON object")),
     };
-    if let Some(unknown) = obj.keys().find(|k| *k != "openid" && *k != "client_ip") {
+    if let Some(unknown) = obj.keys().find(|k| !PAYER_FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(format!("payer.{unknown}: unknown field")));
     }
     let openid = match obj.get("openid") {
@@ -219,7 +290,34 @@ fn payer(v: Option<&Value>) -> Result<(Option<String>, Option<String>), ApiError
             )
         }
     };
-    Ok((openid, client_ip))
+    let digits = |field: &str, max: usize| -> Result<Option<String>, ApiError> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => {
+                let s = text(obj, field, 1, max).map_err(|e| prefixed(e, "payer."))?;
+                if !s.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ApiError::invalid(format!(
+                        "payer.{field}: must be digits only"
+                    )));
+                }
+                Ok(Some(s))
+            }
+        }
+    };
+    Ok(Payer {
+        openid,
+        client_ip,
+        buyer_id: digits("buyer_id", MAX_BUYER_ID)?,
+        auth_code: digits("auth_code", MAX_AUTH_CODE)?,
+    })
+}
+
+fn list(methods: &[PayMethod]) -> String {
+    methods
+        .iter()
+        .map(PayMethod::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn prefixed(mut e: ApiError, prefix: &str) -> ApiError {
@@ -304,6 +402,61 @@ mod tests {
             o.insert("expires_in_seconds".into(), 5.into());
         })
         .starts_with("expires_in"));
+    }
+
+    #[test]
+    fn alipay_rules_name_the_field() {
+        let alipay = |patch: &dyn Fn(&mut Map<String, Value>)| {
+            let mut v = base();
+            v["channel"] = "alipay".into();
+            patch(v.as_object_mut().unwrap());
+            parse(&v)
+        };
+        let ok = alipay(&|_| {}).unwrap();
+        assert_eq!(ok.channel, ChannelKind::Alipay);
+        let ok = alipay(&|o| {
+            o.insert(
+                "payer".into(),
+                serde_json::json!({"buyer_id": "2088102534368455"}),
+            );
+        })
+        .unwrap();
+        assert_eq!(ok.payer_buyer_id.as_deref(), Some("2088102534368455"));
+        let msg = |r: Result<CreatePayment, ApiError>| r.unwrap_err().message;
+        assert!(msg(alipay(&|o| {
+            o.remove("payer");
+        }))
+        .starts_with("payer.openid"));
+        assert!(msg(alipay(&|o| {
+            o.insert("method".into(), "jsapi".into());
+        }))
+        .starts_with("method: alipay accepts only"));
+        assert!(msg(alipay(&|o| {
+            o.insert("method".into(), "barcode".into());
+        }))
+        .starts_with("payer.auth_code"));
+        assert!(msg(alipay(&|o| {
+            o.insert("method".into(), "barcode".into());
+            o.insert("payer".into(), serde_json::json!({"auth_code": "28x"}));
+        }))
+        .starts_with("payer.auth_code"));
+        let barcode = alipay(&|o| {
+            o.insert("method".into(), "barcode".into());
+            o.insert(
+                "payer".into(),
+                serde_json::json!({"auth_code": "286212345678901234"}),
+            );
+        })
+        .unwrap();
+        assert_eq!(barcode.payer_json()["auth_code"], "286212345678901234");
+        assert!(msg(alipay(&|o| {
+            o.insert("amount".into(), (MAX_ALIPAY_AMOUNT + 1).into());
+        }))
+        .starts_with("amount"));
+        // WeChat has no barcode method here.
+        let mut v = base();
+        v["method"] = "barcode".into();
+        assert!(parse(&v).unwrap_err().message.starts_with("method: wechat"));
     }
 
     #[test]

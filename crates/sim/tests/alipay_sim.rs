@@ -1,0 +1,357 @@
+//! The Alipay simulator driven over HTTP by paymux's own Alipay client, in
+//! both key modes.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use axum::Router;
+use chrono::{Duration, Utc};
+use paymux_channels::alipay::{sign, Alipay, AlipayConfig};
+use paymux_channels::keys::PrivateKey;
+use paymux_channels::{Channel, ChannelError, PrepayRequest, TradeState};
+use paymux_core::{Currency, Money, PayMethod};
+use paymux_sim::alipay::{router, AlipaySim, PlatformInfo, Registered};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+async fn start_sim() -> (Arc<AlipaySim>, String) {
+    let sim = AlipaySim::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().nest("/sim/alipay", router(sim.clone()));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (sim, format!("http://{addr}"))
+}
+
+fn app_id() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("2021000{:09}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn order_no(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("pay_{tag}_{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Registers a fresh app over HTTP and returns its client configuration.
+async fn register(host: &str, cert_mode: bool) -> AlipayConfig {
+    register_with(host, cert_mode, None).await
+}
+
+async fn register_with(host: &str, cert_mode: bool, encrypt_key: Option<&str>) -> AlipayConfig {
+    let http = reqwest::Client::new();
+    let pem = PrivateKey::generate_pkcs8_pem().unwrap();
+    let public = PrivateKey::from_pem(&pem).unwrap().public_key().unwrap();
+    let app_id = app_id();
+    let r = http
+        .post(format!("{host}/sim/alipay/merchants"))
+        .json(&json!({
+            "app_id": app_id,
+            "app_public_key": public.to_pem(),
+            "cert_mode": cert_mode,
+            "encrypt_key": encrypt_key,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let registered: Registered = r.json().await.unwrap();
+    let platform: PlatformInfo = http
+        .get(format!("{host}/sim/alipay/platform"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut config = AlipayConfig {
+        gateway_url: format!("{host}/sim/alipay/gateway.do"),
+        app_id,
+        private_key_pem: pem,
+        alipay_public_key_pem: Some(platform.alipay_public_key.clone()),
+        app_cert_pem: None,
+        alipay_cert_pem: None,
+        alipay_root_cert_pem: None,
+        seller_id: Some(registered.seller_id.clone()),
+        encrypt_key: encrypt_key.map(str::to_string),
+        barcode_timeout_secs: Some(1),
+        barcode_poll_ms: Some(200),
+    };
+    if cert_mode {
+        let app_cert = registered.app_cert.expect("an issued app certificate");
+        assert_eq!(
+            sign::cert_sn(&app_cert).unwrap(),
+            registered.app_cert_sn.unwrap()
+        );
+        config.alipay_public_key_pem = None;
+        config.app_cert_pem = Some(app_cert);
+        config.alipay_cert_pem = Some(platform.alipay_cert.clone());
+        config.alipay_root_cert_pem = Some(platform.alipay_root_cert.clone());
+        assert_eq!(
+            sign::root_cert_sn(&platform.alipay_root_cert).unwrap(),
+            platform.alipay_root_cert_sn
+        );
+    }
+    config
+}
+
+fn request(out_trade_no: &str, method: PayMethod) -> PrepayRequest {
+    PrepayRequest {
+        out_trade_no: out_trade_no.into(),
+        description: "paymux 测试商品 & more".into(),
+        amount: Money::new(1999, Currency::CNY).unwrap(),
+        method,
+        // Nobody listens here: notifies fail to deliver, which these tests ignore.
+        notify_url: "http://127.0.0.1:9/notify".into(),
+        expires_at: Utc::now() + Duration::minutes(30),
+        payer_openid: Some("074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5".into()),
+        payer_client_ip: None,
+        payer_buyer_id: None,
+        auth_code: None,
+    }
+}
+
+async fn sim_pay(host: &str, out_trade_no: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!("{host}/sim/alipay/pay"))
+        .json(&json!({"out_trade_no": out_trade_no}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn full_cycle(cert_mode: bool) {
+    full_cycle_with(cert_mode, None).await;
+}
+
+async fn full_cycle_with(cert_mode: bool, encrypt_key: Option<&str>) {
+    let (_sim, host) = start_sim().await;
+    let config = register_with(&host, cert_mode, encrypt_key).await;
+    let ch = Alipay::new(config, reqwest::Client::new()).unwrap();
+
+    let no = order_no("qr");
+    let prepared = ch.prepay(&request(&no, PayMethod::Native)).await.unwrap();
+    assert!(prepared.pay_params["qr_code"].is_string());
+    // A retried create is the same order, not a second one.
+    ch.prepay(&request(&no, PayMethod::Native)).await.unwrap();
+    let t = ch.query(&no).await.unwrap();
+    assert_eq!(t.state, TradeState::NotPaid);
+    assert_eq!(sim_pay(&host, &no).await, 200);
+    let t = ch.query(&no).await.unwrap();
+    assert_eq!(t.state, TradeState::Paid);
+    assert_eq!(t.amount.unwrap().minor, 1999);
+    assert!(t.transaction_id.is_some());
+    assert!(t.paid_at.is_some());
+    // A create retried after the payer paid (the first answer was lost)
+    // reports the settled trade instead of a refusal.
+    let again = ch.prepay(&request(&no, PayMethod::Native)).await.unwrap();
+    assert_eq!(again.trade.unwrap().state, TradeState::Paid);
+    // A paid trade cannot be closed.
+    assert!(matches!(
+        ch.close(&no).await,
+        Err(ChannelError::Rejected { code, .. }) if code == "ACQ.TRADE_STATUS_ERROR"
+    ));
+
+    let no = order_no("mini");
+    let prepared = ch
+        .prepay(&request(&no, PayMethod::MiniProgram))
+        .await
+        .unwrap();
+    assert!(prepared.pay_params["tradeNO"].is_string());
+    ch.close(&no).await.unwrap();
+    ch.close(&no).await.unwrap();
+    assert_eq!(ch.query(&no).await.unwrap().state, TradeState::Closed);
+    assert!(sim_pay(&host, &no).await.is_client_error());
+
+    assert!(matches!(
+        ch.query("pay_unknown").await,
+        Err(ChannelError::NotFound)
+    ));
+    assert!(matches!(
+        ch.close("pay_unknown").await,
+        Err(ChannelError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn public_key_mode_full_cycle() {
+    full_cycle(false).await;
+}
+
+#[tokio::test]
+async fn certificate_mode_full_cycle() {
+    full_cycle(true).await;
+}
+
+const AES_KEY: &str = "aa4BtZ4tspm2wnXLb1ThQA==";
+
+#[tokio::test]
+async fn aes_content_encryption_full_cycle() {
+    full_cycle_with(false, Some(AES_KEY)).await;
+    full_cycle_with(true, Some(AES_KEY)).await;
+}
+
+#[tokio::test]
+async fn aes_requests_and_answers_are_encrypted_on_the_wire() {
+    let (_sim, host) = start_sim().await;
+    let config = register_with(&host, false, Some(AES_KEY)).await;
+    let ch = Alipay::new(config.clone(), reqwest::Client::new()).unwrap();
+    let params = ch
+        .signed_params(
+            "alipay.trade.query",
+            &json!({"out_trade_no": "pay_x"}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(params["encrypt_type"], "AES");
+    assert!(!params["biz_content"].contains("pay_x"));
+    let body = reqwest::Client::new()
+        .post(&config.gateway_url)
+        .body(sign::encode_form(&params))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let node = v["alipay_trade_query_response"]
+        .as_str()
+        .expect("an encrypted node");
+    let plain: Value = serde_json::from_str(&sign::aes_decrypt(AES_KEY, node).unwrap()).unwrap();
+    assert_eq!(plain["sub_code"], "ACQ.TRADE_NOT_EXIST");
+
+    // The simulator refuses encrypted requests from an app that has no
+    // content key configured.
+    let (_sim2, host2) = start_sim().await;
+    let plain_app = register(&host2, false).await;
+    let mut encrypting = plain_app.clone();
+    encrypting.encrypt_key = Some(AES_KEY.into());
+    let ch = Alipay::new(encrypting, reqwest::Client::new()).unwrap();
+    assert!(matches!(
+        ch.query("pay_x").await,
+        Err(ChannelError::Rejected { code, .. }) if code == "isv.invalid-encrypt-type"
+    ));
+}
+
+#[tokio::test]
+async fn certificate_mode_answers_carry_the_alipay_cert_sn_and_check_the_app_cert() {
+    let (sim, host) = start_sim().await;
+    let config = register(&host, true).await;
+    let ch = Alipay::new(config.clone(), reqwest::Client::new()).unwrap();
+    let params = ch
+        .signed_params(
+            "alipay.trade.query",
+            &json!({"out_trade_no": "pay_x"}),
+            None,
+        )
+        .unwrap();
+    assert!(params.contains_key("app_cert_sn"));
+    assert!(params.contains_key("alipay_root_cert_sn"));
+    let body = reqwest::Client::new()
+        .post(&config.gateway_url)
+        .body(sign::encode_form(&params))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["alipay_cert_sn"], sim.platform().alipay_cert_sn.as_str());
+    assert_eq!(
+        v["alipay_trade_query_response"]["sub_code"],
+        "ACQ.TRADE_NOT_EXIST"
+    );
+
+    // The same app in public-key mode (no app_cert_sn) is refused.
+    let mut plain = config.clone();
+    plain.app_cert_pem = None;
+    plain.alipay_cert_pem = None;
+    plain.alipay_root_cert_pem = None;
+    plain.alipay_public_key_pem = Some(sim.platform().alipay_public_key);
+    let ch = Alipay::new(plain, reqwest::Client::new()).unwrap();
+    assert!(matches!(
+        ch.prepay(&request(&order_no("nocert"), PayMethod::Native)).await,
+        Err(ChannelError::Rejected { code, .. }) if code == "isv.missing-app-cert-sn"
+    ));
+}
+
+#[tokio::test]
+async fn answers_are_verified_and_requests_must_be_signed() {
+    let (_sim, host) = start_sim().await;
+    let config = register(&host, false).await;
+
+    // A client that trusts another Alipay key refuses the simulator's answers.
+    let mut wrong = config.clone();
+    let other = PrivateKey::generate_pkcs8_pem().unwrap();
+    wrong.alipay_public_key_pem = Some(
+        PrivateKey::from_pem(&other)
+            .unwrap()
+            .public_key()
+            .unwrap()
+            .to_pem(),
+    );
+    let ch = Alipay::new(wrong, reqwest::Client::new()).unwrap();
+    assert!(matches!(
+        ch.prepay(&request(&order_no("v"), PayMethod::Native)).await,
+        Err(ChannelError::InvalidSignature(_))
+    ));
+
+    // A request signed with another app key is refused by the gateway.
+    let mut forged = config.clone();
+    forged.private_key_pem = other;
+    let ch = Alipay::new(forged, reqwest::Client::new()).unwrap();
+    assert!(matches!(
+        ch.prepay(&request(&order_no("f"), PayMethod::Native)).await,
+        Err(ChannelError::Rejected { code, .. }) if code == "isv.invalid-signature"
+    ));
+
+    // Parameters may come in the query string too (GET), like a browser's.
+    let ch = Alipay::new(config.clone(), reqwest::Client::new()).unwrap();
+    let prepared = ch
+        .prepay(&request(&order_no("wap"), PayMethod::Wap))
+        .await
+        .unwrap();
+    let url = prepared.pay_params["pay_url"].as_str().unwrap();
+    let page = reqwest::get(url).await.unwrap().text().await.unwrap();
+    assert!(page.contains("paymux Alipay simulator cashier"), "{page}");
+}
+
+#[tokio::test]
+async fn barcode_charges_at_once_or_is_cancelled_after_the_timeout() {
+    let (_sim, host) = start_sim().await;
+    let ch = Alipay::new(register(&host, false).await, reqwest::Client::new()).unwrap();
+
+    let no = order_no("bar");
+    let mut req = request(&no, PayMethod::Barcode);
+    req.auth_code = Some("286212345678901234".into());
+    let prepared = ch.prepay(&req).await.unwrap();
+    let trade = prepared.trade.expect("barcode settles at once");
+    assert_eq!(trade.state, TradeState::Paid);
+    assert_eq!(trade.amount.unwrap().minor, 1999);
+
+    // The payer never confirms: after the timeout the trade is cancelled.
+    let no = order_no("bar_wait");
+    let mut req = request(&no, PayMethod::Barcode);
+    req.auth_code = Some("286200000000000000".into());
+    assert!(matches!(
+        ch.prepay(&req).await,
+        Err(ChannelError::Rejected { code, .. }) if code == "USER_PAYING_TIMEOUT"
+    ));
+    assert_eq!(ch.query(&no).await.unwrap().state, TradeState::Closed);
+    assert!(sim_pay(&host, &no).await.is_client_error());
+
+    // A malformed payment code is refused by Alipay.
+    let mut req = request(&order_no("bar_bad"), PayMethod::Barcode);
+    req.auth_code = Some("12".into());
+    assert!(matches!(
+        ch.prepay(&req).await,
+        Err(ChannelError::Rejected { code, .. }) if code == "ACQ.PAYMENT_AUTH_CODE_INVALID"
+    ));
+}
