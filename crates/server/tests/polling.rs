@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use paymux_channels::PrepayRequest;
 use paymux_core::{Clock, ManualClock, PaymentId, PaymentStatus};
 use paymux_server::client::{MerchantClient, NotifyReceiver};
-use paymux_server::{Running, ServerConfig};
+use paymux_server::{flow, Running, ServerConfig};
 use paymux_store::testing::{self, TestDb};
 use paymux_store::{Inserted, Payment};
 use serde_json::{json, Value};
@@ -130,6 +131,53 @@ impl TestApp {
     }
 }
 
+/// A payment whose prepay answer never came back (timeout, crash): it stays
+/// `created` here. With `reach_channel` the prepay did arrive at the channel.
+async fn lost_prepay(app: &TestApp, db: &TestDb, order_no: &str, reach_channel: bool) -> String {
+    // A first payment gives the merchant its sandbox channel account.
+    let first = app.create(&format!("{order_no}-FIRST"), 3600).await;
+    let first = db
+        .store
+        .payment(&PaymentId::parse(&first).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let now = app.clock.now();
+    let lost = Payment {
+        id: PaymentId::generate(),
+        merchant_order_no: order_no.into(),
+        status: PaymentStatus::Created,
+        pay_params: None,
+        created_at: now,
+        updated_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+        ..first
+    };
+    assert_eq!(db.store.insert_payment(&lost).await.unwrap(), Inserted::New);
+    if reach_channel {
+        // The very request paymux's prepare sends, so a repeat matches it.
+        let state = &app.server.state;
+        let (_, channel) = flow::channel_for(state, &lost.channel_account_id)
+            .await
+            .unwrap();
+        let request = PrepayRequest {
+            out_trade_no: lost.id.to_string(),
+            description: lost.description.clone(),
+            amount: lost.amount,
+            method: lost.method,
+            notify_url: format!(
+                "{}/notify/{}/{}",
+                state.public_url, lost.channel, lost.channel_account_id
+            ),
+            expires_at: lost.expires_at,
+            payer_openid: lost.payer["openid"].as_str().map(str::to_string),
+            payer_client_ip: lost.payer["client_ip"].as_str().map(str::to_string),
+        };
+        channel.prepay(&request).await.unwrap();
+    }
+    lost.id.to_string()
+}
+
 /// Runs a test body once per backend, each on its own fresh database.
 macro_rules! on_every_backend {
     ($name:ident, |$db:ident| $body:block) => {
@@ -198,28 +246,7 @@ on_every_backend!(a_prepay_that_never_reached_the_channel_is_closed, |db| {
         c.poller.prepay_window_secs = 60;
     })
     .await;
-    // A first payment gives the merchant its sandbox channel account.
-    let first = app.create("FIRST-1", 3600).await;
-    let first = db
-        .store
-        .payment(&PaymentId::parse(&first).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    // A payment whose prepay was never answered (timeout, crash) stays `created`.
-    let now = app.clock.now();
-    let lost = Payment {
-        id: PaymentId::generate(),
-        merchant_order_no: "LOST-PREPAY-1".into(),
-        status: PaymentStatus::Created,
-        pay_params: None,
-        created_at: now,
-        updated_at: now,
-        expires_at: now + chrono::Duration::hours(1),
-        ..first
-    };
-    assert_eq!(db.store.insert_payment(&lost).await.unwrap(), Inserted::New);
-    let id = lost.id.to_string();
+    let id = lost_prepay(&app, &db, "LOST-PREPAY-1", false).await;
     // Within the prepay window the channel's "not found" is not believed yet.
     app.clock.advance(chrono::Duration::seconds(31));
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -229,5 +256,27 @@ on_every_backend!(a_prepay_that_never_reached_the_channel_is_closed, |db| {
     // Paying it at the channel is impossible: the channel never had it.
     let (status, _) = app.sim_pay(&id, 1).await;
     assert_eq!(status, 404);
+    app.server.stop();
+});
+
+on_every_backend!(a_prepay_whose_answer_was_lost_is_resumed, |db| {
+    let app = spawn_app(&db, |c| c.poller.first_delay_secs = 30).await;
+    let id = lost_prepay(&app, &db, "LOST-ANSWER-1", true).await;
+    app.clock.advance(chrono::Duration::seconds(31));
+    app.wait_status(&id, "pending").await;
+    let r = app.client.get(&format!("/v1/payments/{id}")).await.unwrap();
+    let package = r.body["pay_params"]["package"].as_str().unwrap_or_default();
+    assert!(package.starts_with("prepay_id="), "{}", r.body);
+    app.server.stop();
+});
+
+on_every_backend!(a_prepay_whose_answer_was_lost_and_was_paid_succeeds, |db| {
+    let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 30).await;
+    let id = lost_prepay(&app, &db, "LOST-ANSWER-2", true).await;
+    let (status, paid) = app.sim_pay(&id, 0).await;
+    assert_eq!(status, 200, "{paid}");
+    app.clock.advance(chrono::Duration::seconds(31));
+    app.wait_status(&id, "succeeded").await;
+    app.notified_once(&id).await;
     app.server.stop();
 });
