@@ -41,6 +41,7 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     pub notifier: NotifierConfig,
+    pub poller: PollerConfig,
 }
 
 /// A configured secret: never printed, compared in constant time.
@@ -106,6 +107,53 @@ pub struct NotifierConfig {
     pub concurrency: usize,
 }
 
+/// Status checks of open payments at their channel: polling for lost
+/// callbacks, unknown prepay outcomes, and closing expired payments.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PollerConfig {
+    pub enabled: bool,
+    /// Seconds after creation before an open payment is first checked.
+    pub first_delay_secs: u64,
+    /// Delays between later checks, in seconds; once spent, the payment is
+    /// next checked when it expires.
+    pub schedule_secs: Vec<u64>,
+    /// A `created` payment the channel does not know is closed once it is
+    /// this old: a prepay sent before then has surely arrived or failed.
+    pub prepay_window_secs: u64,
+    /// Delay before trying again to close an expired payment after the
+    /// channel could not be reached.
+    pub expiry_retry_secs: u64,
+    /// How often due payments are looked for.
+    pub interval_ms: u64,
+    /// Checks in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            enabled: true,
+            first_delay_secs: 60,
+            schedule_secs: vec![60, 120, 300, 600, 1800, 3600],
+            prepay_window_secs: 120,
+            expiry_retry_secs: 60,
+            interval_ms: 1000,
+            concurrency: 8,
+        }
+    }
+}
+
+impl PollerConfig {
+    /// The delay before the check after `attempts` checks were made, or
+    /// `None` when the schedule is spent.
+    pub fn delay_after(&self, attempts: usize) -> Option<Duration> {
+        self.schedule_secs
+            .get(attempts.checked_sub(1)?)
+            .map(|s| Duration::from_secs(*s))
+    }
+}
+
 /// WeChat Pay's own callback retry schedule, which merchants already know.
 pub const WECHAT_SCHEDULE_SECS: [u64; 15] = [
     15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
@@ -127,6 +175,7 @@ impl Default for ServerConfig {
             default_expiry_secs: 2 * 3600,
             max_body_bytes: 64 * 1024,
             notifier: NotifierConfig::default(),
+            poller: PollerConfig::default(),
         }
     }
 }
@@ -268,6 +317,23 @@ mod tests {
         assert_eq!(n.delay_after(4), Some(Duration::from_secs(180)));
         assert_eq!(n.delay_after(15), Some(Duration::from_secs(21600)));
         assert_eq!(n.delay_after(16), None);
+    }
+
+    #[test]
+    fn poll_schedule_runs_out() {
+        let p = PollerConfig::default();
+        assert_eq!(p.delay_after(0), None);
+        assert_eq!(p.delay_after(1), Some(Duration::from_secs(60)));
+        assert_eq!(p.delay_after(6), Some(Duration::from_secs(3600)));
+        assert_eq!(p.delay_after(7), None);
+        let env = [
+            ("PAYMUX_POLLER_SCHEDULE_SECS", "5,10"),
+            ("PAYMUX_POLLER_FIRST_DELAY_SECS", "30"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = ServerConfig::load(None, env).unwrap();
+        assert_eq!(c.poller.schedule_secs, vec![5, 10]);
+        assert_eq!(c.poller.first_delay_secs, 30);
     }
 
     #[test]

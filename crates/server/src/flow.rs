@@ -248,6 +248,26 @@ pub async fn apply_trade(
     .await
 }
 
+/// A `created` payment that the channel turned out to know (the answer to
+/// its prepay was lost) counts as prepared, so that what the channel reports
+/// about it can be applied. It gets no pay_params: the payer already has
+/// them or never will.
+pub async fn mark_prepared(state: &AppState, payment: Payment) -> Result<Payment, FlowError> {
+    let _order = state.order_locks.lock(payment.id.as_str()).await;
+    let payment = reload(state, &payment.id).await?;
+    if payment.status != PaymentStatus::Created {
+        return Ok(payment);
+    }
+    move_to(
+        state,
+        &payment,
+        PaymentEvent::PrepayAccepted,
+        TransitionPatch::default(),
+        None,
+    )
+    .await
+}
+
 /// One step of the state machine, persisted with a compare-and-set. An event
 /// that already happened returns the payment unchanged.
 async fn move_to(

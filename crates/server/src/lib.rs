@@ -18,6 +18,7 @@ pub mod sandbox;
 pub mod secrets;
 pub mod signing;
 pub mod state;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,6 +102,9 @@ pub async fn start_with_clock(
         tasks.push(tokio::spawn(notifier::run(state.clone())));
     }
     tasks.push(tokio::spawn(ops::purge_nonces_periodically(state.clone())));
+    if state.config.poller.enabled {
+        tasks.push(tokio::spawn(workers::poller::run(state.clone())));
+    }
 
     let app = router(state.clone());
     tasks.push(tokio::spawn(async move {

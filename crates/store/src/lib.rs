@@ -122,6 +122,27 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Transition>;
 
+    /// Takes up to `limit` open (`created` or `pending`) payments due for a
+    /// status check, leasing each for `lease` so that no other worker checks
+    /// it meanwhile. Due means: its `next_poll_at` has come, or it has none
+    /// yet and was created at or before `first_poll_before` or has expired.
+    async fn claim_due_payments(
+        &self,
+        now: DateTime<Utc>,
+        first_poll_before: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DuePayment>>;
+    /// Records a check: `attempts` made so far, the next one at
+    /// `next_poll_at`; releases the lease. [`StoreError::NotFound`] if there
+    /// is no such payment.
+    async fn schedule_payment_poll(
+        &self,
+        id: &PaymentId,
+        attempts: i32,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<()>;
+
     // --- outbox ------------------------------------------------------------------
 
     /// Takes up to `limit` undelivered events that are due, leasing each for

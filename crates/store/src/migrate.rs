@@ -23,6 +23,11 @@ const SQLITE: &[Migration] = &[
         version: 2,
         sql: include_str!("../migrations/sqlite/0002_app_secret_rotation.sql"),
     },
+    // 3 is taken by another change; versions are applied in list order.
+    Migration {
+        version: 4,
+        sql: include_str!("../migrations/sqlite/0004_payment_polling.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -33,6 +38,11 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 2,
         sql: include_str!("../migrations/postgres/0002_app_secret_rotation.sql"),
+    },
+    // 3 is taken by another change; versions are applied in list order.
+    Migration {
+        version: 4,
+        sql: include_str!("../migrations/postgres/0004_payment_polling.sql"),
     },
 ];
 

@@ -154,6 +154,14 @@ pub enum Transition {
     Unchanged(Payment),
 }
 
+/// An open payment claimed for a status check at its channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuePayment {
+    pub payment: Payment,
+    /// Checks made before this one.
+    pub poll_attempts: i32,
+}
+
 /// An event for the merchant, written in the same transaction as the change it reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {

@@ -307,6 +307,29 @@ impl Store for SealedStore {
         self.inner.transition(id, from, to, patch, event, now).await
     }
 
+    async fn claim_due_payments(
+        &self,
+        now: DateTime<Utc>,
+        first_poll_before: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DuePayment>> {
+        self.inner
+            .claim_due_payments(now, first_poll_before, lease, limit)
+            .await
+    }
+
+    async fn schedule_payment_poll(
+        &self,
+        id: &PaymentId,
+        attempts: i32,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.inner
+            .schedule_payment_poll(id, attempts, next_poll_at)
+            .await
+    }
+
     async fn claim_due_events(
         &self,
         now: DateTime<Utc>,

@@ -475,6 +475,65 @@ impl Store for SqliteStore {
         Ok(Transition::Applied(after))
     }
 
+    async fn claim_due_payments(
+        &self,
+        now: DateTime<Utc>,
+        first_poll_before: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DuePayment>> {
+        let until = lease_end(now, lease)?;
+        // One statement on the single writer connection: selecting and
+        // leasing cannot interleave with another claimer.
+        let rows = sqlx::query(
+            "UPDATE payments SET poll_locked_until = ?2
+             WHERE id IN (
+                SELECT id FROM payments
+                WHERE status IN ('created', 'pending')
+                  AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
+                  AND (next_poll_at <= ?1
+                       OR (next_poll_at IS NULL AND (created_at <= ?3 OR expires_at <= ?1)))
+                ORDER BY COALESCE(next_poll_at, created_at), id
+                LIMIT ?4)
+             RETURNING *",
+        )
+        .bind(micros(now))
+        .bind(micros(until))
+        .bind(micros(first_poll_before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DuePayment {
+                    payment: row::payment(r)?,
+                    poll_attempts: r.int32("poll_attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn schedule_payment_poll(
+        &self,
+        id: &PaymentId,
+        attempts: i32,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE payments SET poll_attempts = ?1, next_poll_at = ?2, poll_locked_until = NULL
+             WHERE id = ?3",
+        )
+        .bind(attempts)
+        .bind(micros(next_poll_at))
+        .bind(id.as_str())
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("payment {id}")));
+        }
+        Ok(())
+    }
+
     async fn claim_due_events(
         &self,
         now: DateTime<Utc>,

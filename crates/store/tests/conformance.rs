@@ -1072,3 +1072,162 @@ async fn idempotency_records_keep_the_first_answer() {
     }
     cleanup(dbs).await;
 }
+
+/// The ids of the payments a claim returned.
+fn due_ids(due: &[DuePayment]) -> Vec<PaymentId> {
+    due.iter().map(|d| d.payment.id.clone()).collect()
+}
+
+#[tokio::test]
+async fn open_payments_are_claimed_for_polling_when_due() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let (m, a, p) = setup(s).await;
+        let lease = secs(60);
+        // Created at t0, first check 60 s after creation: not due at t0 + 10 s.
+        let due = s
+            .claim_due_payments(t0() + secs(10), t0() - secs(50), lease, 10)
+            .await
+            .unwrap();
+        assert!(due.is_empty(), "{}: {due:?}", db.backend);
+        let due = s
+            .claim_due_payments(t0() + secs(60), t0(), lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(due_ids(&due), vec![p.id.clone()], "{}", db.backend);
+        assert_eq!(due[0].poll_attempts, 0);
+        assert_eq!(due[0].payment, p);
+        // Leased: nobody else takes it until the lease runs out.
+        let due = s
+            .claim_due_payments(t0() + secs(61), t0() + secs(1), lease, 10)
+            .await
+            .unwrap();
+        assert!(
+            due.is_empty(),
+            "{}: leased payment claimed again",
+            db.backend
+        );
+        let due = s
+            .claim_due_payments(t0() + secs(121), t0() + secs(61), lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            due_ids(&due),
+            vec![p.id.clone()],
+            "{}: lease ran out",
+            db.backend
+        );
+
+        // A recorded check releases the lease; the next is due at its time only.
+        s.schedule_payment_poll(&p.id, 1, t0() + secs(300))
+            .await
+            .unwrap();
+        let due = s
+            .claim_due_payments(t0() + secs(299), t0() + secs(239), lease, 10)
+            .await
+            .unwrap();
+        assert!(due.is_empty(), "{}: {due:?}", db.backend);
+        let due = s
+            .claim_due_payments(t0() + secs(300), t0() + secs(240), lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(due_ids(&due), vec![p.id.clone()]);
+        assert_eq!(due[0].poll_attempts, 1, "{}", db.backend);
+
+        // A final payment is never checked again.
+        let t = s
+            .transition(
+                &p.id,
+                PaymentStatus::Created,
+                PaymentStatus::Closed,
+                &TransitionPatch::default(),
+                None,
+                t0() + secs(301),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(t, Transition::Applied(_)));
+        s.schedule_payment_poll(&p.id, 2, t0() + secs(400))
+            .await
+            .unwrap();
+        let due = s
+            .claim_due_payments(t0() + secs(10_000), t0() + secs(9_940), lease, 10)
+            .await
+            .unwrap();
+        assert!(due.is_empty(), "{}: closed payment claimed", db.backend);
+
+        // An expired payment is due even before its first check would be.
+        let q = Payment {
+            status: PaymentStatus::Pending,
+            expires_at: t0() + secs(30),
+            ..payment(&m, &a, &new_id("order"))
+        };
+        assert_eq!(s.insert_payment(&q).await.unwrap(), Inserted::New);
+        let due = s
+            .claim_due_payments(t0() + secs(29), t0() - secs(31), lease, 10)
+            .await
+            .unwrap();
+        assert!(due.is_empty(), "{}: {due:?}", db.backend);
+        let due = s
+            .claim_due_payments(t0() + secs(30), t0() - secs(30), lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(due_ids(&due), vec![q.id.clone()], "{}", db.backend);
+
+        let missing = s
+            .schedule_payment_poll(&PaymentId::generate(), 1, t0())
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{}: {missing:?}",
+            db.backend
+        );
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn concurrent_poll_claimers_never_share_a_payment() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let a = account(s, &m, t0(), true).await;
+        let mut all = HashSet::new();
+        for _ in 0..40 {
+            all.insert(fresh_payment(s, &m, &a).await.id);
+        }
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let store = Arc::clone(&db.store);
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = store
+                            .claim_due_payments(t0() + secs(120), t0() + secs(60), secs(60), 3)
+                            .await
+                            .unwrap();
+                        if got.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(due_ids(&got));
+                    }
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for w in workers {
+            claimed.extend(w.await.unwrap());
+        }
+        let unique: HashSet<_> = claimed.iter().cloned().collect();
+        assert_eq!(
+            claimed.len(),
+            unique.len(),
+            "{}: a payment was claimed twice",
+            db.backend
+        );
+        assert_eq!(unique, all);
+    }
+    cleanup(dbs).await;
+}

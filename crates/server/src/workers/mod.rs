@@ -1,0 +1,3 @@
+//! Background workers that are not about delivering notifications.
+
+pub mod poller;

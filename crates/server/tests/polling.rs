@@ -1,0 +1,282 @@
+//! Status checks end to end: lost callbacks, expiry and unknown prepay
+//! outcomes settle through the poller, on every store backend available.
+//! Time is a manual clock moved by the tests (by less than the signature
+//! windows, so the simulator and the merchant client still agree with it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use paymux_channels::PrepayRequest;
+use paymux_core::{Clock, ManualClock, PaymentId, PaymentStatus};
+use paymux_server::client::{MerchantClient, NotifyReceiver};
+use paymux_server::{flow, Running, ServerConfig};
+use paymux_store::testing::{self, TestDb};
+use paymux_store::{Inserted, Payment};
+use serde_json::{json, Value};
+
+struct TestApp {
+    server: Running,
+    client: MerchantClient,
+    receiver: NotifyReceiver,
+    clock: Arc<ManualClock>,
+    http: reqwest::Client,
+}
+
+async fn spawn_app(db: &TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sandbox: true,
+        ..Default::default()
+    };
+    config.notifier.poll_interval_ms = 50;
+    config.poller.interval_ms = 50;
+    tweak(&mut config);
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let server = paymux_server::start_with_clock(config, db.store.clone(), clock.clone())
+        .await
+        .expect("server starts");
+    let (_, app) = paymux_server::merchants::create_merchant(
+        &*db.store,
+        &paymux_core::SystemClock,
+        "Test Mall",
+    )
+    .await
+    .unwrap();
+    let receiver = NotifyReceiver::start(&app.secret).await.unwrap();
+    let client = MerchantClient::new(&server.base_url(), &app.app_id, &app.secret);
+    TestApp {
+        server,
+        client,
+        receiver,
+        clock,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    /// Creates a payment expiring in `expires_in` seconds; returns its id.
+    async fn create(&self, order_no: &str, expires_in: i64) -> String {
+        let body = json!({
+            "merchant_order_no": order_no,
+            "amount": 1999,
+            "channel": "wechat",
+            "method": "mini_program",
+            "description": "2 cups of coffee",
+            "notify_url": self.receiver.url,
+            "payer": {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+            "expires_in_seconds": expires_in,
+        });
+        let r = self.client.post("/v1/payments", &body).await.unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.body["status"], "pending");
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// The payer pays at the simulator; returns its HTTP status and body.
+    async fn sim_pay(&self, id: &str, callbacks: u32) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/sim/wechat/pay", self.server.base_url()))
+            .json(&json!({"out_trade_no": id, "callbacks": callbacks}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn status(&self, id: &str) -> String {
+        let r = self
+            .client
+            .get(&format!("/v1/payments/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["status"].as_str().unwrap().to_string()
+    }
+
+    /// Waits (briefly, in real time) for the workers to bring the payment to `want`.
+    async fn wait_status(&self, id: &str, want: &str) {
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = self.status(id).await;
+            if seen == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("payment {id} is {seen}, expected {want}");
+    }
+
+    /// Exactly one `payment.succeeded` for `id` reaches the merchant.
+    async fn notified_once(&mut self, id: &str) {
+        let event = self
+            .receiver
+            .next(Duration::from_secs(5))
+            .await
+            .expect("merchant notified");
+        assert!(event.signature_ok);
+        assert_eq!(event.body["type"], "payment.succeeded");
+        assert_eq!(event.body["data"]["id"], id);
+        assert_eq!(event.body["data"]["status"], "succeeded");
+        // Later checks change nothing and notify nothing.
+        self.clock.advance(chrono::Duration::seconds(120));
+        assert!(
+            self.receiver
+                .next(Duration::from_millis(500))
+                .await
+                .is_none(),
+            "merchant notified twice"
+        );
+    }
+}
+
+/// A payment whose prepay answer never came back (timeout, crash): it stays
+/// `created` here. With `reach_channel` the prepay did arrive at the channel.
+async fn lost_prepay(app: &TestApp, db: &TestDb, order_no: &str, reach_channel: bool) -> String {
+    // A first payment gives the merchant its sandbox channel account.
+    let first = app.create(&format!("{order_no}-FIRST"), 3600).await;
+    let first = db
+        .store
+        .payment(&PaymentId::parse(&first).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let now = app.clock.now();
+    let lost = Payment {
+        id: PaymentId::generate(),
+        merchant_order_no: order_no.into(),
+        status: PaymentStatus::Created,
+        pay_params: None,
+        created_at: now,
+        updated_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+        ..first
+    };
+    assert_eq!(db.store.insert_payment(&lost).await.unwrap(), Inserted::New);
+    if reach_channel {
+        // The very request paymux's prepare sends, so a repeat matches it.
+        let state = &app.server.state;
+        let (_, channel) = flow::channel_for(state, &lost.channel_account_id)
+            .await
+            .unwrap();
+        let request = PrepayRequest {
+            out_trade_no: lost.id.to_string(),
+            description: lost.description.clone(),
+            amount: lost.amount,
+            method: lost.method,
+            notify_url: format!(
+                "{}/notify/{}/{}",
+                state.public_url, lost.channel, lost.channel_account_id
+            ),
+            expires_at: lost.expires_at,
+            payer_openid: lost.payer["openid"].as_str().map(str::to_string),
+            payer_client_ip: lost.payer["client_ip"].as_str().map(str::to_string),
+        };
+        channel.prepay(&request).await.unwrap();
+    }
+    lost.id.to_string()
+}
+
+/// Runs a test body once per backend, each on its own fresh database.
+macro_rules! on_every_backend {
+    ($name:ident, |$db:ident| $body:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for $db in testing::backends().await {
+                eprintln!("-- {} on {}", stringify!($name), $db.backend);
+                $body
+                $db.cleanup().await;
+            }
+        }
+    };
+}
+
+on_every_backend!(a_lost_callback_is_made_good_by_polling, |db| {
+    let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 60).await;
+    let id = app.create("LOST-1", 3600).await;
+    let (status, paid) = app.sim_pay(&id, 0).await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["callbacks"], json!([]), "no callback was sent");
+    // Before the first check is due nothing happens.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.status(&id).await, "pending");
+    app.clock.advance(chrono::Duration::seconds(61));
+    app.wait_status(&id, "succeeded").await;
+    app.notified_once(&id).await;
+    app.server.stop();
+});
+
+on_every_backend!(an_unpaid_payment_is_closed_when_it_expires, |db| {
+    let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 3600).await;
+    let id = app.create("EXPIRE-1", 60).await;
+    app.clock.advance(chrono::Duration::seconds(59));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.status(&id).await, "pending");
+    app.clock.advance(chrono::Duration::seconds(2));
+    app.wait_status(&id, "closed").await;
+    // Closed at the channel too: the payer can no longer pay.
+    let (status, body) = app.sim_pay(&id, 1).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "ORDER_CLOSED", "{body}");
+    assert!(app
+        .receiver
+        .next(Duration::from_millis(300))
+        .await
+        .is_none());
+    app.server.stop();
+});
+
+on_every_backend!(a_payment_paid_at_the_last_moment_is_not_closed, |db| {
+    let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 3600).await;
+    let id = app.create("LAST-1", 60).await;
+    app.clock.advance(chrono::Duration::seconds(59));
+    let (status, paid) = app.sim_pay(&id, 0).await;
+    assert_eq!(status, 200, "{paid}");
+    app.clock.advance(chrono::Duration::seconds(2));
+    app.wait_status(&id, "succeeded").await;
+    app.notified_once(&id).await;
+    app.server.stop();
+});
+
+on_every_backend!(a_prepay_that_never_reached_the_channel_is_closed, |db| {
+    let app = spawn_app(&db, |c| {
+        c.poller.first_delay_secs = 30;
+        c.poller.schedule_secs = vec![30];
+        c.poller.prepay_window_secs = 60;
+    })
+    .await;
+    let id = lost_prepay(&app, &db, "LOST-PREPAY-1", false).await;
+    // Within the prepay window the channel's "not found" is not believed yet.
+    app.clock.advance(chrono::Duration::seconds(31));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app.status(&id).await, "created");
+    app.clock.advance(chrono::Duration::seconds(31));
+    app.wait_status(&id, "closed").await;
+    // Paying it at the channel is impossible: the channel never had it.
+    let (status, _) = app.sim_pay(&id, 1).await;
+    assert_eq!(status, 404);
+    app.server.stop();
+});
+
+on_every_backend!(a_prepay_whose_answer_was_lost_is_resumed, |db| {
+    let app = spawn_app(&db, |c| c.poller.first_delay_secs = 30).await;
+    let id = lost_prepay(&app, &db, "LOST-ANSWER-1", true).await;
+    app.clock.advance(chrono::Duration::seconds(31));
+    app.wait_status(&id, "pending").await;
+    let r = app.client.get(&format!("/v1/payments/{id}")).await.unwrap();
+    let package = r.body["pay_params"]["package"].as_str().unwrap_or_default();
+    assert!(package.starts_with("prepay_id="), "{}", r.body);
+    app.server.stop();
+});
+
+on_every_backend!(a_prepay_whose_answer_was_lost_and_was_paid_succeeds, |db| {
+    let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 30).await;
+    let id = lost_prepay(&app, &db, "LOST-ANSWER-2", true).await;
+    let (status, paid) = app.sim_pay(&id, 0).await;
+    assert_eq!(status, 200, "{paid}");
+    app.clock.advance(chrono::Duration::seconds(31));
+    app.wait_status(&id, "succeeded").await;
+    app.notified_once(&id).await;
+    app.server.stop();
+});
