@@ -19,6 +19,7 @@ pub use error::ChannelError;
 pub fn secret_fields(kind: paymux_core::ChannelKind) -> &'static [&'static str] {
     match kind {
         paymux_core::ChannelKind::Wechat => wechat::SECRET_FIELDS,
+        paymux_core::ChannelKind::Alipay => alipay::SECRET_FIELDS,
     }
 }
 

@@ -146,12 +146,6 @@ fn build(
     account: &ChannelAccount,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn Channel>, ChannelError> {
-    match account.channel {
-        ChannelKind::Wechat => {
-            let config: WechatConfig = serde_json::from_value(account.config.clone())
-                .map_err(|e| ChannelError::Config(format!("wechat account {}: {e}", account.id)))?;
-            let http = paymux_channels::wechat::http_client()?;
-            Ok(Arc::new(WechatPay::new(config, http)?.with_clock(clock)))
-        }
-    }
+    let http = paymux_channels::wechat::http_client()?;
+    crate::channels::build(account, http, clock, None)
 }

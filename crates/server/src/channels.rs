@@ -47,26 +47,42 @@ impl ChannelRegistry {
         {
             return Ok(c.clone());
         }
-        let client: Arc<dyn Channel> = match account.channel {
-            ChannelKind::Wechat => {
-                let config: WechatConfig =
-                    serde_json::from_value(account.config.clone()).map_err(|e| {
-                        ChannelError::Config(format!("wechat account {}: {e}", account.id))
-                    })?;
-                Arc::new(WechatPay::new(config, self.http.clone())?.with_clock(self.clock.clone()))
-            }
-            ChannelKind::Alipay => {
-                let mut config: AlipayConfig = serde_json::from_value(account.config.clone())
-                    .map_err(|e| {
-                        ChannelError::Config(format!("alipay account {}: {e}", account.id))
-                    })?;
-                if let (true, Some(key)) = (account.sandbox, &self.sandbox_alipay_key) {
-                    config.alipay_public_key_pem = Some(key.clone());
-                }
-                Arc::new(Alipay::new(config, self.http.clone())?.with_clock(self.clock.clone()))
-            }
-        };
+        let client = build(
+            account,
+            self.http.clone(),
+            self.clock.clone(),
+            self.sandbox_alipay_key.as_deref(),
+        )?;
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         Ok(clients.entry(account.id.clone()).or_insert(client).clone())
     }
+}
+
+/// Builds the client for an account. `sandbox_alipay_key` is the in-process
+/// Alipay simulator's public key, which changes at every start: sandbox
+/// accounts verify with it instead of whatever their config recorded.
+pub fn build(
+    account: &ChannelAccount,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    sandbox_alipay_key: Option<&str>,
+) -> Result<Arc<dyn Channel>, ChannelError> {
+    let config_error = |e: serde_json::Error| {
+        ChannelError::Config(format!("{} account {}: {e}", account.channel, account.id))
+    };
+    Ok(match account.channel {
+        ChannelKind::Wechat => {
+            let config: WechatConfig =
+                serde_json::from_value(account.config.clone()).map_err(config_error)?;
+            Arc::new(WechatPay::new(config, http)?.with_clock(clock))
+        }
+        ChannelKind::Alipay => {
+            let mut config: AlipayConfig =
+                serde_json::from_value(account.config.clone()).map_err(config_error)?;
+            if let (true, Some(key)) = (account.sandbox, sandbox_alipay_key) {
+                config.alipay_public_key_pem = Some(key.to_string());
+            }
+            Arc::new(Alipay::new(config, http)?.with_clock(clock))
+        }
+    })
 }

@@ -145,21 +145,7 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
         return Ok(payment);
     }
     let (_, channel) = channel_for(state, &payment.channel_account_id).await?;
-    let request = PrepayRequest {
-        out_trade_no: payment.id.to_string(),
-        description: payment.description.clone(),
-        amount: payment.amount,
-        method: payment.method,
-        notify_url: format!(
-            "{}/notify/{}/{}",
-            state.public_url, payment.channel, payment.channel_account_id
-        ),
-        expires_at: payment.expires_at,
-        payer_openid: payer_field(&payment, "openid"),
-        payer_client_ip: payer_field(&payment, "client_ip"),
-        payer_buyer_id: payer_field(&payment, "buyer_id"),
-        auth_code: payer_field(&payment, "auth_code"),
-    };
+    let request = prepay_request(state, &payment);
     match channel.prepay(&request).await {
         Ok(prepared) => {
             let patch = TransitionPatch {
@@ -201,6 +187,26 @@ fn payer_field(payment: &Payment, field: &str) -> Option<String> {
         .get(field)
         .and_then(|v| v.as_str())
         .map(str::to_string)
+}
+
+/// What the channel is asked to prepare for a payment. The same payment always
+/// gives the same request, so a retried prepay is the same order at the channel.
+pub fn prepay_request(state: &AppState, payment: &Payment) -> PrepayRequest {
+    PrepayRequest {
+        out_trade_no: payment.id.to_string(),
+        description: payment.description.clone(),
+        amount: payment.amount,
+        method: payment.method,
+        notify_url: format!(
+            "{}/notify/{}/{}",
+            state.public_url, payment.channel, payment.channel_account_id
+        ),
+        expires_at: payment.expires_at,
+        payer_openid: payer_field(payment, "openid"),
+        payer_client_ip: payer_field(payment, "client_ip"),
+        payer_buyer_id: payer_field(payment, "buyer_id"),
+        auth_code: payer_field(payment, "auth_code"),
+    }
 }
 
 /// The payment as committed now (after waiting for its order lock).

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use paymux_channels::PrepayRequest;
 use paymux_core::{Clock, ManualClock, PaymentId, PaymentStatus};
 use paymux_server::client::{MerchantClient, NotifyReceiver};
 use paymux_server::{flow, Running, ServerConfig};
@@ -160,19 +159,7 @@ async fn lost_prepay(app: &TestApp, db: &TestDb, order_no: &str, reach_channel: 
         let (_, channel) = flow::channel_for(state, &lost.channel_account_id)
             .await
             .unwrap();
-        let request = PrepayRequest {
-            out_trade_no: lost.id.to_string(),
-            description: lost.description.clone(),
-            amount: lost.amount,
-            method: lost.method,
-            notify_url: format!(
-                "{}/notify/{}/{}",
-                state.public_url, lost.channel, lost.channel_account_id
-            ),
-            expires_at: lost.expires_at,
-            payer_openid: lost.payer["openid"].as_str().map(str::to_string),
-            payer_client_ip: lost.payer["client_ip"].as_str().map(str::to_string),
-        };
+        let request = flow::prepay_request(state, &lost);
         channel.prepay(&request).await.unwrap();
     }
     lost.id.to_string()

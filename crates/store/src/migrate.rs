@@ -23,10 +23,9 @@ const SQLITE: &[Migration] = &[
         version: 2,
         sql: include_str!("../migrations/sqlite/0002_app_secret_rotation.sql"),
     },
-    // 3 is taken by another change; versions are applied in list order.
     Migration {
-        version: 4,
-        sql: include_str!("../migrations/sqlite/0004_payment_polling.sql"),
+        version: 3,
+        sql: include_str!("../migrations/sqlite/0003_payment_polling.sql"),
     },
 ];
 
@@ -39,10 +38,9 @@ const POSTGRES: &[Migration] = &[
         version: 2,
         sql: include_str!("../migrations/postgres/0002_app_secret_rotation.sql"),
     },
-    // 3 is taken by another change; versions are applied in list order.
     Migration {
-        version: 4,
-        sql: include_str!("../migrations/postgres/0004_payment_polling.sql"),
+        version: 3,
+        sql: include_str!("../migrations/postgres/0003_payment_polling.sql"),
     },
 ];
 

@@ -41,6 +41,10 @@ pub const DEFAULT_BARCODE_TIMEOUT_SECS: u64 = 30;
 /// Pause between queries while a barcode payment waits for the payer.
 pub const DEFAULT_BARCODE_POLL_MS: u64 = 3000;
 
+/// The config fields that are secret: the app private key and the content
+/// encryption key. Certificates and Alipay's public key are public.
+pub const SECRET_FIELDS: &[&str] = &["private_key_pem", "encrypt_key"];
+
 /// An Alipay app's configuration (stored as its channel account's config JSON).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct AlipayConfig {
