@@ -3,49 +3,20 @@
 //! Every method goes create → the payer pays at the simulator → signed
 //! notify → `succeeded` → merchant notified.
 
+#[macro_use]
+mod common;
+
 use std::time::Duration;
+
+use common::TestApp;
 
 use paymux_channels::alipay::sign;
 use paymux_channels::alipay::AlipayConfig;
 use paymux_channels::keys::PrivateKey;
-use paymux_server::client::{ApiResponse, MerchantClient, NotifyReceiver};
-use paymux_server::{Running, ServerConfig};
-use paymux_store::testing::{self, TestDb};
+use paymux_server::client::ApiResponse;
+use paymux_server::ServerConfig;
+use paymux_store::testing::TestDb;
 use serde_json::{json, Value};
-
-struct TestApp {
-    server: Running,
-    client: MerchantClient,
-    receiver: NotifyReceiver,
-    http: reqwest::Client,
-}
-
-async fn spawn_app(db: &TestDb) -> TestApp {
-    let mut config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sandbox: true,
-        ..Default::default()
-    };
-    config.notifier.poll_interval_ms = 100;
-    let server = paymux_server::start(config, db.store.clone())
-        .await
-        .expect("server starts");
-    let (_, app) = paymux_server::merchants::create_merchant(
-        &*db.store,
-        &paymux_core::SystemClock,
-        "Test Mall",
-    )
-    .await
-    .unwrap();
-    let receiver = NotifyReceiver::start(&app.secret).await.unwrap();
-    let client = MerchantClient::new(&server.base_url(), &app.app_id, &app.secret);
-    TestApp {
-        server,
-        client,
-        receiver,
-        http: reqwest::Client::new(),
-    }
-}
 
 /// A create request for `method`, with the payer fields it needs.
 fn order(order_no: &str, method: &str, notify_url: &str) -> Value {
@@ -74,24 +45,7 @@ impl TestApp {
     }
 
     async fn sim_pay(&self, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/sim/alipay/pay", self.server.base_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    }
-
-    async fn status(&self, id: &str) -> String {
-        let r = self
-            .client
-            .get(&format!("/v1/payments/{id}"))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body["status"].as_str().unwrap().to_string()
+        self.pay_at("alipay", &body).await
     }
 
     async fn account(&self, db: &TestDb, id: &str) -> AlipayConfig {
@@ -167,21 +121,8 @@ fn callback_bodies(outcome: &Value) -> Vec<String> {
         .collect()
 }
 
-macro_rules! on_every_backend {
-    ($name:ident, |$db:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for $db in testing::backends().await {
-                eprintln!("-- {} on {}", stringify!($name), $db.backend);
-                $body
-                $db.cleanup().await;
-            }
-        }
-    };
-}
-
 on_every_backend!(every_alipay_method_end_to_end, |db| {
-    let mut app = spawn_app(&db).await;
+    let mut app = common::spawn_app(&db, |_| {}).await;
     for method in ["mini_program", "native", "app", "wap", "pc"] {
         let created = app.create(&format!("ALI-{method}"), method).await;
         assert_eq!(created.status, 201, "{method}: {}", created.body);
@@ -228,7 +169,7 @@ on_every_backend!(every_alipay_method_end_to_end, |db| {
 });
 
 on_every_backend!(alipay_barcode_charges_at_once, |db| {
-    let mut app = spawn_app(&db).await;
+    let mut app = common::spawn_app(&db, |_| {}).await;
     let created = app.create("ALI-BARCODE", "barcode").await;
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["id"].as_str().unwrap().to_string();
@@ -252,7 +193,7 @@ on_every_backend!(alipay_barcode_charges_at_once, |db| {
 });
 
 on_every_backend!(alipay_barcode_waits_for_the_payer, |db| {
-    let mut app = spawn_app(&db).await;
+    let mut app = common::spawn_app(&db, |_| {}).await;
     let mut o = order("ALI-BARCODE-WAIT", "barcode", &app.receiver.url);
     // The simulator asks the payer to confirm codes ending in 0000.
     o["payer"]["auth_code"] = json!("286200000000000000");
@@ -291,7 +232,7 @@ on_every_backend!(alipay_barcode_waits_for_the_payer, |db| {
 on_every_backend!(
     alipay_forged_callbacks_are_rejected_and_change_nothing,
     |db| {
-        let mut app = spawn_app(&db).await;
+        let mut app = common::spawn_app(&db, |_| {}).await;
         let created = app.create("ALI-FORGED", "native").await;
         let id = created.body["id"].as_str().unwrap().to_string();
         for fault in [
@@ -326,7 +267,7 @@ on_every_backend!(
 );
 
 on_every_backend!(alipay_close_closes_at_the_channel, |db| {
-    let app = spawn_app(&db).await;
+    let app = common::spawn_app(&db, |_| {}).await;
     for method in ["native", "mini_program", "wap"] {
         let created = app.create(&format!("ALI-CLOSE-{method}"), method).await;
         let id = created.body["id"].as_str().unwrap().to_string();
@@ -379,7 +320,7 @@ on_every_backend!(alipay_close_closes_at_the_channel, |db| {
 });
 
 on_every_backend!(alipay_create_requests_are_checked, |db| {
-    let app = spawn_app(&db).await;
+    let app = common::spawn_app(&db, |_| {}).await;
     let mut o = order("ALI-BAD", "mini_program", &app.receiver.url);
     o["payer"] = json!({});
     let r = app.client.post("/v1/payments", &o).await.unwrap();
@@ -410,7 +351,7 @@ on_every_backend!(alipay_create_requests_are_checked, |db| {
 });
 
 on_every_backend!(alipay_sandbox_accounts_survive_a_restart, |db| {
-    let app = spawn_app(&db).await;
+    let app = common::spawn_app(&db, |_| {}).await;
     let created = app.create("ALI-BEFORE-RESTART", "native").await;
     assert_eq!(created.status, 201, "{}", created.body);
     let addr = app.server.addr;

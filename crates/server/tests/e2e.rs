@@ -1,48 +1,17 @@
 //! End to end: the real server on a random port, the in-process WeChat Pay
 //! simulator, a merchant notify endpoint, on every store backend available.
 
+#[macro_use]
+mod common;
+
 use std::time::Duration;
 
-use paymux_server::client::{ApiResponse, Auth, MerchantClient, NotifyReceiver};
-use paymux_server::{Running, ServerConfig};
-use paymux_store::testing::{self, TestDb};
+use common::{callback_statuses, spawn_app, TestApp};
+
+use paymux_server::client::{ApiResponse, Auth, MerchantClient};
+use paymux_server::ServerConfig;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-struct TestApp {
-    server: Running,
-    client: MerchantClient,
-    receiver: NotifyReceiver,
-    http: reqwest::Client,
-}
-
-async fn spawn_app(db: &TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
-    let mut config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sandbox: true,
-        ..Default::default()
-    };
-    config.notifier.poll_interval_ms = 100;
-    tweak(&mut config);
-    let server = paymux_server::start(config, db.store.clone())
-        .await
-        .expect("server starts");
-    let (_, app) = paymux_server::merchants::create_merchant(
-        &*db.store,
-        &paymux_core::SystemClock,
-        "Test Mall",
-    )
-    .await
-    .unwrap();
-    let receiver = NotifyReceiver::start(&app.secret).await.unwrap();
-    let client = MerchantClient::new(&server.base_url(), &app.app_id, &app.secret);
-    TestApp {
-        server,
-        client,
-        receiver,
-        http: reqwest::Client::new(),
-    }
-}
 
 fn order(order_no: &str, notify_url: &str) -> Value {
     json!({
@@ -66,50 +35,10 @@ impl TestApp {
     }
 
     async fn sim_pay(&self, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/sim/wechat/pay", self.server.base_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "sim pay: {}", r.status());
-        r.json().await.unwrap()
+        let (status, outcome) = self.pay_at("wechat", &body).await;
+        assert!((200..300).contains(&status), "sim pay: {status} {outcome}");
+        outcome
     }
-
-    async fn status(&self, id: &str) -> String {
-        let r = self
-            .client
-            .get(&format!("/v1/payments/{id}"))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body["status"].as_str().unwrap().to_string()
-    }
-}
-
-/// The HTTP statuses paymux answered the simulator's callbacks with.
-fn callback_statuses(outcome: &Value) -> Vec<u64> {
-    outcome["callbacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["status"].as_u64().unwrap_or(0))
-        .collect()
-}
-
-/// Runs a test body once per backend, each on its own fresh database.
-macro_rules! on_every_backend {
-    ($name:ident, |$db:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for $db in testing::backends().await {
-                eprintln!("-- {} on {}", stringify!($name), $db.backend);
-                $body
-                $db.cleanup().await;
-            }
-        }
-    };
 }
 
 on_every_backend!(mini_program_payment_end_to_end, |db| {

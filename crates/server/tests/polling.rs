@@ -3,54 +3,50 @@
 //! Time is a manual clock moved by the tests (by less than the signature
 //! windows, so the simulator and the merchant client still agree with it).
 
+#[macro_use]
+mod common;
+
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::TestApp;
+
 use chrono::Utc;
 use paymux_core::{Clock, ManualClock, PaymentId, PaymentStatus};
-use paymux_server::client::{MerchantClient, NotifyReceiver};
-use paymux_server::{flow, Running, ServerConfig};
-use paymux_store::testing::{self, TestDb};
+use paymux_server::{flow, ServerConfig};
+use paymux_store::testing::TestDb;
 use paymux_store::{Inserted, Payment};
 use serde_json::{json, Value};
 
-struct TestApp {
-    server: Running,
-    client: MerchantClient,
-    receiver: NotifyReceiver,
+/// The sandbox app plus the manual clock its server runs on.
+struct PollApp {
+    app: TestApp,
     clock: Arc<ManualClock>,
-    http: reqwest::Client,
 }
 
-async fn spawn_app(db: &TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
-    let mut config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sandbox: true,
-        ..Default::default()
-    };
-    config.notifier.poll_interval_ms = 50;
-    config.poller.interval_ms = 50;
-    tweak(&mut config);
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    let server = paymux_server::start_with_clock(config, db.store.clone(), clock.clone())
-        .await
-        .expect("server starts");
-    let (_, app) = paymux_server::merchants::create_merchant(
-        &*db.store,
-        &paymux_core::SystemClock,
-        "Test Mall",
-    )
-    .await
-    .unwrap();
-    let receiver = NotifyReceiver::start(&app.secret).await.unwrap();
-    let client = MerchantClient::new(&server.base_url(), &app.app_id, &app.secret);
-    TestApp {
-        server,
-        client,
-        receiver,
-        clock,
-        http: reqwest::Client::new(),
+impl Deref for PollApp {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.app
     }
+}
+
+impl DerefMut for PollApp {
+    fn deref_mut(&mut self) -> &mut TestApp {
+        &mut self.app
+    }
+}
+
+async fn spawn_app(db: &TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> PollApp {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let app = common::spawn_app_with_clock(db, clock.clone(), |config| {
+        config.notifier.poll_interval_ms = 50;
+        config.poller.interval_ms = 50;
+        tweak(config);
+    })
+    .await;
+    PollApp { app, clock }
 }
 
 impl TestApp {
@@ -74,24 +70,11 @@ impl TestApp {
 
     /// The payer pays at the simulator; returns its HTTP status and body.
     async fn sim_pay(&self, id: &str, callbacks: u32) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/sim/wechat/pay", self.server.base_url()))
-            .json(&json!({"out_trade_no": id, "callbacks": callbacks}))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn status(&self, id: &str) -> String {
-        let r = self
-            .client
-            .get(&format!("/v1/payments/{id}"))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body["status"].as_str().unwrap().to_string()
+        self.pay_at(
+            "wechat",
+            &json!({"out_trade_no": id, "callbacks": callbacks}),
+        )
+        .await
     }
 
     /// Waits (briefly, in real time) for the workers to bring the payment to `want`.
@@ -106,7 +89,9 @@ impl TestApp {
         }
         panic!("payment {id} is {seen}, expected {want}");
     }
+}
 
+impl PollApp {
     /// Exactly one `payment.succeeded` for `id` reaches the merchant.
     async fn notified_once(&mut self, id: &str) {
         let event = self
@@ -132,7 +117,7 @@ impl TestApp {
 
 /// A payment whose prepay answer never came back (timeout, crash): it stays
 /// `created` here. With `reach_channel` the prepay did arrive at the channel.
-async fn lost_prepay(app: &TestApp, db: &TestDb, order_no: &str, reach_channel: bool) -> String {
+async fn lost_prepay(app: &PollApp, db: &TestDb, order_no: &str, reach_channel: bool) -> String {
     // A first payment gives the merchant its sandbox channel account.
     let first = app.create(&format!("{order_no}-FIRST"), 3600).await;
     let first = db
@@ -165,20 +150,6 @@ async fn lost_prepay(app: &TestApp, db: &TestDb, order_no: &str, reach_channel: 
     lost.id.to_string()
 }
 
-/// Runs a test body once per backend, each on its own fresh database.
-macro_rules! on_every_backend {
-    ($name:ident, |$db:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for $db in testing::backends().await {
-                eprintln!("-- {} on {}", stringify!($name), $db.backend);
-                $body
-                $db.cleanup().await;
-            }
-        }
-    };
-}
-
 on_every_backend!(a_lost_callback_is_made_good_by_polling, |db| {
     let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 60).await;
     let id = app.create("LOST-1", 3600).await;
@@ -191,7 +162,7 @@ on_every_backend!(a_lost_callback_is_made_good_by_polling, |db| {
     app.clock.advance(chrono::Duration::seconds(61));
     app.wait_status(&id, "succeeded").await;
     app.notified_once(&id).await;
-    app.server.stop();
+    app.app.server.stop();
 });
 
 on_every_backend!(an_unpaid_payment_is_closed_when_it_expires, |db| {
@@ -211,7 +182,7 @@ on_every_backend!(an_unpaid_payment_is_closed_when_it_expires, |db| {
         .next(Duration::from_millis(300))
         .await
         .is_none());
-    app.server.stop();
+    app.app.server.stop();
 });
 
 on_every_backend!(a_payment_paid_at_the_last_moment_is_not_closed, |db| {
@@ -223,7 +194,7 @@ on_every_backend!(a_payment_paid_at_the_last_moment_is_not_closed, |db| {
     app.clock.advance(chrono::Duration::seconds(2));
     app.wait_status(&id, "succeeded").await;
     app.notified_once(&id).await;
-    app.server.stop();
+    app.app.server.stop();
 });
 
 on_every_backend!(a_prepay_that_never_reached_the_channel_is_closed, |db| {
@@ -243,7 +214,7 @@ on_every_backend!(a_prepay_that_never_reached_the_channel_is_closed, |db| {
     // Paying it at the channel is impossible: the channel never had it.
     let (status, _) = app.sim_pay(&id, 1).await;
     assert_eq!(status, 404);
-    app.server.stop();
+    app.app.server.stop();
 });
 
 on_every_backend!(a_prepay_whose_answer_was_lost_is_resumed, |db| {
@@ -254,7 +225,7 @@ on_every_backend!(a_prepay_whose_answer_was_lost_is_resumed, |db| {
     let r = app.client.get(&format!("/v1/payments/{id}")).await.unwrap();
     let package = r.body["pay_params"]["package"].as_str().unwrap_or_default();
     assert!(package.starts_with("prepay_id="), "{}", r.body);
-    app.server.stop();
+    app.app.server.stop();
 });
 
 on_every_backend!(a_prepay_whose_answer_was_lost_and_was_paid_succeeds, |db| {
@@ -265,5 +236,5 @@ on_every_backend!(a_prepay_whose_answer_was_lost_and_was_paid_succeeds, |db| {
     app.clock.advance(chrono::Duration::seconds(31));
     app.wait_status(&id, "succeeded").await;
     app.notified_once(&id).await;
-    app.server.stop();
+    app.app.server.stop();
 });

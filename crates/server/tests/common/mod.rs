@@ -1,0 +1,104 @@
+//! What the end-to-end suites share: a sandbox paymux on a random port with a
+//! merchant and the merchant's notify endpoint, and a way to run a test once
+//! per store backend. Each suite adds its own helpers to `TestApp`.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use paymux_core::{Clock, SystemClock};
+use paymux_server::client::{MerchantClient, NotifyReceiver};
+use paymux_server::{Running, ServerConfig};
+use paymux_store::testing::TestDb;
+use serde_json::Value;
+
+pub struct TestApp {
+    pub server: Running,
+    pub client: MerchantClient,
+    pub receiver: NotifyReceiver,
+    pub http: reqwest::Client,
+}
+
+/// A sandbox server on the real clock.
+pub async fn spawn_app(db: &TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    spawn_app_with_clock(db, Arc::new(SystemClock), tweak).await
+}
+
+pub async fn spawn_app_with_clock(
+    db: &TestDb,
+    clock: Arc<dyn Clock>,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> TestApp {
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sandbox: true,
+        ..Default::default()
+    };
+    config.notifier.poll_interval_ms = 100;
+    tweak(&mut config);
+    let server = paymux_server::start_with_clock(config, db.store.clone(), clock)
+        .await
+        .expect("server starts");
+    let (_, app) = paymux_server::merchants::create_merchant(&*db.store, &SystemClock, "Test Mall")
+        .await
+        .unwrap();
+    let receiver = NotifyReceiver::start(&app.secret).await.unwrap();
+    let client = MerchantClient::new(&server.base_url(), &app.app_id, &app.secret);
+    TestApp {
+        server,
+        client,
+        receiver,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    /// Plays the payer at a simulator (`channel` is `wechat` or `alipay`):
+    /// the HTTP status of the control call and its answer.
+    pub async fn pay_at(&self, channel: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/sim/{channel}/pay", self.server.base_url()))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The payment's status as the merchant API reports it.
+    pub async fn status(&self, id: &str) -> String {
+        let r = self
+            .client
+            .get(&format!("/v1/payments/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["status"].as_str().unwrap().to_string()
+    }
+}
+
+/// The HTTP statuses paymux answered a simulator's callbacks with.
+pub fn callback_statuses(outcome: &Value) -> Vec<u64> {
+    outcome["callbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// Runs a test body once per backend, each on its own fresh database.
+macro_rules! on_every_backend {
+    ($name:ident, |$db:ident| $body:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for $db in paymux_store::testing::backends().await {
+                eprintln!("-- {} on {}", stringify!($name), $db.backend);
+                $body
+                $db.cleanup().await;
+            }
+        }
+    };
+}
