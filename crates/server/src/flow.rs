@@ -237,6 +237,14 @@ pub async fn apply_trade(
             FlowError::Invalid(e.to_string())
         })?;
     }
+    // A verified report that the payer paid means the prepay reached the
+    // channel, even if its answer never reached us: count it as prepared so
+    // the payment can succeed instead of the report bouncing forever.
+    let payment = if event == PaymentEvent::Paid && payment.status == PaymentStatus::Created {
+        mark_prepared(state, payment).await?
+    } else {
+        payment
+    };
     let patch = TransitionPatch {
         channel_trade_no: trade.transaction_id.clone(),
         paid_at: trade

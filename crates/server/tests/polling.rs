@@ -238,3 +238,18 @@ on_every_backend!(a_prepay_whose_answer_was_lost_and_was_paid_succeeds, |db| {
     app.notified_once(&id).await;
     app.app.server.stop();
 });
+
+on_every_backend!(
+    a_callback_for_a_prepay_whose_answer_was_lost_succeeds,
+    |db| {
+        // No status check runs during this test: the callback alone settles it.
+        let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 3600).await;
+        let id = lost_prepay(&app, &db, "LOST-ANSWER-3", true).await;
+        let (status, paid) = app.sim_pay(&id, 1).await;
+        assert_eq!(status, 200, "{paid}");
+        assert_eq!(common::callback_statuses(&paid), vec![200], "{paid}");
+        assert_eq!(app.status(&id).await, "succeeded");
+        app.notified_once(&id).await;
+        app.app.server.stop();
+    }
+);
