@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use paymux_channels::alipay::{AlipayConfig, PRODUCTION_GATEWAY};
 use paymux_channels::wechat::{WechatConfig, PRODUCTION_BASE_URL};
 use paymux_core::SystemClock;
 use paymux_server::accounts;
-use paymux_store::Store;
+use paymux_store::{ChannelAccount, Store};
 
 use crate::DbArgs;
 
@@ -61,6 +62,8 @@ pub enum ChannelCommand {
 pub enum AddChannel {
     /// WeChat Pay API v3 (direct merchant).
     Wechat(Box<WechatAddArgs>),
+    /// Alipay Open Platform (one app), public-key or certificate mode.
+    Alipay(Box<AlipayAddArgs>),
 }
 
 #[derive(Args)]
@@ -99,6 +102,52 @@ pub struct WechatAddArgs {
     db: DbArgs,
 }
 
+#[derive(Args)]
+pub struct AlipayAddArgs {
+    #[arg(long)]
+    merchant: String,
+    /// The Alipay app's APPID.
+    #[arg(long)]
+    app_id: String,
+    /// The app private key (PKCS#8 or PKCS#1 PEM).
+    #[arg(long)]
+    private_key_file: PathBuf,
+    /// Public-key mode: the Alipay public key (PEM).
+    #[arg(long, required_unless_present = "app_cert_file")]
+    alipay_public_key_file: Option<PathBuf>,
+    /// Certificate mode: the app public-key certificate (appCertPublicKey_….crt)…
+    #[arg(
+        long,
+        conflicts_with = "alipay_public_key_file",
+        requires_all = ["alipay_cert_file", "alipay_root_cert_file"]
+    )]
+    app_cert_file: Option<PathBuf>,
+    /// …the Alipay public-key certificate (alipayCertPublicKey_RSA2.crt)…
+    #[arg(long, requires = "app_cert_file")]
+    alipay_cert_file: Option<PathBuf>,
+    /// …and the Alipay root certificate (alipayRootCert.crt).
+    #[arg(long, requires = "app_cert_file")]
+    alipay_root_cert_file: Option<PathBuf>,
+    /// The merchant's Alipay user id (2088…); notifies for any other seller are refused.
+    #[arg(long)]
+    seller_id: Option<String>,
+    /// Optional content encryption key (base64 AES key). Prefer
+    /// --encrypt-key-file or the environment: a command line is visible to
+    /// other users of the machine.
+    #[arg(long, env = "PAYMUX_ALIPAY_ENCRYPT_KEY", hide_env_values = true)]
+    encrypt_key: Option<String>,
+    #[arg(long, conflicts_with = "encrypt_key")]
+    encrypt_key_file: Option<PathBuf>,
+    /// The gateway: Alipay itself by default, or a simulator
+    /// (`http://127.0.0.1:9000/sim/alipay/gateway.do`).
+    #[arg(long, default_value = PRODUCTION_GATEWAY)]
+    base_url: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
 fn read(path: &Path, what: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
@@ -108,6 +157,9 @@ pub async fn run(command: ChannelCommand) -> Result<(), String> {
         ChannelCommand::Add {
             channel: AddChannel::Wechat(a),
         } => add_wechat(*a).await,
+        ChannelCommand::Add {
+            channel: AddChannel::Alipay(a),
+        } => add_alipay(*a).await,
         ChannelCommand::List { merchant, json, db } => {
             // Listing needs no master key: secrets are masked, never opened.
             let store = db.open().await?;
@@ -122,7 +174,11 @@ pub async fn run(command: ChannelCommand) -> Result<(), String> {
             } else {
                 for v in views {
                     let state = if v.enabled { "enabled" } else { "disabled" };
-                    let mchid = v.config.get("mchid").and_then(|m| m.as_str()).unwrap_or("");
+                    // The channel's own id for the account: WeChat's mchid, Alipay's app_id.
+                    let mchid = ["mchid", "app_id"]
+                        .iter()
+                        .find_map(|f| v.config.get(*f).and_then(|m| m.as_str()))
+                        .unwrap_or("");
                     println!(
                         "{}  {}  {}  {}  {}  {}",
                         v.id, v.merchant_id, v.channel, mchid, state, v.created_at
@@ -208,20 +264,55 @@ async fn add_wechat(a: WechatAddArgs) -> Result<(), String> {
         platform_public_key_id: a.platform_public_key_id.clone(),
         platform_public_key_pem,
     };
-    // Live keys are never written in clear.
-    if a.db.master_key()?.is_none() {
+    let store = open_for_secrets(&a.db).await?;
+    let account = accounts::add_wechat(&*store, &SystemClock, &a.merchant, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    print_added(&account, a.json)
+}
+
+async fn add_alipay(a: AlipayAddArgs) -> Result<(), String> {
+    let encrypt_key = match (&a.encrypt_key, &a.encrypt_key_file) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(path)) => Some(read(path, "encrypt key file")?.trim().to_string()),
+        (None, None) => None,
+    };
+    let file = |p: &Option<PathBuf>, what: &str| p.as_deref().map(|p| read(p, what)).transpose();
+    let config = AlipayConfig {
+        gateway_url: a.base_url.clone(),
+        app_id: a.app_id.trim().to_string(),
+        private_key_pem: read(&a.private_key_file, "private key file")?,
+        alipay_public_key_pem: file(&a.alipay_public_key_file, "Alipay public key file")?,
+        app_cert_pem: file(&a.app_cert_file, "app certificate file")?,
+        alipay_cert_pem: file(&a.alipay_cert_file, "Alipay certificate file")?,
+        alipay_root_cert_pem: file(&a.alipay_root_cert_file, "Alipay root certificate file")?,
+        seller_id: a.seller_id.clone(),
+        encrypt_key,
+        barcode_timeout_secs: None,
+        barcode_poll_ms: None,
+    };
+    let store = open_for_secrets(&a.db).await?;
+    let account = accounts::add_alipay(&*store, &SystemClock, &a.merchant, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    print_added(&account, a.json)
+}
+
+/// Opens the store for writing live keys, which are never written in clear.
+async fn open_for_secrets(db: &DbArgs) -> Result<Arc<paymux_store::SealedStore>, String> {
+    if db.master_key()?.is_none() {
         return Err(format!(
             "no master key: channel keys are stored encrypted, so set {} or --master-key-file \
              (`paymux keys generate` makes one)",
             paymux_server::secrets::MASTER_KEY_ENV
         ));
     }
-    let store = a.db.open().await?;
-    let account = accounts::add_wechat(&*store, &SystemClock, &a.merchant, config)
-        .await
-        .map_err(|e| e.to_string())?;
-    if a.json {
-        println!("{}", to_json(&accounts::view(&account))?);
+    db.open().await
+}
+
+fn print_added(account: &ChannelAccount, json: bool) -> Result<(), String> {
+    if json {
+        println!("{}", to_json(&accounts::view(account))?);
     } else {
         println!("{}", account.id);
         println!("Check it with: paymux channel test {}", account.id);

@@ -3,7 +3,8 @@
 //! merchant and a live account created with the `paymux` binary, `paymux
 //! serve` outside sandbox with a master key, a full payment, `channel test`
 //! passing and naming the problem when a serial or key is wrong, and master
-//! key rotation. On every store backend available.
+//! key rotation; the same for an Alipay app (public-key mode). On every
+//! store backend available.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,15 +14,18 @@ use std::time::Duration;
 use axum::Router;
 use paymux_channels::keys::PrivateKey;
 use paymux_server::client::{MerchantClient, NotifyReceiver};
+use paymux_sim::alipay::AlipaySim;
 use paymux_sim::wechat::{router, WechatSim};
 use paymux_store::testing::{self, TestDb};
 use serde_json::{json, Value};
 
-/// The simulator on a random port, like `paymux-sim` (WeChat at `/sim/wechat`).
+/// The simulator on a random port, like `paymux-sim` (WeChat at
+/// `/sim/wechat`, Alipay at `/sim/alipay`).
 async fn start_simulator() -> String {
     let sim = WechatSim::new();
     let app = Router::new()
         .nest("/sim/wechat", router(sim.clone()))
+        .nest("/sim/alipay", paymux_sim::alipay::router(AlipaySim::new()))
         .merge(router(sim));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -69,6 +73,48 @@ async fn register_wechat_merchant(sim: &str, mchid: &str) -> WechatKeys {
     keys
 }
 
+/// An Alipay app registered at the simulator, and what its console shows.
+struct AlipayApp {
+    app_id: String,
+    seller_id: String,
+    private_key_pem: String,
+    alipay_public_key_pem: String,
+    gateway_url: String,
+}
+
+async fn register_alipay_app(sim: &str, app_id: &str) -> AlipayApp {
+    let private_key_pem = PrivateKey::generate_pkcs8_pem().unwrap();
+    let app_public_key = PrivateKey::from_pem(&private_key_pem)
+        .unwrap()
+        .public_key()
+        .unwrap()
+        .to_pem();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{sim}/sim/alipay/merchants"))
+        .json(&json!({ "app_id": app_id, "app_public_key": app_public_key }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "register: {}", r.status());
+    let registered: Value = r.json().await.unwrap();
+    let platform: Value = http
+        .get(format!("{sim}/sim/alipay/platform"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    AlipayApp {
+        app_id: app_id.to_string(),
+        seller_id: registered["seller_id"].as_str().unwrap().to_string(),
+        private_key_pem,
+        alipay_public_key_pem: platform["alipay_public_key"].as_str().unwrap().to_string(),
+        gateway_url: format!("{sim}/sim/alipay/gateway.do"),
+    }
+}
+
 struct Operator {
     dir: PathBuf,
     db_url: String,
@@ -76,6 +122,23 @@ struct Operator {
 }
 
 impl Operator {
+    /// A fresh operator directory with its own master key, on `db`.
+    fn new(db: &TestDb) -> Operator {
+        let dir = std::env::temp_dir().join(format!("paymux-golive-{}", paymux_core::new_id("t")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let master_key_file = dir.join("master.key");
+        std::fs::write(
+            &master_key_file,
+            paymux_store::MasterKey::generate_base64().unwrap(),
+        )
+        .unwrap();
+        Operator {
+            dir,
+            db_url: db.url.clone(),
+            master_key_file,
+        }
+    }
+
     fn paymux(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_paymux"))
             .args(args)
@@ -128,6 +191,35 @@ impl Operator {
             apiv3_file.to_str().unwrap(),
             "--base-url",
             base_url,
+            "--json",
+        ]);
+        let view: Value = serde_json::from_str(&out).unwrap();
+        view["id"].as_str().unwrap().to_string()
+    }
+
+    /// `channel add alipay` in public-key mode; returns the account id.
+    fn add_alipay(&self, merchant_id: &str, app: &AlipayApp, private_key_pem: &str) -> String {
+        let key_file = self.file(
+            &format!("{}-{}.pem", app.app_id, paymux_core::new_id("k")),
+            private_key_pem,
+        );
+        let alipay_key_file = self.file("alipay_public_key.pem", &app.alipay_public_key_pem);
+        let out = self.ok(&[
+            "channel",
+            "add",
+            "alipay",
+            "--merchant",
+            merchant_id,
+            "--app-id",
+            &app.app_id,
+            "--private-key-file",
+            key_file.to_str().unwrap(),
+            "--alipay-public-key-file",
+            alipay_key_file.to_str().unwrap(),
+            "--seller-id",
+            &app.seller_id,
+            "--base-url",
+            &app.gateway_url,
             "--json",
         ]);
         let view: Value = serde_json::from_str(&out).unwrap();
@@ -218,19 +310,8 @@ async fn from_sandbox_to_a_live_wechat_account() {
     let sim_wechat = format!("{sim}/sim/wechat");
     for db in testing::backends().await {
         eprintln!("-- going live on {}", db.backend);
-        let dir = std::env::temp_dir().join(format!("paymux-golive-{}", paymux_core::new_id("t")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let master_key_file = dir.join("master.key");
-        std::fs::write(
-            &master_key_file,
-            paymux_store::MasterKey::generate_base64().unwrap(),
-        )
-        .unwrap();
-        let op = Operator {
-            dir: dir.clone(),
-            db_url: db.url.clone(),
-            master_key_file,
-        };
+        let op = Operator::new(&db);
+        let dir = op.dir.clone();
 
         let suffix = &paymux_core::new_id("m")[3..11];
         let mchid = format!(
@@ -427,6 +508,106 @@ async fn from_sandbox_to_a_live_wechat_account() {
             assert!(!contains(&bytes, s), "{}: a secret in clear", db.backend);
         }
         std::fs::remove_dir_all(&dir).unwrap();
+        db.cleanup().await;
+    }
+}
+
+/// The same for an Alipay app (public-key mode): added with the CLI, tested,
+/// a wrong app private key named, a full `native` payment, no secret in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_alipay_account() {
+    let sim = start_simulator().await;
+    for db in testing::backends().await {
+        eprintln!("-- alipay live on {}", db.backend);
+        let op = Operator::new(&db);
+        let digits: String = paymux_core::new_id("a")
+            .bytes()
+            .map(|b| char::from(b'0' + b % 10))
+            .take(12)
+            .collect();
+        let app = register_alipay_app(&sim, &format!("2021{digits}")).await;
+        let merchant = op.create_merchant("Live Tea");
+        let merchant_id = merchant["merchant_id"].as_str().unwrap();
+        let account = op.add_alipay(merchant_id, &app, &app.private_key_pem);
+
+        op.channel_test(&account).unwrap();
+        let shown = op.ok(&["channel", "show", &account]);
+        assert!(
+            shown.contains(&app.app_id) && shown.contains("encrypted"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&pem_body(&app.private_key_pem)), "{shown}");
+        assert!(op.ok(&["channel", "list"]).contains(&app.app_id));
+
+        // A wrong app private key: Alipay refuses the signature, and the test says so.
+        let other = op.create_merchant("Alipay Bench");
+        let wrong_key = PrivateKey::generate_pkcs8_pem().unwrap();
+        let bad = op.add_alipay(other["merchant_id"].as_str().unwrap(), &app, &wrong_key);
+        let err = op.channel_test(&bad).expect_err("wrong key");
+        eprintln!("wrong alipay key: {err}");
+        assert!(
+            err.contains("REJECTED") && err.contains("invalid-signature"),
+            "{err}"
+        );
+
+        let config = op.file(
+            "paymux.toml",
+            "listen = \"127.0.0.1:0\"\nallow_insecure_public_url = true\nallow_http_notify_url = true\n[notifier]\npoll_interval_ms = 100\n",
+        );
+        let (mut server, base) = op.serve(&config);
+        let secret = merchant["app_secret"].as_str().unwrap();
+        let client = MerchantClient::new(&base, merchant["app_id"].as_str().unwrap(), secret);
+        let mut receiver = NotifyReceiver::start(secret).await.unwrap();
+        let created = client
+            .post(
+                "/v1/payments",
+                &json!({
+                    "merchant_order_no": "ALI-LIVE-1", "amount": 1800, "channel": "alipay",
+                    "method": "native", "description": "live tea", "notify_url": receiver.url,
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id = created.body["id"].as_str().unwrap().to_string();
+        assert!(
+            created.body["pay_params"]["qr_code"].is_string(),
+            "{}",
+            created.body
+        );
+        let paid = reqwest::Client::new()
+            .post(format!("{sim}/sim/alipay/pay"))
+            .json(&json!({"out_trade_no": id}))
+            .send()
+            .await
+            .unwrap();
+        assert!(paid.status().is_success(), "sim pay: {}", paid.status());
+        let event = receiver
+            .next(Duration::from_secs(15))
+            .await
+            .expect("merchant notified");
+        assert!(event.signature_ok);
+        assert_eq!(event.body["data"]["id"], id.as_str());
+        assert_eq!(event.body["data"]["status"], "succeeded");
+        let got = client.get(&format!("/v1/payments/{id}")).await.unwrap();
+        assert_eq!(got.body["status"], "succeeded");
+        server.kill().unwrap();
+        server.wait().unwrap();
+
+        let bytes = raw_database_bytes(&db);
+        assert!(
+            contains(&bytes, &app.app_id),
+            "{}: the dump has the rows",
+            db.backend
+        );
+        for s in [
+            secret,
+            &pem_body(&app.private_key_pem),
+            &pem_body(&wrong_key),
+        ] {
+            assert!(!contains(&bytes, s), "{}: a secret in clear", db.backend);
+        }
+        std::fs::remove_dir_all(&op.dir).unwrap();
         db.cleanup().await;
     }
 }

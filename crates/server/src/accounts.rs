@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use paymux_channels::wechat::{WechatConfig, WechatPay};
+use paymux_channels::alipay::AlipayConfig;
+use paymux_channels::wechat::WechatConfig;
 use paymux_channels::{Channel, ChannelError, Diagnosis};
-use paymux_core::{new_id, ChannelKind, Clock};
+use paymux_core::{new_id, ChannelKind, Clock, SystemClock};
 use paymux_store::{secrets::is_sealed, ChannelAccount, Store};
 use serde::Serialize;
 
@@ -83,23 +84,46 @@ pub async fn add_wechat(
     merchant_id: &str,
     config: WechatConfig,
 ) -> Result<ChannelAccount, ServerError> {
+    add(store, clock, merchant_id, ChannelKind::Wechat, &config).await
+}
+
+/// Adds a live Alipay account (one app) for a merchant after checking that
+/// the configuration is usable (keys and certificates parse, one key mode is
+/// complete, gateway URL). No network call happens here; `test` does that.
+pub async fn add_alipay(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    merchant_id: &str,
+    config: AlipayConfig,
+) -> Result<ChannelAccount, ServerError> {
+    add(store, clock, merchant_id, ChannelKind::Alipay, &config).await
+}
+
+/// Adds a live account of any channel: the account is built exactly as
+/// serving would build it, so a configuration that would not work is refused.
+async fn add<C: Serialize>(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    merchant_id: &str,
+    channel: ChannelKind,
+    config: &C,
+) -> Result<ChannelAccount, ServerError> {
     if store.merchant(merchant_id).await?.is_none() {
         return Err(ServerError::NotFound(format!("merchant {merchant_id}")));
     }
-    let http = paymux_channels::wechat::http_client()?;
-    WechatPay::new(config.clone(), http)?;
     let account = ChannelAccount {
         id: new_id("acct"),
         merchant_id: merchant_id.to_string(),
-        channel: ChannelKind::Wechat,
-        config: serde_json::to_value(&config)
-            .map_err(|e| ServerError::Config(format!("wechat config: {e}")))?,
+        channel,
+        config: serde_json::to_value(config)
+            .map_err(|e| ServerError::Config(format!("{channel} config: {e}")))?,
         sandbox: false,
         enabled: true,
         created_at: clock.now(),
     };
+    build(&account, Arc::new(SystemClock))?;
     store.insert_channel_account(&account).await?;
-    tracing::info!(merchant_id, account_id = %account.id, mchid = %config.mchid, "wechat account added");
+    tracing::info!(merchant_id, account_id = %account.id, %channel, "channel account added");
     Ok(account)
 }
 
