@@ -4,4 +4,5 @@
 //! without a real merchant account and without moving money.
 
 pub mod alipay;
+mod callback;
 pub mod wechat;

@@ -24,6 +24,8 @@ use paymux_channels::keys::{PrivateKey, PublicKey};
 use paymux_core::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 
+pub use crate::callback::CallbackAttempt;
+
 pub use api::router;
 
 /// Orders kept in memory before new ones are refused.
@@ -105,10 +107,6 @@ pub enum Fault {
     WrongAmount,
 }
 
-fn one() -> u32 {
-    1
-}
-
 /// `POST /pay`: the payer pays an order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PayRequest {
@@ -117,19 +115,10 @@ pub struct PayRequest {
     #[serde(default)]
     pub app_id: Option<String>,
     /// How many times the notify is delivered (duplicates share the notify_id).
-    #[serde(default = "one")]
+    #[serde(default = "crate::callback::one")]
     pub callbacks: u32,
     #[serde(default)]
     pub fault: Option<Fault>,
-}
-
-/// What the merchant side answered to one notify.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CallbackAttempt {
-    pub status: Option<u16>,
-    pub body: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -500,21 +489,6 @@ impl AlipaySim {
                 "application/x-www-form-urlencoded; charset=utf-8",
             )
             .body(body);
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let body = resp.text().await.unwrap_or_default();
-                CallbackAttempt {
-                    status: Some(status),
-                    body,
-                    error: None,
-                }
-            }
-            Err(e) => CallbackAttempt {
-                status: None,
-                body: String::new(),
-                error: Some(e.to_string()),
-            },
-        }
+        crate::callback::deliver(req).await
     }
 }

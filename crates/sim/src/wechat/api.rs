@@ -446,18 +446,11 @@ async fn query(
     hdrs: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = (|| {
-        let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
-        let mchid = mchid_from_query(&uri).ok_or_else(|| ApiError::param("缺少参数 mchid"))?;
-        if mchid != merchant.info.mchid {
-            return Err(ApiError::param("mchid 与请求签名中的商户号不一致"));
-        }
-        let orders = lock(&sim.orders);
-        let order = orders
-            .get(&(mchid, out_trade_no))
-            .ok_or_else(ApiError::not_found)?;
-        json(StatusCode::OK, &WechatSim::transaction_of(order))
-    })();
+    let result = find_transaction(&sim, &method, &uri, &hdrs, &body, |orders, mchid| {
+        orders
+            .get(&(mchid.to_string(), out_trade_no))
+            .map(WechatSim::transaction_of)
+    });
     sim.respond(result)
 }
 
@@ -471,22 +464,34 @@ async fn query_by_transaction_id(
     hdrs: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = (|| {
-        let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
-        let mchid = mchid_from_query(&uri).ok_or_else(|| ApiError::param("缺少参数 mchid"))?;
-        if mchid != merchant.info.mchid {
-            return Err(ApiError::param("mchid 与请求签名中的商户号不一致"));
-        }
-        let orders = lock(&sim.orders);
+    let result = find_transaction(&sim, &method, &uri, &hdrs, &body, |orders, mchid| {
         // A linear scan: the simulator keeps no second index for a rare query.
-        let order = orders
+        orders
             .iter()
-            .find(|((m, _), o)| *m == mchid && o.transaction_id.as_deref() == Some(&transaction_id))
-            .map(|(_, o)| o)
-            .ok_or_else(ApiError::not_found)?;
-        json(StatusCode::OK, &WechatSim::transaction_of(order))
-    })();
+            .find(|((m, _), o)| m == mchid && o.transaction_id.as_deref() == Some(&transaction_id))
+            .map(|(_, o)| WechatSim::transaction_of(o))
+    });
     sim.respond(result)
+}
+
+/// The shared part of both queries: authenticate, check `mchid`, look the
+/// order up with `find`, answer its transaction or ORDER_NOT_EXIST.
+fn find_transaction<T: serde::Serialize>(
+    sim: &WechatSim,
+    method: &Method,
+    uri: &Uri,
+    hdrs: &HeaderMap,
+    body: &[u8],
+    find: impl FnOnce(&std::collections::HashMap<(String, String), Order>, &str) -> Option<T>,
+) -> Result<(StatusCode, Vec<u8>), ApiError> {
+    let merchant = sim.authenticate(method, uri, hdrs, body)?;
+    let mchid = mchid_from_query(uri).ok_or_else(|| ApiError::param("缺少参数 mchid"))?;
+    if mchid != merchant.info.mchid {
+        return Err(ApiError::param("mchid 与请求签名中的商户号不一致"));
+    }
+    let orders = lock(&sim.orders);
+    let found = find(&orders, &mchid).ok_or_else(ApiError::not_found)?;
+    json(StatusCode::OK, &found)
 }
 
 async fn close(

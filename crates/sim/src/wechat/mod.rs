@@ -31,6 +31,8 @@ use paymux_channels::wechat::types::{
 use paymux_core::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 
+pub use crate::callback::CallbackAttempt;
+
 pub use api::router;
 
 /// Orders kept in memory before new ones are refused.
@@ -83,10 +85,6 @@ pub enum Fault {
     StaleTimestamp,
 }
 
-fn one() -> u32 {
-    1
-}
-
 /// `POST /pay`: the payer pays an order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PayRequest {
@@ -95,20 +93,10 @@ pub struct PayRequest {
     #[serde(default)]
     pub mchid: Option<String>,
     /// How many times the callback is delivered (duplicates share the notification id).
-    #[serde(default = "one")]
+    #[serde(default = "crate::callback::one")]
     pub callbacks: u32,
     #[serde(default)]
     pub fault: Option<Fault>,
-}
-
-/// What the merchant side answered to one callback.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CallbackAttempt {
-    /// HTTP status, absent when the callback could not be delivered.
-    pub status: Option<u16>,
-    pub body: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -468,22 +456,7 @@ impl WechatSim {
         for (k, v) in hdrs {
             req = req.header(k, v);
         }
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let body = resp.text().await.unwrap_or_default();
-                CallbackAttempt {
-                    status: Some(status),
-                    body,
-                    error: None,
-                }
-            }
-            Err(e) => CallbackAttempt {
-                status: None,
-                body: String::new(),
-                error: Some(e.to_string()),
-            },
-        }
+        crate::callback::deliver(req).await
     }
 
     pub(crate) fn request_id(&self) -> String {
