@@ -193,14 +193,5 @@ async fn create(
 }
 
 async fn pay(http: &reqwest::Client, base: &str, id: &str) -> Result<(), String> {
-    let r = http
-        .post(format!("{base}/sim/wechat/pay"))
-        .json(&json!({"out_trade_no": id}))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !r.status().is_success() {
-        return Err(format!("sim pay: HTTP {}", r.status()));
-    }
-    Ok(())
+    crate::sim_pay(http, base, "wechat", id).await.map(drop)
 }

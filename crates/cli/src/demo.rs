@@ -85,15 +85,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         indent(&created.body["pay_params"])
     );
 
-    let paid: Value = reqwest::Client::new()
-        .post(format!("{base}/sim/wechat/pay"))
-        .json(&json!({"out_trade_no": id}))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let paid = crate::sim_pay(&reqwest::Client::new(), &base, "wechat", &id).await?;
     step(
         5,
         &format!(
@@ -177,15 +169,7 @@ async fn alipay_payment(
         "   pay_params (render qr_code as a QR code):\n{}",
         indent(&created.body["pay_params"])
     );
-    let paid: Value = reqwest::Client::new()
-        .post(format!("{base}/sim/alipay/pay"))
-        .json(&json!({"out_trade_no": id}))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let paid = crate::sim_pay(&reqwest::Client::new(), base, "alipay", &id).await?;
     step(
         9,
         &format!(

@@ -167,6 +167,35 @@ pub async fn start_sandbox(
     Ok((store, server))
 }
 
+/// Plays the payer at a sandbox simulator (`channel` is `wechat` or `alipay`)
+/// and checks that paymux acknowledged every callback the simulator sent.
+pub async fn sim_pay(
+    http: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    id: &str,
+) -> Result<serde_json::Value, String> {
+    let r = http
+        .post(format!("{base}/sim/{channel}/pay"))
+        .json(&serde_json::json!({"out_trade_no": id}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let outcome: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    let acknowledged = outcome["callbacks"].as_array().is_some_and(|calls| {
+        calls.iter().all(|c| {
+            c["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))
+        })
+    });
+    if !status.is_success() || !acknowledged {
+        return Err(format!("sim pay {channel} {id}: HTTP {status} {outcome}"));
+    }
+    Ok(outcome)
+}
+
 /// A new directory for a throwaway SQLite database.
 pub fn temp_data_dir(purpose: &str) -> PathBuf {
     let stamp = chrono::Utc::now().timestamp_millis();
