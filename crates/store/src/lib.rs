@@ -170,6 +170,22 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_event_dead(&self, id: &str, attempts: i32, error: &str) -> Result<()>;
     async fn event(&self, id: &str) -> Result<Option<OutboxEvent>>;
     async fn events_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<OutboxEvent>>;
+    /// Events not acknowledged yet, oldest first: everyone's or one
+    /// merchant's; only those whose retry schedule ran out (`dead_only`), or
+    /// also those still being retried.
+    async fn undelivered_events(
+        &self,
+        merchant_id: Option<&str>,
+        dead_only: bool,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>>;
+    /// Puts an unacknowledged event back on the delivery schedule, due at
+    /// `now`, with its attempts reset so it gets the whole schedule again.
+    /// A lease a worker holds on it is kept, so it is never sent twice at
+    /// once. [`StoreError::NotFound`] if there is no such event,
+    /// [`StoreError::Invalid`] if it was delivered: an acknowledged event is
+    /// never sent again.
+    async fn retry_event(&self, id: &str, now: DateTime<Utc>) -> Result<OutboxEvent>;
 
     // --- idempotency keys --------------------------------------------------------
 

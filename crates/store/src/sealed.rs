@@ -371,6 +371,19 @@ impl Store for SealedStore {
     async fn events_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<OutboxEvent>> {
         self.inner.events_for_payment(payment_id).await
     }
+    async fn undelivered_events(
+        &self,
+        merchant_id: Option<&str>,
+        dead_only: bool,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>> {
+        self.inner
+            .undelivered_events(merchant_id, dead_only, limit)
+            .await
+    }
+    async fn retry_event(&self, id: &str, now: DateTime<Utc>) -> Result<OutboxEvent> {
+        self.inner.retry_event(id, now).await
+    }
 
     async fn idempotency_record(
         &self,

@@ -631,6 +631,47 @@ impl Store for SqliteStore {
         rows.iter().map(row::event).collect()
     }
 
+    async fn undelivered_events(
+        &self,
+        merchant_id: Option<&str>,
+        dead_only: bool,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM events
+             WHERE delivered_at IS NULL
+               AND (?1 IS NULL OR merchant_id = ?1)
+               AND (dead = 1 OR NOT ?2)
+             ORDER BY created_at, id
+             LIMIT ?3",
+        )
+        .bind(merchant_id)
+        .bind(dead_only)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(row::event).collect()
+    }
+
+    async fn retry_event(&self, id: &str, now: DateTime<Utc>) -> Result<OutboxEvent> {
+        let row = sqlx::query(
+            "UPDATE events SET dead = 0, attempts = 0, next_attempt_at = ?2
+             WHERE id = ?1 AND delivered_at IS NULL
+             RETURNING *",
+        )
+        .bind(id)
+        .bind(micros(now))
+        .fetch_optional(&self.writer)
+        .await?;
+        match row {
+            Some(row) => row::event(&row),
+            None if self.event(id).await?.is_some() => Err(StoreError::Invalid(format!(
+                "event {id} was delivered; it is never sent again"
+            ))),
+            None => Err(StoreError::NotFound(format!("event {id}"))),
+        }
+    }
+
     async fn idempotency_record(
         &self,
         merchant_id: &str,

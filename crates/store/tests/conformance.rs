@@ -981,6 +981,85 @@ async fn outbox_claims_lease_retry_deliver_and_bury() {
     cleanup(dbs).await;
 }
 
+#[tokio::test]
+async fn undelivered_events_are_listed_and_dead_ones_retried() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let other = merchant(s).await;
+        let a = account(s, &m, t0(), true).await;
+        let b = account(s, &other, t0(), true).await;
+        let delivered = outbox_event(s, &m, &a, t0()).await;
+        let dead = outbox_event(s, &m, &a, t0() + secs(1)).await;
+        let retrying = outbox_event(s, &m, &a, t0() + secs(2)).await;
+        let others = outbox_event(s, &other, &b, t0() + secs(3)).await;
+        let lease = secs(30);
+        s.claim_due_events(t0() + secs(5), lease, 10).await.unwrap();
+        s.mark_event_delivered(&delivered.id, 1, t0() + secs(6))
+            .await
+            .unwrap();
+        s.mark_event_dead(&dead.id, 8, "HTTP 500").await.unwrap();
+        s.mark_event_failed(&retrying.id, 1, t0() + secs(60), "timeout")
+            .await
+            .unwrap();
+        let ids = |evs: Vec<OutboxEvent>| evs.into_iter().map(|e| e.id).collect::<Vec<_>>();
+
+        // Oldest first; the merchant's only; the limit holds; delivered never listed.
+        assert_eq!(
+            ids(s.undelivered_events(Some(&m.id), false, 10).await.unwrap()),
+            vec![dead.id.clone(), retrying.id.clone()],
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            ids(s.undelivered_events(Some(&m.id), true, 10).await.unwrap()),
+            vec![dead.id.clone()]
+        );
+        assert_eq!(
+            ids(s.undelivered_events(None, false, 10).await.unwrap()),
+            vec![dead.id.clone(), retrying.id.clone(), others.id.clone()]
+        );
+        assert_eq!(
+            ids(s.undelivered_events(None, false, 1).await.unwrap()),
+            vec![dead.id.clone()]
+        );
+
+        // A retried dead event is due at once with a fresh schedule, and
+        // claimable like any other.
+        let now = t0() + secs(100);
+        let again = s.retry_event(&dead.id, now).await.unwrap();
+        assert_eq!(
+            (again.dead, again.attempts, again.next_attempt_at),
+            (false, 0, now)
+        );
+        assert!(s
+            .undelivered_events(Some(&m.id), true, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let claimed = ids(s.claim_due_events(now, lease, 10).await.unwrap());
+        assert!(claimed.contains(&dead.id), "{claimed:?}");
+
+        // Retrying an event a worker holds keeps the lease: not handed out twice.
+        s.retry_event(&dead.id, now).await.unwrap();
+        assert!(!ids(s.claim_due_events(now, lease, 10).await.unwrap()).contains(&dead.id));
+
+        // An acknowledged event is never sent again; an unknown one is not found.
+        assert!(matches!(
+            s.retry_event(&delivered.id, now).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.retry_event("evt_nope", now).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let d = s.event(&delivered.id).await.unwrap().unwrap();
+        assert_eq!((d.attempts, d.dead), (1, false));
+    }
+    cleanup(dbs).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claimers_never_share_an_event() {
     let dbs = testing::backends().await;
