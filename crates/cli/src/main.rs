@@ -6,6 +6,7 @@ mod bench;
 mod channel;
 mod demo;
 mod keys;
+mod notify;
 mod serve;
 
 use std::net::SocketAddr;
@@ -54,6 +55,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Merchant notifications not acknowledged: list them, send one again.
+    Notify {
+        #[command(subcommand)]
+        command: notify::NotifyCommand,
     },
     /// Start a sandbox and walk one mini-program payment end to end.
     Demo(demo::DemoArgs),
@@ -230,6 +236,7 @@ async fn main() -> ExitCode {
         Command::App { command } => app::run(command).await,
         Command::Channel { command } => channel::run(command).await,
         Command::Keys { command } => keys::run(command).await,
+        Command::Notify { command } => notify::run(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     };

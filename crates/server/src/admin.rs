@@ -1,10 +1,12 @@
 //! The operator's HTTP API under `/admin/...`: channel accounts, the same
-//! operations as `paymux channel`. Authenticated with the operator token
+//! operations as `paymux channel`, and undelivered merchant notifications,
+//! the same as `paymux notify`. Authenticated with the operator token
 //! (`Authorization: Bearer …`), never with merchant app credentials. Without
 //! a configured token none of these routes exist (404), so a forgotten
 //! setting cannot open them. Nothing secret is ever returned: accounts are
 //! shown masked and errors name fields, not values.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -15,8 +17,8 @@ use paymux_channels::wechat::{WechatConfig, PRODUCTION_BASE_URL};
 use paymux_store::StoreError;
 use serde::Deserialize;
 
-use crate::accounts;
 use crate::api::ApiError;
+use crate::{accounts, undelivered};
 use crate::{AppState, ServerError};
 
 /// The admin routes, or none when no operator token is configured.
@@ -31,6 +33,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/channel-accounts/{id}/disable", post(disable))
         .route("/admin/channel-accounts/{id}/enable", post(enable))
         .route("/admin/channel-accounts/{id}/test", post(test))
+        .route("/admin/events", get(list_events))
+        .route("/admin/events/{id}/retry", post(retry_event))
         .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
@@ -183,4 +187,43 @@ async fn test(
         .map_err(|e| error(e.into()))?
         .ok_or_else(|| error(ServerError::NotFound(format!("channel account {id}"))))?;
     Ok(Json(accounts::test(&account, state.clock.clone()).await))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    merchant_id: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /admin/events?merchant_id=&status=dead|undelivered&limit=`, oldest first.
+async fn list_events(
+    State(state): State<AppState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {e}")))?;
+    let filter = undelivered::Filter::parse(q.status.as_deref())?;
+    let limit = undelivered::limit(q.limit)?;
+    let events = undelivered::list(
+        state.store.as_ref(),
+        q.merchant_id.as_deref(),
+        filter,
+        limit,
+    )
+    .await?;
+    Ok(Json(serde_json::json!({
+        "object": "list",
+        "data": events.iter().map(undelivered::view).collect::<Vec<_>>(),
+    })))
+}
+
+/// `POST /admin/events/{id}/retry`: any merchant's event.
+async fn retry_event(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = state.clock.now();
+    let event = undelivered::retry(state.store.as_ref(), None, &id, now).await?;
+    Ok(Json(undelivered::view(&event)))
 }

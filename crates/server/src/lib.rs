@@ -18,6 +18,7 @@ pub mod sandbox;
 pub mod secrets;
 pub mod signing;
 pub mod state;
+pub mod undelivered;
 pub mod workers;
 
 use std::net::SocketAddr;

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod payments;
 pub mod validate;
@@ -20,5 +21,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/payments", post(payments::create).get(payments::find))
         .route("/v1/payments/{id}", get(payments::get))
         .route("/v1/payments/{id}/close", post(payments::close))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}/retry", post(events::retry))
         .layer(middleware::from_fn_with_state(state, auth::authenticate))
 }
