@@ -68,6 +68,24 @@ impl TestApp {
         r.body["id"].as_str().unwrap().to_string()
     }
 
+    /// Creates an Alipay payment (`native`: the order exists at Alipay at
+    /// once; `wap`: only once the payer opens it); returns its id.
+    async fn create_alipay(&self, order_no: &str, method: &str, expires_in: i64) -> String {
+        let body = json!({
+            "merchant_order_no": order_no,
+            "amount": 2590,
+            "channel": "alipay",
+            "method": method,
+            "description": "a pot of tea",
+            "notify_url": self.receiver.url,
+            "expires_in_seconds": expires_in,
+        });
+        let r = self.client.post("/v1/payments", &body).await.unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.body["status"], "pending");
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
     /// The payer pays at the simulator; returns its HTTP status and body.
     async fn sim_pay(&self, id: &str, callbacks: u32) -> (u16, Value) {
         self.pay_at(
@@ -250,6 +268,70 @@ on_every_backend!(
         assert_eq!(common::callback_statuses(&paid), vec![200], "{paid}");
         assert_eq!(app.status(&id).await, "succeeded");
         app.notified_once(&id).await;
+        app.app.server.stop();
+    }
+);
+
+on_every_backend!(a_lost_alipay_notify_is_made_good_by_polling, |db| {
+    let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 60).await;
+    let id = app.create_alipay("ALI-LOST-1", "native", 3600).await;
+    let (status, paid) = app
+        .pay_at("alipay", &json!({"out_trade_no": id, "callbacks": 0}))
+        .await;
+    assert_eq!(status, 200, "{paid}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.status(&id).await, "pending");
+    app.clock.advance(chrono::Duration::seconds(61));
+    app.wait_status(&id, "succeeded").await;
+    app.notified_once(&id).await;
+    app.app.server.stop();
+});
+
+on_every_backend!(an_unpaid_alipay_payment_is_closed_when_it_expires, |db| {
+    let app = spawn_app(&db, |c| c.poller.first_delay_secs = 3600).await;
+    let id = app.create_alipay("ALI-EXPIRE-1", "native", 60).await;
+    app.clock.advance(chrono::Duration::seconds(61));
+    app.wait_status(&id, "closed").await;
+    // Closed at Alipay too: the payer can no longer pay.
+    let (status, body) = app
+        .pay_at("alipay", &json!({"out_trade_no": id, "callbacks": 1}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "ACQ.TRADE_HAS_CLOSE", "{body}");
+    app.app.server.stop();
+});
+
+on_every_backend!(
+    an_alipay_payment_paid_at_the_last_moment_is_not_closed,
+    |db| {
+        let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 3600).await;
+        let id = app.create_alipay("ALI-LAST-1", "native", 60).await;
+        app.clock.advance(chrono::Duration::seconds(59));
+        let (status, paid) = app
+            .pay_at("alipay", &json!({"out_trade_no": id, "callbacks": 0}))
+            .await;
+        assert_eq!(status, 200, "{paid}");
+        app.clock.advance(chrono::Duration::seconds(2));
+        app.wait_status(&id, "succeeded").await;
+        app.notified_once(&id).await;
+        app.app.server.stop();
+    }
+);
+
+on_every_backend!(
+    an_alipay_wap_order_never_opened_is_closed_when_it_expires,
+    |db| {
+        // Alipay first hears of a WAP order from the payer's browser: one never
+        // opened is unknown there, and expiry closes it here.
+        let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 3600).await;
+        let id = app.create_alipay("ALI-WAP-1", "wap", 60).await;
+        app.clock.advance(chrono::Duration::seconds(61));
+        app.wait_status(&id, "closed").await;
+        assert!(app
+            .receiver
+            .next(Duration::from_millis(300))
+            .await
+            .is_none());
         app.app.server.stop();
     }
 );
