@@ -276,11 +276,17 @@ mod tests {
 
     #[test]
     fn created_at_comes_from_the_ulid() {
-        // 01ARZ3NDEK = 1469918176385 ms (the ULID spec's example).
-        let t = created_at_of("pay_01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
-        assert_eq!(t.timestamp_millis(), 1_469_918_176_385);
-        assert_eq!(to_acp_time(t), "20160731063616");
+        let before = Utc::now().timestamp_millis();
+        let id = paymux_core::PaymentId::generate();
+        let after = Utc::now().timestamp_millis();
+        let t = created_at_of(id.as_str()).unwrap().timestamp_millis();
+        assert!(before <= t && t <= after, "{before} {t} {after}");
+        // Decoding by hand: "0000000010" is 32 ms.
+        let t = created_at_of("pay_0000000010ZZZZZZZZZZZZZZZZ").unwrap();
+        assert_eq!(t.timestamp_millis(), 32);
+        assert_eq!(to_acp_time(t), "19700101080000");
         assert!(created_at_of("paymuxprobe").is_none());
+        assert!(created_at_of("pay_0000000010ZZZZZZZZZZZZZZZU").is_none());
     }
 
     #[test]
