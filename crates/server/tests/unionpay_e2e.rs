@@ -311,3 +311,54 @@ on_every_backend!(unionpay_create_requests_are_checked, |db| {
     assert_eq!(r.error_code(), Some("INVALID_REQUEST"), "{}", r.body);
     app.server.stop();
 });
+
+on_every_backend!(unionpay_sandbox_accounts_survive_a_restart, |db| {
+    let app = common::spawn_app(&db, |_| {}).await;
+    let created = app.create("UP-BEFORE-RESTART", "native").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let addr = app.server.addr;
+    let TestApp {
+        server,
+        client,
+        receiver,
+        http,
+    } = app;
+    server.stop();
+
+    // A new process on the same address and database: its UnionPay
+    // simulator has a new root, intermediate and signing certificate and
+    // knows no merchants; the sandbox account is registered again with its
+    // signing certificate and trusts the new simulator's chain.
+    let store = paymux_store::open(&db.url).await.unwrap();
+    let mut restarted = None;
+    for _ in 0..50 {
+        let mut config = paymux_server::ServerConfig {
+            listen: addr,
+            sandbox: true,
+            ..Default::default()
+        };
+        config.notifier.poll_interval_ms = 100;
+        match paymux_server::start(config, store.clone()).await {
+            Ok(r) => {
+                restarted = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let server = restarted.expect("restarted on the same address");
+    let app = TestApp {
+        server,
+        client,
+        receiver,
+        http,
+    };
+    let created = app.create("UP-AFTER-RESTART", "native").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["status"], "pending", "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let (_, paid) = app.sim_pay(json!({"out_trade_no": id})).await;
+    assert_eq!(callback_bodies(&paid), vec!["ok"], "{paid}");
+    assert_eq!(app.status(&id).await, "succeeded");
+    app.server.stop();
+});
