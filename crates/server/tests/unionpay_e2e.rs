@@ -38,6 +38,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Waits (briefly, in real time) for the workers to bring the payment to `want`.
+    async fn wait_status(&self, id: &str, want: &str) {
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = self.status(id).await;
+            if seen == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("payment {id} is {seen}, expected {want}");
+    }
+
     async fn sim_pay(&self, body: Value) -> (u16, Value) {
         self.pay_at("unionpay", &body).await
     }
@@ -360,5 +373,47 @@ on_every_backend!(unionpay_sandbox_accounts_survive_a_restart, |db| {
     let (_, paid) = app.sim_pay(json!({"out_trade_no": id})).await;
     assert_eq!(callback_bodies(&paid), vec!["ok"], "{paid}");
     assert_eq!(app.status(&id).await, "succeeded");
+    app.server.stop();
+});
+
+on_every_backend!(unionpay_polling_settles_lost_callbacks_and_expiry, |db| {
+    use paymux_core::ManualClock;
+    let clock = std::sync::Arc::new(ManualClock::new(chrono::Utc::now()));
+    let mut app = common::spawn_app_with_clock(&db, clock.clone(), |config| {
+        config.notifier.poll_interval_ms = 50;
+        config.poller.interval_ms = 50;
+        config.poller.first_delay_secs = 60;
+    })
+    .await;
+    // Paid, but the notification was lost: the first check (queryTrans.do) settles it.
+    let created = app.create("UP-POLL-LOST", "app").await;
+    let paid_id = created.body["id"].as_str().unwrap().to_string();
+    let (status, _) = app
+        .sim_pay(json!({"out_trade_no": paid_id, "callbacks": 0}))
+        .await;
+    assert_eq!(status, 200);
+    // Unpaid until it expires: closed then.
+    let mut o = order("UP-POLL-EXPIRE", "native", &app.receiver.url);
+    o["expires_in_seconds"] = json!(120);
+    let created = app.client.post("/v1/payments", &o).await.unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let unpaid_id = created.body["id"].as_str().unwrap().to_string();
+
+    clock.advance(chrono::Duration::seconds(61));
+    app.wait_status(&paid_id, "succeeded").await;
+    let event = app
+        .receiver
+        .next(Duration::from_secs(10))
+        .await
+        .expect("merchant notified");
+    assert_eq!(event.body["data"]["id"], paid_id.as_str());
+    assert_eq!(app.status(&unpaid_id).await, "pending");
+    clock.advance(chrono::Duration::seconds(61));
+    app.wait_status(&unpaid_id, "closed").await;
+    assert!(app
+        .receiver
+        .next(Duration::from_millis(300))
+        .await
+        .is_none());
     app.server.stop();
 });
