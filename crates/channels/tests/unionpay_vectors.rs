@@ -303,3 +303,15 @@ fn the_callback_answer_is_http_200() {
     assert_eq!((ok.status, ok.body.as_slice()), (200, b"ok".as_slice()));
     assert_ne!(ch.callback_reply(false).status, 200);
 }
+
+#[test]
+fn openssl_legacy_pfx_loads_and_a_pbes2_pfx_is_refused_plainly() {
+    let v = vector("pkcs12_openssl3.json");
+    let password = v["password"].as_str().unwrap();
+    let legacy = B64.decode(v["legacy_pfx_b64"].as_str().unwrap()).unwrap();
+    let identity = SigningIdentity::from_pkcs12(&legacy, password).unwrap();
+    assert_eq!(identity.cert_id, v["expected_cert_id"].as_str().unwrap());
+    let modern = B64.decode(v["modern_pfx_b64"].as_str().unwrap()).unwrap();
+    let err = SigningIdentity::from_pkcs12(&modern, password).unwrap_err();
+    assert!(err.to_string().contains("-legacy"), "{err}");
+}

@@ -58,6 +58,17 @@ impl SigningIdentity {
         let parsed = std::panic::catch_unwind(|| p12::PFX::parse(der))
             .map_err(|_| ChannelError::Config("unreadable PKCS#12 file".into()))?
             .map_err(|e| ChannelError::Config(format!("unreadable PKCS#12 file: {e}")))?;
+        // Files from recent OpenSSL versions MAC with SHA-256 and encrypt
+        // with PBES2; this reader knows SHA-1 MACs only. Say so plainly.
+        if let Some(mac) = &parsed.mac_data {
+            if mac.mac.digest_algorithm != p12::AlgorithmIdentifier::Sha1 {
+                return Err(ChannelError::Config(
+                    "PKCS#12 file: unsupported MAC/encryption (not the PBE-SHA1-3DES of UnionPay's files); \
+                     re-export it with `openssl pkcs12 -legacy`, or give the key and certificate as PEM"
+                        .into(),
+                ));
+            }
+        }
         let pfx = std::panic::AssertUnwindSafe(&parsed);
         if !std::panic::catch_unwind(|| pfx.verify_mac(password)).unwrap_or(false) {
             return Err(ChannelError::Config(
