@@ -315,3 +315,69 @@ fn openssl_legacy_pfx_loads_and_a_pbes2_pfx_is_refused_plainly() {
     let err = SigningIdentity::from_pkcs12(&modern, password).unwrap_err();
     assert!(err.to_string().contains("-legacy"), "{err}");
 }
+
+/// Serves one raw HTTP answer on a local port, the way UnionPay's gateway
+/// answers (`k=v&…`, values unencoded); returns the base URL.
+fn one_answer(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read the headers and the form body the client sends.
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain;charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(body.as_bytes()).unwrap();
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_real_query_answer_reads_as_paid() {
+    // yansongda's recorded queryTrans.do answer (origRespCode 00), served as
+    // the gateway sends it, read by the client at a time its certificate was valid.
+    let v = notify_vector();
+    let answer = params(&v["cases"][1]["params"]);
+    let base = one_answer(sign::encode_answer(&answer));
+    let mut ch = channel("777290058167151");
+    let clock = std::sync::Arc::new(paymux_core::ManualClock::new(at(2022, 9, 11)));
+    let mut config = ch.config().clone();
+    config.base_url = base;
+    ch = Unionpay::new(config, reqwest::Client::new())
+        .unwrap()
+        .with_clock(clock);
+    let trade = ch.query("pay20220911041647").await.unwrap();
+    assert_eq!(trade.state, TradeState::Paid);
+    assert_eq!(trade.amount.unwrap().minor, 1);
+    assert_eq!(
+        trade.transaction_id.as_deref(),
+        Some("512209110416475616528")
+    );
+    assert_eq!(trade.merchant_account.as_deref(), Some("777290058167151"));
+}

@@ -189,7 +189,10 @@ async fn query(
         let mut a = sim.echo(&p);
         match &order.paid {
             Some(payment) => {
+                // Like UnionPay's answers: the original transaction's fields
+                // (txnType 01, its txnSubType), under the query's bizType.
                 a.extend(UnionpaySim::paid_fields(&order, payment));
+                a.insert("bizType".into(), p["bizType"].clone());
                 a.insert("origRespCode".into(), "00".into());
                 a.insert("origRespMsg".into(), "成功[0000000]".into());
             }
@@ -201,9 +204,6 @@ async fn query(
                 a.insert("origRespMsg".into(), "交易处理中".into());
             }
         }
-        // The answer is about the query itself.
-        a.insert("txnType".into(), sign::TXN_QUERY.into());
-        a.insert("txnSubType".into(), "00".into());
         Ok(a)
     });
     sim.reply(answer)
