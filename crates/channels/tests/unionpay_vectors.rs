@@ -237,6 +237,7 @@ fn channel(mer_id: &str) -> Unionpay {
             sign_cert_pem: None,
             root_cert_pem: ta["acp_test_root_pem"].as_str().unwrap().into(),
             middle_cert_pem: ta["acp_test_middle_pem"].as_str().unwrap().into(),
+            front_url: None,
             validate_cn_name: true,
         },
         reqwest::Client::new(),

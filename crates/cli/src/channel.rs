@@ -179,6 +179,9 @@ pub struct UnionpayAddArgs {
     /// UnionPay's intermediate certificate (acp_prod_middle.cer), PEM or DER.
     #[arg(long)]
     middle_cert_file: PathBuf,
+    /// Where UnionPay's payment page sends the payer back after a PC / WAP payment.
+    #[arg(long)]
+    front_url: Option<String>,
     /// Accept certificates not in UnionPay's name: only for UnionPay's test
     /// environment, whose certificates are issued that way.
     #[arg(long)]
@@ -397,6 +400,7 @@ async fn add_unionpay(a: UnionpayAddArgs) -> Result<(), String> {
             .transpose()?,
         root_cert_pem: read_cert(&a.root_cert_file, "root certificate file")?,
         middle_cert_pem: read_cert(&a.middle_cert_file, "intermediate certificate file")?,
+        front_url: a.front_url.clone(),
         validate_cn_name: !a.test_environment_certs,
     };
     let store = open_for_secrets(&a.db).await?;

@@ -217,6 +217,7 @@ pub async fn ensure_unionpay_account(
         sign_cert_pem: None,
         root_cert_pem: platform.root_cert,
         middle_cert_pem: platform.middle_cert,
+        front_url: None,
         validate_cn_name: true,
     };
     config.sign_cert_pem = Some(register_unionpay(sandbox, &config, None)?);

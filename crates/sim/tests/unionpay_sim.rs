@@ -75,6 +75,7 @@ async fn register(host: &str) -> Unionpay {
             sign_cert_pem: Some(registered.sign_cert),
             root_cert_pem: platform.root_cert,
             middle_cert_pem: platform.middle_cert,
+            front_url: Some("https://mall.example.com/paid".into()),
             validate_cn_name: true,
         },
         reqwest::Client::new(),

@@ -76,6 +76,11 @@ pub struct UnionpayConfig {
     /// `acp_prod_middle.cer`, or the test environment's).
     pub root_cert_pem: String,
     pub middle_cert_pem: String,
+    /// Where UnionPay's payment page sends the payer's browser back after a
+    /// PC / WAP payment (ACP's `frontUrl`). Optional here; the result itself
+    /// always comes by back notification.
+    #[serde(default)]
+    pub front_url: Option<String>,
     /// ACP's `ifValidateCNName`. Leave it on; only UnionPay's test environment,
     /// whose certificates are not in UnionPay's name, needs it off.
     #[serde(default = "yes")]
@@ -323,7 +328,11 @@ impl Unionpay {
         req: &PrepayRequest,
         channel_type: &str,
     ) -> Result<Prepared, ChannelError> {
-        let fields = self.sign(self.consume(req, "01", "000201", channel_type)?)?;
+        let mut fields = self.consume(req, "01", "000201", channel_type)?;
+        if let Some(url) = self.config.front_url.as_ref().filter(|u| !u.is_empty()) {
+            fields.insert("frontUrl".into(), url.clone());
+        }
+        let fields = self.sign(fields)?;
         let action = self.url(FRONT_TRANS_PATH);
         let html = auto_submit_form(&action, &fields);
         Ok(Prepared {
