@@ -540,7 +540,9 @@ impl Channel for Unionpay {
 }
 
 impl Unionpay {
-    /// The verified fields of a callback body, for tools that look further.
+    /// Verifies fields signed by UnionPay (a callback's or an answer's):
+    /// `signPubKeyCert` must pass the trust checks at `now`, then its key
+    /// must verify `signature`.
     pub fn verify_params(&self, params: &Params, now: DateTime<Utc>) -> Result<(), ChannelError> {
         let cert = params
             .get("signPubKeyCert")
