@@ -436,14 +436,17 @@ impl Unionpay {
 }
 
 /// A refusal as an error: "no such order" (34) is [`ChannelError::NotFound`];
-/// "processing / outcome unknown" (03, 04, 05) and system errors (01, 02) a
-/// transport error, so the same request is repeated; the rest refusals.
+/// "closed for now" (02), "timed out / outcome unknown / accepted, query
+/// later" (03, 04, 05) and "busy" (06) are transport errors, so the same
+/// request is repeated or the order queried; the rest (01 "failed", 1x
+/// format and signature errors, 12 duplicate, 3x/6x business refusals) are
+/// refusals.
 fn refusal(answer: &Params) -> ChannelError {
     let code = answer.get("respCode").map(String::as_str).unwrap_or("");
     let msg = answer.get("respMsg").cloned().unwrap_or_default();
     match code {
         "34" => ChannelError::NotFound,
-        "01" | "02" | "03" | "04" | "05" => {
+        "02" | "03" | "04" | "05" | "06" => {
             ChannelError::Transport(format!("UnionPay busy or outcome unknown: {code} {msg}"))
         }
         "" => ChannelError::Protocol("answer without respCode".into()),
@@ -550,5 +553,32 @@ impl Unionpay {
             .ok_or_else(|| ChannelError::InvalidSignature("no signPubKeyCert".into()))?;
         let key = self.anchors.verify_sign_cert(cert, now)?;
         sign::verify(&key, params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: &str) -> Params {
+        let mut p = Params::new();
+        p.insert("respCode".into(), code.into());
+        p.insert("respMsg".into(), "m".into());
+        p
+    }
+
+    #[test]
+    fn refusals_map_to_errors() {
+        assert!(matches!(refusal(&answer("34")), ChannelError::NotFound));
+        for code in ["02", "03", "04", "05", "06"] {
+            assert!(refusal(&answer(code)).is_retryable(), "{code}");
+        }
+        for code in ["01", "11", "12", "61"] {
+            assert!(
+                matches!(refusal(&answer(code)), ChannelError::Rejected { code: c, .. } if c == code),
+                "{code}"
+            );
+        }
+        assert!(matches!(refusal(&Params::new()), ChannelError::Protocol(_)));
     }
 }
