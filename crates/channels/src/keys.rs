@@ -47,6 +47,13 @@ impl PrivateKey {
         ))
     }
 
+    /// From PKCS#8 DER (what a PKCS#12 key bag holds once decrypted).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, ChannelError> {
+        RsaKeyPair::from_pkcs8(der)
+            .map(PrivateKey)
+            .map_err(|e| ChannelError::Config(format!("unusable RSA private key: {e}")))
+    }
+
     /// A fresh RSA-2048 key, as PKCS#8 PEM (for sandboxes, simulators and tests).
     pub fn generate_pkcs8_pem() -> Result<String, ChannelError> {
         let pair = RsaKeyPair::generate(KeySize::Rsa2048)

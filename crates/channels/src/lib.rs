@@ -5,6 +5,7 @@
 pub mod alipay;
 pub mod error;
 pub mod keys;
+pub mod unionpay;
 pub mod wechat;
 
 use async_trait::async_trait;
@@ -20,6 +21,7 @@ pub fn secret_fields(kind: paymux_core::ChannelKind) -> &'static [&'static str] 
     match kind {
         paymux_core::ChannelKind::Wechat => wechat::SECRET_FIELDS,
         paymux_core::ChannelKind::Alipay => alipay::SECRET_FIELDS,
+        paymux_core::ChannelKind::Unionpay => unionpay::SECRET_FIELDS,
     }
 }
 

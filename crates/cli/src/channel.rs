@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use paymux_channels::alipay::{AlipayConfig, PRODUCTION_GATEWAY};
+use paymux_channels::unionpay::UnionpayConfig;
 use paymux_channels::wechat::{WechatConfig, PRODUCTION_BASE_URL};
 use paymux_core::SystemClock;
 use paymux_server::accounts;
@@ -64,6 +65,8 @@ pub enum AddChannel {
     Wechat(Box<WechatAddArgs>),
     /// Alipay Open Platform (one app), public-key or certificate mode.
     Alipay(Box<AlipayAddArgs>),
+    /// China UnionPay online payments (ACP 5.1.0), one merchant number.
+    Unionpay(Box<UnionpayAddArgs>),
 }
 
 #[derive(Args)]
@@ -148,6 +151,61 @@ pub struct AlipayAddArgs {
     db: DbArgs,
 }
 
+#[derive(Args)]
+pub struct UnionpayAddArgs {
+    #[arg(long)]
+    merchant: String,
+    /// The UnionPay merchant number (merId).
+    #[arg(long)]
+    mer_id: String,
+    /// The signing key as UnionPay issues it: the PKCS#12 file (.pfx)…
+    #[arg(long, required_unless_present = "private_key_file")]
+    pfx_file: Option<PathBuf>,
+    /// …and its password. Prefer --pfx-password-file or the environment: a
+    /// command line is visible to other users of the machine.
+    #[arg(long, env = "PAYMUX_UNIONPAY_PFX_PASSWORD", hide_env_values = true)]
+    pfx_password: Option<String>,
+    #[arg(long, conflicts_with = "pfx_password")]
+    pfx_password_file: Option<PathBuf>,
+    /// Or the signing key as PEM…
+    #[arg(long, conflicts_with = "pfx_file", requires = "sign_cert_file")]
+    private_key_file: Option<PathBuf>,
+    /// …with its certificate (PEM or DER).
+    #[arg(long, requires = "private_key_file")]
+    sign_cert_file: Option<PathBuf>,
+    /// UnionPay's root certificate (acp_prod_root.cer), PEM or DER.
+    #[arg(long)]
+    root_cert_file: PathBuf,
+    /// UnionPay's intermediate certificate (acp_prod_middle.cer), PEM or DER.
+    #[arg(long)]
+    middle_cert_file: PathBuf,
+    /// Where UnionPay's payment page sends the payer back after a PC / WAP payment.
+    #[arg(long)]
+    front_url: Option<String>,
+    /// Accept certificates not in UnionPay's name: only for UnionPay's test
+    /// environment, whose certificates are issued that way.
+    #[arg(long)]
+    test_environment_certs: bool,
+    /// The gateway: UnionPay itself by default, UnionPay's test environment
+    /// (`https://gateway.test.95516.com`), or a simulator
+    /// (`http://127.0.0.1:9000/sim/unionpay`).
+    #[arg(long, default_value = paymux_channels::unionpay::PRODUCTION_BASE_URL)]
+    base_url: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+/// A certificate file as PEM: UnionPay's `.cer` files come as PEM or DER.
+fn read_cert(path: &Path, what: &str) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) if text.contains("-----BEGIN") => Ok(text.to_string()),
+        _ => Ok(paymux_channels::keys::pem_encode("CERTIFICATE", &bytes)),
+    }
+}
+
 fn read(path: &Path, what: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
@@ -160,6 +218,9 @@ pub async fn run(command: ChannelCommand) -> Result<(), String> {
         ChannelCommand::Add {
             channel: AddChannel::Alipay(a),
         } => add_alipay(*a).await,
+        ChannelCommand::Add {
+            channel: AddChannel::Unionpay(a),
+        } => add_unionpay(*a).await,
         ChannelCommand::List { merchant, json, db } => {
             // Listing needs no master key: secrets are masked, never opened.
             let store = db.open().await?;
@@ -174,8 +235,9 @@ pub async fn run(command: ChannelCommand) -> Result<(), String> {
             } else {
                 for v in views {
                     let state = if v.enabled { "enabled" } else { "disabled" };
-                    // The channel's own id for the account: WeChat's mchid, Alipay's app_id.
-                    let mchid = ["mchid", "app_id"]
+                    // The channel's own id for the account: WeChat's mchid,
+                    // Alipay's app_id, UnionPay's mer_id.
+                    let mchid = ["mchid", "app_id", "mer_id"]
                         .iter()
                         .find_map(|f| v.config.get(*f).and_then(|m| m.as_str()))
                         .unwrap_or("");
@@ -293,6 +355,56 @@ async fn add_alipay(a: AlipayAddArgs) -> Result<(), String> {
     };
     let store = open_for_secrets(&a.db).await?;
     let account = accounts::add_alipay(&*store, &SystemClock, &a.merchant, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    print_added(&account, a.json)
+}
+
+async fn add_unionpay(a: UnionpayAddArgs) -> Result<(), String> {
+    use base64::Engine;
+    let (sign_pfx, sign_pfx_password) = match &a.pfx_file {
+        Some(path) => {
+            let der =
+                std::fs::read(path).map_err(|e| format!("PKCS#12 file {}: {e}", path.display()))?;
+            let password = match (&a.pfx_password, &a.pfx_password_file) {
+                (Some(p), None) => p.clone(),
+                (None, Some(path)) => read(path, "PKCS#12 password file")?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+                _ => return Err(
+                    "give the PKCS#12 password with --pfx-password-file, PAYMUX_UNIONPAY_PFX_PASSWORD or --pfx-password"
+                        .into(),
+                ),
+            };
+            (
+                Some(base64::engine::general_purpose::STANDARD.encode(der)),
+                Some(password),
+            )
+        }
+        None => (None, None),
+    };
+    let config = UnionpayConfig {
+        base_url: a.base_url.clone(),
+        mer_id: a.mer_id.trim().to_string(),
+        sign_pfx,
+        sign_pfx_password,
+        private_key_pem: a
+            .private_key_file
+            .as_deref()
+            .map(|p| read(p, "private key file"))
+            .transpose()?,
+        sign_cert_pem: a
+            .sign_cert_file
+            .as_deref()
+            .map(|p| read_cert(p, "signing certificate file"))
+            .transpose()?,
+        root_cert_pem: read_cert(&a.root_cert_file, "root certificate file")?,
+        middle_cert_pem: read_cert(&a.middle_cert_file, "intermediate certificate file")?,
+        front_url: a.front_url.clone(),
+        validate_cn_name: !a.test_environment_certs,
+    };
+    let store = open_for_secrets(&a.db).await?;
+    let account = accounts::add_unionpay(&*store, &SystemClock, &a.merchant, config)
         .await
         .map_err(|e| e.to_string())?;
     print_added(&account, a.json)

@@ -3,8 +3,8 @@
 //! merchant and a live account created with the `paymux` binary, `paymux
 //! serve` outside sandbox with a master key, a full payment, `channel test`
 //! passing and naming the problem when a serial or key is wrong, and master
-//! key rotation; the same for an Alipay app (public-key mode). On every
-//! store backend available.
+//! key rotation; the same for an Alipay app (public-key mode) and a UnionPay
+//! merchant (its PKCS#12 signing key). On every store backend available.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,10 @@ async fn start_simulator() -> String {
     let app = Router::new()
         .nest("/sim/wechat", router(sim.clone()))
         .nest("/sim/alipay", paymux_sim::alipay::router(AlipaySim::new()))
+        .nest(
+            "/sim/unionpay",
+            paymux_sim::unionpay::router(paymux_sim::unionpay::UnionpaySim::new()),
+        )
         .merge(router(sim));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -607,6 +611,167 @@ async fn a_live_alipay_account() {
         ] {
             assert!(!contains(&bytes, s), "{}: a secret in clear", db.backend);
         }
+        std::fs::remove_dir_all(&op.dir).unwrap();
+        db.cleanup().await;
+    }
+}
+
+/// The official UnionPay test PFX (password 000000) and its certificate,
+/// from the channel's test vectors.
+fn unionpay_test_pfx() -> (Vec<u8>, String) {
+    use base64::Engine;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../channels/tests/vectors/unionpay_acp510_sign_yansongda.json"
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let km = &v["key_material"];
+    let pfx = base64::engine::general_purpose::STANDARD
+        .decode(km["pfx_b64"].as_str().unwrap())
+        .unwrap();
+    (
+        pfx,
+        km["sign_cert_pem (extracted)"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+/// A UnionPay merchant: added with the CLI from its PFX file, tested, a wrong
+/// PFX password refused, a full `native` payment, no secret in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_unionpay_account() {
+    let sim = start_simulator().await;
+    let http = reqwest::Client::new();
+    let (pfx, sign_cert) = unionpay_test_pfx();
+    let platform: Value = http
+        .get(format!("{sim}/sim/unionpay/platform"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for db in testing::backends().await {
+        eprintln!("-- unionpay live on {}", db.backend);
+        let op = Operator::new(&db);
+        let digits: String = paymux_core::new_id("u")
+            .bytes()
+            .map(|b| char::from(b'0' + b % 10))
+            .take(12)
+            .collect();
+        let mer_id = format!("777{digits}");
+        let r = http
+            .post(format!("{sim}/sim/unionpay/merchants"))
+            .json(&json!({"mer_id": mer_id, "sign_cert": sign_cert}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let pfx_file = op.dir.join("acp_sign.pfx");
+        std::fs::write(&pfx_file, &pfx).unwrap();
+        let root = op.file("acp_root.cer", platform["root_cert"].as_str().unwrap());
+        let middle = op.file("acp_middle.cer", platform["middle_cert"].as_str().unwrap());
+        let add = |merchant_id: &str, password: &str| {
+            let password_file = op.file("pfx.password", password);
+            op.paymux(&[
+                "channel",
+                "add",
+                "unionpay",
+                "--merchant",
+                merchant_id,
+                "--mer-id",
+                &mer_id,
+                "--pfx-file",
+                pfx_file.to_str().unwrap(),
+                "--pfx-password-file",
+                password_file.to_str().unwrap(),
+                "--root-cert-file",
+                root.to_str().unwrap(),
+                "--middle-cert-file",
+                middle.to_str().unwrap(),
+                "--base-url",
+                &format!("{sim}/sim/unionpay"),
+                "--json",
+            ])
+        };
+        let merchant = op.create_merchant("Live Porcelain");
+        let merchant_id = merchant["merchant_id"].as_str().unwrap();
+        // A wrong password: refused before anything is stored.
+        let out = add(merchant_id, "123456\n");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("wrong password"), "{err}");
+
+        let out = add(merchant_id, "000000\n");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let account = view["id"].as_str().unwrap().to_string();
+        op.channel_test(&account).unwrap();
+        let shown = op.ok(&["channel", "show", &account]);
+        assert!(
+            shown.contains(&mer_id) && shown.contains("encrypted"),
+            "{shown}"
+        );
+        assert!(op.ok(&["channel", "list"]).contains(&mer_id));
+
+        let config = op.file(
+            "paymux.toml",
+            "listen = \"127.0.0.1:0\"\nallow_insecure_public_url = true\nallow_http_notify_url = true\n[notifier]\npoll_interval_ms = 100\n",
+        );
+        let (mut server, base) = op.serve(&config);
+        let secret = merchant["app_secret"].as_str().unwrap();
+        let client = MerchantClient::new(&base, merchant["app_id"].as_str().unwrap(), secret);
+        let mut receiver = NotifyReceiver::start(secret).await.unwrap();
+        let created = client
+            .post(
+                "/v1/payments",
+                &json!({
+                    "merchant_order_no": "UP-LIVE-1", "amount": 2600, "channel": "unionpay",
+                    "method": "native", "description": "live teapot", "notify_url": receiver.url,
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id = created.body["id"].as_str().unwrap().to_string();
+        let paid = http
+            .post(format!("{sim}/sim/unionpay/pay"))
+            .json(&json!({"out_trade_no": id}))
+            .send()
+            .await
+            .unwrap();
+        assert!(paid.status().is_success(), "sim pay: {}", paid.status());
+        let event = receiver
+            .next(Duration::from_secs(15))
+            .await
+            .expect("merchant notified");
+        assert!(event.signature_ok);
+        assert_eq!(event.body["data"]["id"], id.as_str());
+        assert_eq!(event.body["data"]["status"], "succeeded");
+        server.kill().unwrap();
+        server.wait().unwrap();
+
+        let bytes = raw_database_bytes(&db);
+        assert!(
+            contains(&bytes, &mer_id),
+            "{}: the dump has the rows",
+            db.backend
+        );
+        let pfx_b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(&pfx)
+        };
+        assert!(
+            !contains(&bytes, &pfx_b64[..64]),
+            "{}: the PFX in clear",
+            db.backend
+        );
         std::fs::remove_dir_all(&op.dir).unwrap();
         db.cleanup().await;
     }

@@ -184,6 +184,7 @@ macro_rules! string_enum {
 string_enum!(ChannelKind, "channel", {
     Wechat => "wechat",
     Alipay => "alipay",
+    Unionpay => "unionpay",
 });
 
 string_enum!(PayMethod, "method", {
@@ -198,7 +199,11 @@ string_enum!(PayMethod, "method", {
 });
 
 impl ChannelKind {
-    pub const ALL: [ChannelKind; 2] = [ChannelKind::Wechat, ChannelKind::Alipay];
+    pub const ALL: [ChannelKind; 3] = [
+        ChannelKind::Wechat,
+        ChannelKind::Alipay,
+        ChannelKind::Unionpay,
+    ];
 
     /// The methods this channel offers, in the order the API documents them.
     pub fn methods(&self) -> &'static [PayMethod] {
@@ -217,6 +222,12 @@ impl ChannelKind {
                 PayMethod::Pc,
                 PayMethod::Native,
                 PayMethod::Barcode,
+            ],
+            ChannelKind::Unionpay => &[
+                PayMethod::Pc,
+                PayMethod::Wap,
+                PayMethod::App,
+                PayMethod::Native,
             ],
         }
     }
@@ -285,7 +296,13 @@ mod tests {
             "alipay".parse::<ChannelKind>().unwrap(),
             ChannelKind::Alipay
         );
-        assert!("unionpay".parse::<ChannelKind>().is_err());
+        assert_eq!(
+            "unionpay".parse::<ChannelKind>().unwrap(),
+            ChannelKind::Unionpay
+        );
+        assert!("visa".parse::<ChannelKind>().is_err());
+        assert!(ChannelKind::Unionpay.accepts(PayMethod::Native));
+        assert!(!ChannelKind::Unionpay.accepts(PayMethod::MiniProgram));
         assert!(ChannelKind::Alipay.accepts(PayMethod::Barcode));
         assert!(!ChannelKind::Wechat.accepts(PayMethod::Barcode));
         assert!(!ChannelKind::Alipay.accepts(PayMethod::Jsapi));

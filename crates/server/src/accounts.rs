@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use paymux_channels::alipay::AlipayConfig;
+use paymux_channels::unionpay::UnionpayConfig;
 use paymux_channels::wechat::WechatConfig;
 use paymux_channels::{Channel, ChannelError, Diagnosis};
 use paymux_core::{new_id, ChannelKind, Clock, SystemClock};
@@ -97,6 +98,19 @@ pub async fn add_alipay(
     config: AlipayConfig,
 ) -> Result<ChannelAccount, ServerError> {
     add(store, clock, merchant_id, ChannelKind::Alipay, &config).await
+}
+
+/// Adds a live UnionPay merchant after checking that the configuration is
+/// usable (the signing key loads from its PFX or PEM and matches its
+/// certificate, the root and intermediate chain). No network call happens
+/// here; `test` does that.
+pub async fn add_unionpay(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    merchant_id: &str,
+    config: UnionpayConfig,
+) -> Result<ChannelAccount, ServerError> {
+    add(store, clock, merchant_id, ChannelKind::Unionpay, &config).await
 }
 
 /// Adds a live account of any channel: the account is built exactly as

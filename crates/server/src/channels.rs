@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use paymux_channels::alipay::{Alipay, AlipayConfig};
+use paymux_channels::unionpay::{Unionpay, UnionpayConfig};
 use paymux_channels::wechat::{WechatConfig, WechatPay};
 use paymux_channels::{Channel, ChannelError};
 use paymux_core::{ChannelKind, Clock};
@@ -14,10 +15,18 @@ pub struct ChannelRegistry {
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     clients: RwLock<HashMap<String, Arc<dyn Channel>>>,
-    /// In sandbox mode, the in-process Alipay simulator's public key. Its key
-    /// is made fresh at every start, so sandbox accounts verify with this one
-    /// rather than the one stored when they were created.
-    sandbox_alipay_key: Option<String>,
+    /// In sandbox mode, what the in-process simulators verify with. Their
+    /// keys are made fresh at every start, so sandbox accounts trust these
+    /// rather than what was stored when they were created.
+    sandbox: Option<SandboxTrust>,
+}
+
+/// The in-process simulators' public keys and certificates.
+#[derive(Debug, Clone)]
+pub struct SandboxTrust {
+    pub alipay_public_key: String,
+    pub unionpay_root_cert: String,
+    pub unionpay_middle_cert: String,
 }
 
 impl ChannelRegistry {
@@ -27,12 +36,12 @@ impl ChannelRegistry {
             http,
             clock,
             clients: RwLock::new(HashMap::new()),
-            sandbox_alipay_key: None,
+            sandbox: None,
         })
     }
 
-    pub fn with_sandbox_alipay_key(mut self, public_key_pem: String) -> Self {
-        self.sandbox_alipay_key = Some(public_key_pem);
+    pub fn with_sandbox_trust(mut self, trust: SandboxTrust) -> Self {
+        self.sandbox = Some(trust);
         self
     }
 
@@ -51,21 +60,21 @@ impl ChannelRegistry {
             account,
             self.http.clone(),
             self.clock.clone(),
-            self.sandbox_alipay_key.as_deref(),
+            self.sandbox.as_ref(),
         )?;
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         Ok(clients.entry(account.id.clone()).or_insert(client).clone())
     }
 }
 
-/// Builds the client for an account. `sandbox_alipay_key` is the in-process
-/// Alipay simulator's public key, which changes at every start: sandbox
-/// accounts verify with it instead of whatever their config recorded.
+/// Builds the client for an account. `sandbox` holds the in-process
+/// simulators' keys, which change at every start: sandbox accounts verify
+/// with them instead of whatever their config recorded.
 pub fn build(
     account: &ChannelAccount,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
-    sandbox_alipay_key: Option<&str>,
+    sandbox: Option<&SandboxTrust>,
 ) -> Result<Arc<dyn Channel>, ChannelError> {
     let config_error = |e: serde_json::Error| {
         ChannelError::Config(format!("{} account {}: {e}", account.channel, account.id))
@@ -79,10 +88,19 @@ pub fn build(
         ChannelKind::Alipay => {
             let mut config: AlipayConfig =
                 serde_json::from_value(account.config.clone()).map_err(config_error)?;
-            if let (true, Some(key)) = (account.sandbox, sandbox_alipay_key) {
-                config.alipay_public_key_pem = Some(key.to_string());
+            if let (true, Some(trust)) = (account.sandbox, sandbox) {
+                config.alipay_public_key_pem = Some(trust.alipay_public_key.clone());
             }
             Arc::new(Alipay::new(config, http)?.with_clock(clock))
+        }
+        ChannelKind::Unionpay => {
+            let mut config: UnionpayConfig =
+                serde_json::from_value(account.config.clone()).map_err(config_error)?;
+            if let (true, Some(trust)) = (account.sandbox, sandbox) {
+                config.root_cert_pem = trust.unionpay_root_cert.clone();
+                config.middle_cert_pem = trust.unionpay_middle_cert.clone();
+            }
+            Arc::new(Unionpay::new(config, http)?.with_clock(clock))
         }
     })
 }

@@ -106,6 +106,9 @@ async fn channel_account(
         (Some(sandbox), ChannelKind::Alipay) => {
             Ok(crate::sandbox::ensure_alipay_account(state, sandbox, merchant_id).await?)
         }
+        (Some(sandbox), ChannelKind::Unionpay) => {
+            Ok(crate::sandbox::ensure_unionpay_account(state, sandbox, merchant_id).await?)
+        }
         _ => Err(FlowError::ChannelNotConfigured(format!(
             "no {channel} account for this merchant"
         ))),

@@ -140,6 +140,10 @@ pub fn router(state: AppState) -> Router {
             "/sim/alipay",
             paymux_sim::alipay::router(sandbox.alipay.clone()),
         );
+        app = app.nest(
+            "/sim/unionpay",
+            paymux_sim::unionpay::router(sandbox.unionpay.clone()),
+        );
     }
     app.with_state(state)
 }

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use paymux_channels::alipay::AlipayConfig;
 use paymux_channels::keys::PrivateKey;
+use paymux_channels::unionpay::UnionpayConfig;
 use paymux_channels::wechat::WechatConfig;
 use paymux_core::{new_id, ChannelKind};
 use paymux_sim::alipay::{AlipaySim, SimApp};
+use paymux_sim::unionpay::UnionpaySim;
 use paymux_sim::wechat::{SimMerchant, WechatSim};
 use paymux_store::ChannelAccount;
 use tokio::sync::Mutex;
@@ -17,6 +19,7 @@ use crate::{AppState, ServerError};
 pub struct Sandbox {
     pub wechat: Arc<WechatSim>,
     pub alipay: Arc<AlipaySim>,
+    pub unionpay: Arc<UnionpaySim>,
     /// Creating a merchant's accounts happens once even under concurrent first payments.
     creating: Mutex<()>,
 }
@@ -32,6 +35,7 @@ impl Sandbox {
         Sandbox {
             wechat: WechatSim::new(),
             alipay: AlipaySim::new(),
+            unionpay: UnionpaySim::new(),
             creating: Mutex::new(()),
         }
     }
@@ -117,6 +121,11 @@ pub async fn register_existing_accounts(state: &AppState) -> Result<(), ServerEr
                         serde_json::from_value(account.config.clone()).map_err(bad)?;
                     register_alipay(sandbox, &config)?;
                 }
+                ChannelKind::Unionpay => {
+                    let config: UnionpayConfig =
+                        serde_json::from_value(account.config.clone()).map_err(bad)?;
+                    register_unionpay(sandbox, &config, config.sign_cert_pem.clone())?;
+                }
             }
         }
     }
@@ -180,6 +189,72 @@ fn register_alipay(sandbox: &Sandbox, config: &AlipayConfig) -> Result<String, S
         })
         .map(|registered| registered.seller_id)
         .map_err(|e| ServerError::Config(format!("alipay simulator: {e}")))
+}
+
+/// The merchant's UnionPay account, created at the simulator if it has none:
+/// a fresh signing key whose certificate the simulator issues (as UnionPay
+/// issues a merchant's PFX), trusting the simulator's root and intermediate.
+pub async fn ensure_unionpay_account(
+    state: &AppState,
+    sandbox: &Sandbox,
+    merchant_id: &str,
+) -> Result<ChannelAccount, ServerError> {
+    let _once = sandbox.creating.lock().await;
+    if let Some(account) = state
+        .store
+        .channel_account_for(merchant_id, ChannelKind::Unionpay)
+        .await?
+    {
+        return Ok(account);
+    }
+    let platform = sandbox.unionpay.platform();
+    let mut config = UnionpayConfig {
+        base_url: format!("{}/sim/unionpay", state.public_url),
+        mer_id: format!("777{}", random_digits(12)),
+        sign_pfx: None,
+        sign_pfx_password: None,
+        private_key_pem: Some(PrivateKey::generate_pkcs8_pem()?),
+        sign_cert_pem: None,
+        root_cert_pem: platform.root_cert,
+        middle_cert_pem: platform.middle_cert,
+        front_url: None,
+        validate_cn_name: true,
+    };
+    config.sign_cert_pem = Some(register_unionpay(sandbox, &config, None)?);
+    let account = ChannelAccount {
+        id: new_id("acct"),
+        merchant_id: merchant_id.to_string(),
+        channel: ChannelKind::Unionpay,
+        config: serde_json::to_value(&config).map_err(|e| ServerError::Config(e.to_string()))?,
+        sandbox: true,
+        enabled: true,
+        created_at: state.clock.now(),
+    };
+    state.store.insert_channel_account(&account).await?;
+    tracing::info!(merchant_id, account_id = %account.id, mer_id = %config.mer_id, "sandbox unionpay account created");
+    Ok(account)
+}
+
+/// Registers the merchant at the simulator with its signing certificate, or,
+/// without one, has the simulator issue it for the key; returns the certificate.
+fn register_unionpay(
+    sandbox: &Sandbox,
+    config: &UnionpayConfig,
+    sign_cert: Option<String>,
+) -> Result<String, ServerError> {
+    let public_key = match (&sign_cert, &config.private_key_pem) {
+        (None, Some(pem)) => Some(PrivateKey::from_pem(pem)?.public_key()?.to_pem()),
+        _ => None,
+    };
+    sandbox
+        .unionpay
+        .register_merchant(paymux_sim::unionpay::SimMerchant {
+            mer_id: config.mer_id.clone(),
+            sign_cert,
+            public_key,
+        })
+        .map(|r| r.sign_cert)
+        .map_err(|e| ServerError::Config(format!("unionpay simulator: {e}")))
 }
 
 fn register(sandbox: &Sandbox, config: &WechatConfig) -> Result<(), ServerError> {

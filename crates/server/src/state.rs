@@ -47,7 +47,12 @@ impl AppState {
             .then(|| Arc::new(crate::sandbox::Sandbox::new()));
         let mut channels = ChannelRegistry::new(clock.clone())?;
         if let Some(s) = &sandbox {
-            channels = channels.with_sandbox_alipay_key(s.alipay.platform().alipay_public_key);
+            let unionpay = s.unionpay.platform();
+            channels = channels.with_sandbox_trust(crate::channels::SandboxTrust {
+                alipay_public_key: s.alipay.platform().alipay_public_key,
+                unionpay_root_cert: unionpay.root_cert,
+                unionpay_middle_cert: unionpay.middle_cert,
+            });
         }
         Ok(AppState {
             config: Arc::new(config),

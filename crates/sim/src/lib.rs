@@ -5,4 +5,5 @@
 
 pub mod alipay;
 mod callback;
+pub mod unionpay;
 pub mod wechat;

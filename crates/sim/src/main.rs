@@ -1,7 +1,8 @@
 //! Standalone channel simulator: `paymux-sim --listen 127.0.0.1:9000`.
 //! WeChat Pay is served at `/sim/wechat/...` (as inside paymux) and its `/v3`
 //! API also at the root, for SDKs that only take a host; Alipay at
-//! `/sim/alipay/...` (gateway: `/sim/alipay/gateway.do`).
+//! `/sim/alipay/...` (gateway: `/sim/alipay/gateway.do`); UnionPay at
+//! `/sim/unionpay/...` (gateway: `/sim/unionpay/gateway/api/...`).
 
 use std::net::SocketAddr;
 
@@ -35,11 +36,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .nest("/sim/wechat", router(sim.clone()))
         .nest("/sim/alipay", paymux_sim::alipay::router(AlipaySim::new()))
+        .nest(
+            "/sim/unionpay",
+            paymux_sim::unionpay::router(paymux_sim::unionpay::UnionpaySim::new()),
+        )
         .merge(router(sim));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, platform_serial = %platform.serial_no, "WeChat Pay simulator at http://{addr}/sim/wechat (and /v3 at the root)");
     tracing::info!(%addr, "Alipay simulator gateway at http://{addr}/sim/alipay/gateway.do");
+    tracing::info!(%addr, "UnionPay simulator gateway at http://{addr}/sim/unionpay (paths /gateway/api/...)");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -20,6 +20,8 @@ pub const MAX_EXPIRY_SECS: i64 = 7 * 24 * 3600;
 pub const MAX_WECHAT_AMOUNT: i64 = i32::MAX as i64;
 /// Alipay's `total_amount` is at most 100000000.00 yuan.
 pub const MAX_ALIPAY_AMOUNT: i64 = 10_000_000_000;
+/// UnionPay's `txnAmt` is at most 12 digits of fen.
+pub const MAX_UNIONPAY_AMOUNT: i64 = 999_999_999_999;
 /// Alipay user ids (`2088…`) are 16 digits; leave room, refuse junk.
 pub const MAX_BUYER_ID: usize = 28;
 /// Payment codes on the payer's phone are 16–24 digits.
@@ -171,6 +173,16 @@ impl CreatePayment {
                     return Err(ApiError::invalid(
                         "payer.auth_code: required for method barcode",
                     ));
+                }
+            }
+            ChannelKind::Unionpay => {
+                if currency != Currency::CNY {
+                    return Err(ApiError::invalid("currency: unionpay accepts only CNY"));
+                }
+                if minor > MAX_UNIONPAY_AMOUNT {
+                    return Err(ApiError::invalid(format!(
+                        "amount: unionpay accepts at most {MAX_UNIONPAY_AMOUNT}"
+                    )));
                 }
             }
         }
