@@ -435,6 +435,9 @@ impl Unionpay {
     }
 }
 
+/// `respCode` for a repeated orderId (重复交易).
+const DUPLICATE_ORDER: &str = "12";
+
 /// A refusal as an error: "no such order" (34) is [`ChannelError::NotFound`];
 /// "closed for now" (02), "timed out / outcome unknown / accepted, query
 /// later" (03, 04, 05) and "busy" (06) are transport errors, so the same
@@ -485,7 +488,18 @@ pub fn auto_submit_form(action: &str, fields: &Params) -> String {
 #[async_trait]
 impl Channel for Unionpay {
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepared, ChannelError> {
-        self.prepay_once(req).await
+        match self.prepay_once(req).await {
+            // "Duplicate transaction": an earlier request for this orderId
+            // reached UnionPay and its answer was lost. That order may still
+            // be paid, so this is an unknown outcome for the status checks to
+            // settle, never a failure.
+            Err(ChannelError::Rejected { code, message }) if code == DUPLICATE_ORDER => {
+                Err(ChannelError::Transport(format!(
+                    "UnionPay already has this orderId ({code} {message}); its state is settled by query"
+                )))
+            }
+            other => other,
+        }
     }
 
     async fn query(&self, out_trade_no: &str) -> Result<ChannelTrade, ChannelError> {
