@@ -5,4 +5,10 @@
 
 pub mod alipay;
 mod callback;
+pub mod faults;
 pub mod wechat;
+
+/// Locks a mutex; a panic while it was held leaves plain data behind, so keep serving.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -25,6 +25,7 @@ use paymux_core::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 
 pub use crate::callback::CallbackAttempt;
+use crate::faults::Faults;
 
 pub use api::router;
 
@@ -202,6 +203,8 @@ pub struct AlipaySim {
     http: reqwest::Client,
     seq: AtomicU64,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Injected faults (`/faults`).
+    pub faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for AlipaySim {
@@ -248,6 +251,7 @@ impl AlipaySim {
             http,
             seq: AtomicU64::new(1),
             clock,
+            faults: Arc::new(Faults::default()),
         })
     }
 
@@ -398,10 +402,12 @@ impl AlipaySim {
         let notify_id = order.notify_id.clone().unwrap_or_default();
         let mut attempts = Vec::new();
         if let Some(url) = &order.notify_url {
+            let mut copies = Vec::new();
             for _ in 0..req.callbacks {
                 let body = self.notify_body(&app, &order, req.fault)?;
-                attempts.push(self.deliver(url, body).await);
+                copies.push(self.notify_request(url, body));
             }
+            attempts = self.faults.deliver_callbacks(copies).await;
         }
         Ok(PayOutcome {
             out_trade_no: order.out_trade_no.clone(),
@@ -480,15 +486,13 @@ impl AlipaySim {
         Ok(sign::encode_form(&p))
     }
 
-    async fn deliver(&self, url: &str, body: String) -> CallbackAttempt {
-        let req = self
-            .http
+    fn notify_request(&self, url: &str, body: String) -> reqwest::RequestBuilder {
+        self.http
             .post(url)
             .header(
                 "Content-Type",
                 "application/x-www-form-urlencoded; charset=utf-8",
             )
-            .body(body);
-        crate::callback::deliver(req).await
+            .body(body)
     }
 }
