@@ -45,7 +45,8 @@ impl AppState {
         let sandbox = config
             .sandbox
             .then(|| Arc::new(crate::sandbox::Sandbox::new()));
-        let mut channels = ChannelRegistry::new(clock.clone())?;
+        let mut channels =
+            ChannelRegistry::new(clock.clone(), &config.channel_http, config.breaker.clone())?;
         if let Some(s) = &sandbox {
             channels = channels.with_sandbox_alipay_key(s.alipay.platform().alipay_public_key);
         }
