@@ -44,7 +44,7 @@ impl AppState {
             .map_err(|e| ServerError::Config(format!("http client: {e}")))?;
         let sandbox = config
             .sandbox
-            .then(|| Arc::new(crate::sandbox::Sandbox::new()));
+            .then(|| Arc::new(crate::sandbox::Sandbox::with_clock(clock.clone())));
         let mut channels =
             ChannelRegistry::new(clock.clone(), &config.channel_http, config.breaker.clone())?;
         if let Some(s) = &sandbox {

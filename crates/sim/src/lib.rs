@@ -12,3 +12,20 @@ pub mod wechat;
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// An order as a simulated channel holds it, so tests and tools can compare
+/// a merchant's records with the channel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SimTrade {
+    pub state: SimTradeState,
+    /// In minor units (fen).
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimTradeState {
+    Unpaid,
+    Paid,
+    Closed,
+}

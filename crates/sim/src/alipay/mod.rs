@@ -366,6 +366,23 @@ impl AlipaySim {
         }
     }
 
+    /// Every order with this out_trade_no (one per app that used it).
+    pub fn trades(&self, out_trade_no: &str) -> Vec<crate::SimTrade> {
+        lock(&self.orders)
+            .iter()
+            .filter(|((_, o), _)| o == out_trade_no)
+            .map(|(_, order)| crate::SimTrade {
+                state: match order.status {
+                    TradeStatus::WaitBuyerPay => crate::SimTradeState::Unpaid,
+                    TradeStatus::Success => crate::SimTradeState::Paid,
+                    TradeStatus::Closed => crate::SimTradeState::Closed,
+                },
+                // Accepted only when exact, so this cannot fail for a stored order.
+                amount: sign::yuan_to_minor(&order.total_amount).unwrap_or(-1),
+            })
+            .collect()
+    }
+
     /// The payer pays: the order becomes TRADE_SUCCESS and the notify goes to
     /// its notify_url `callbacks` times. Paying a paid order again only
     /// re-sends the notify (same notify_id).

@@ -339,6 +339,22 @@ impl WechatSim {
         }
     }
 
+    /// Every order with this out_trade_no (one per merchant that used it).
+    pub fn trades(&self, out_trade_no: &str) -> Vec<crate::SimTrade> {
+        lock(&self.orders)
+            .iter()
+            .filter(|((_, o), _)| o == out_trade_no)
+            .map(|(_, order)| crate::SimTrade {
+                state: match order.state {
+                    OrderState::NotPay => crate::SimTradeState::Unpaid,
+                    OrderState::Success => crate::SimTradeState::Paid,
+                    OrderState::Closed => crate::SimTradeState::Closed,
+                },
+                amount: order.body.amount.total,
+            })
+            .collect()
+    }
+
     /// The payer pays: the order becomes SUCCESS and the TRANSACTION.SUCCESS
     /// callback goes to its notify_url `callbacks` times. Paying a paid order
     /// again only re-sends the callback (same notification id).
