@@ -227,7 +227,7 @@ impl Faults {
         let error = inner.rng.chance(c.error_rate);
         let limited = inner.rng.chance(c.rate_limit_rate);
         let slow = inner.rng.chance(c.latency_rate);
-        let fault = if timeout {
+        if timeout {
             inner.injected.timeouts += 1;
             ApiFault::Timeout(Duration::from_millis(c.timeout_ms))
         } else if error {
@@ -241,8 +241,7 @@ impl Faults {
             ApiFault::Latency(Duration::from_millis(c.latency_ms))
         } else {
             ApiFault::None
-        };
-        fault
+        }
     }
 
     /// Decides the fate of one `/pay`'s callbacks (same number of draws every time).
