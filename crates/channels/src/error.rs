@@ -19,7 +19,7 @@ pub enum ChannelError {
     },
     /// paymux did not call the channel: its circuit breaker is open after
     /// repeated failures, or it is backing off after a rate limit.
-    #[error("channel calls suspended for {}s after repeated failures", retry_after.as_secs())]
+    #[error("channel calls suspended for {}s (circuit breaker open or rate-limit back-off)", retry_after.as_secs())]
     CircuitOpen { retry_after: Duration },
     /// The channel answered and refused the request.
     #[error("channel rejected the request: {code}: {message}")]

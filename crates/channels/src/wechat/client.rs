@@ -181,6 +181,9 @@ impl WechatPay {
             {
                 Err(ChannelError::NotFound)
             }
+            Some(e) if e.code == "FREQUENCY_LIMITED" => Err(ChannelError::RateLimited {
+                retry_after: crate::transport::retry_after(&resp.headers),
+            }),
             Some(e) => Err(ChannelError::Rejected {
                 code: e.code,
                 message: e.message,
