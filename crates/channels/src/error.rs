@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use thiserror::Error;
 
 /// The one error type of `paymux-channels`.
@@ -7,6 +9,18 @@ pub enum ChannelError {
     /// reset, 5xx). The outcome is unknown until a query says otherwise.
     #[error("channel unreachable or outcome unknown: {0}")]
     Transport(String),
+    /// The channel turned the request away for now (WeChat HTTP 429
+    /// `FREQUENCY_LIMITED`, Alipay `40005` `isv.app-call-limited` /
+    /// `isv.method-call-limited`). Nothing was done; back off before asking again.
+    #[error("channel rate limit reached")]
+    RateLimited {
+        /// How long the channel asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// paymux did not call the channel: its circuit breaker is open after
+    /// repeated failures, or it is backing off after a rate limit.
+    #[error("channel calls suspended for {}s (circuit breaker open or rate-limit back-off)", retry_after.as_secs())]
+    CircuitOpen { retry_after: Duration },
     /// The channel answered and refused the request.
     #[error("channel rejected the request: {code}: {message}")]
     Rejected { code: String, message: String },
@@ -33,6 +47,21 @@ pub enum ChannelError {
 impl ChannelError {
     /// Whether the same call may be retried safely and might then succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ChannelError::Transport(_))
+        matches!(
+            self,
+            ChannelError::Transport(_)
+                | ChannelError::RateLimited { .. }
+                | ChannelError::CircuitOpen { .. }
+        )
+    }
+
+    /// Whether this says the channel is unhealthy: transport failures,
+    /// timeouts, 5xx and rate limits. A refusal (an order already closed, a
+    /// bad parameter) is a healthy channel answering and does not count.
+    pub fn is_channel_failure(&self) -> bool {
+        matches!(
+            self,
+            ChannelError::Transport(_) | ChannelError::RateLimited { .. }
+        )
     }
 }

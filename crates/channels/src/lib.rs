@@ -5,6 +5,7 @@
 pub mod alipay;
 pub mod error;
 pub mod keys;
+pub mod transport;
 pub mod unionpay;
 pub mod wechat;
 
@@ -179,6 +180,14 @@ impl Diagnosis {
             ChannelError::Transport(e) => Diagnosis::new(
                 "UNREACHABLE",
                 format!("the channel could not be reached or failed ({e}); check the base URL, DNS, firewall and proxy"),
+            ),
+            ChannelError::RateLimited { .. } => Diagnosis::new(
+                "RATE_LIMITED",
+                "the channel's rate limit was reached; try again shortly",
+            ),
+            ChannelError::CircuitOpen { retry_after } => Diagnosis::new(
+                "UNREACHABLE",
+                format!("calls to this account are suspended for {}s after repeated failures", retry_after.as_secs()),
             ),
             ChannelError::StaleTimestamp(e) => Diagnosis::new(
                 "CLOCK_SKEW",

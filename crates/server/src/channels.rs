@@ -1,4 +1,5 @@
-//! Builds and caches one channel client per channel account.
+//! Builds and caches one channel client per channel account, each wrapped
+//! in its circuit breakers ([`GuardedChannel`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -10,11 +11,16 @@ use paymux_channels::{Channel, ChannelError};
 use paymux_core::{ChannelKind, Clock};
 use paymux_store::ChannelAccount;
 
+use crate::config::{BreakerConfig, ChannelHttpConfig};
+use crate::guarded::{Breakers, GuardedChannel};
+
 pub struct ChannelRegistry {
     /// Shared by every account's client: one connection pool per channel host.
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     clients: RwLock<HashMap<String, Arc<dyn Channel>>>,
+    /// Every account's breakers; also consulted before work is written.
+    pub breakers: Arc<Breakers>,
     /// In sandbox mode, what the in-process simulators verify with. Their
     /// keys are made fresh at every start, so sandbox accounts trust these
     /// rather than what was stored when they were created.
@@ -30,10 +36,15 @@ pub struct SandboxTrust {
 }
 
 impl ChannelRegistry {
-    pub fn new(clock: Arc<dyn Clock>) -> Result<Self, ChannelError> {
-        let http = paymux_channels::wechat::http_client()?;
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        http_config: &ChannelHttpConfig,
+        breaker: BreakerConfig,
+    ) -> Result<Self, ChannelError> {
+        let http = paymux_channels::transport::client(http_config.timeouts())?;
         Ok(ChannelRegistry {
             http,
+            breakers: Arc::new(Breakers::new(breaker, clock.clone())),
             clock,
             clients: RwLock::new(HashMap::new()),
             sandbox: None,
@@ -56,12 +67,20 @@ impl ChannelRegistry {
         {
             return Ok(c.clone());
         }
-        let client = build(
+        let mut client = build(
             account,
             self.http.clone(),
             self.clock.clone(),
             self.sandbox.as_ref(),
         )?;
+        if self.breakers.enabled() {
+            client = Arc::new(GuardedChannel::new(
+                client,
+                &account.id,
+                self.breakers.clone(),
+                self.clock.clone(),
+            ));
+        }
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         Ok(clients.entry(account.id.clone()).or_insert(client).clone())
     }

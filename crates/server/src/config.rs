@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub notifier: NotifierConfig,
     pub poller: PollerConfig,
+    pub breaker: BreakerConfig,
+    pub channel_http: ChannelHttpConfig,
 }
 
 /// A configured secret: never printed, compared in constant time.
@@ -154,6 +156,72 @@ impl PollerConfig {
     }
 }
 
+/// Circuit breakers on channel calls: one per channel account and operation
+/// (prepay, query, close). Only transport failures, timeouts, 5xx answers
+/// and rate limits count as failures; a refusal is a healthy answer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    pub enabled: bool,
+    /// Length of the window failures are counted in.
+    pub window_secs: u64,
+    /// Calls in the window before its failure rate is judged.
+    pub min_calls: u32,
+    /// Share of failed calls in the window that opens the breaker (0–1).
+    pub failure_rate: f64,
+    /// Failures in a row that open the breaker whatever the window says.
+    pub consecutive_failures: u32,
+    /// How long an open breaker refuses calls before letting trial calls through.
+    pub open_secs: u64,
+    /// Trial calls let through at once when half-open; all must succeed to close it.
+    pub half_open_calls: u32,
+    /// Back-off after a rate-limit answer that does not say how long to wait.
+    pub rate_limit_backoff_secs: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            window_secs: 60,
+            min_calls: 10,
+            failure_rate: 0.5,
+            consecutive_failures: 5,
+            open_secs: 30,
+            half_open_calls: 1,
+            rate_limit_backoff_secs: 1,
+        }
+    }
+}
+
+/// Timeouts of every call paymux makes to a channel.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelHttpConfig {
+    pub connect_timeout_ms: u64,
+    /// The whole call, from connecting to reading the answer. Keep it well
+    /// below `poller.prepay_window_secs`.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ChannelHttpConfig {
+    fn default() -> Self {
+        ChannelHttpConfig {
+            connect_timeout_ms: 3_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ChannelHttpConfig {
+    pub fn timeouts(&self) -> paymux_channels::transport::Timeouts {
+        paymux_channels::transport::Timeouts {
+            connect: Duration::from_millis(self.connect_timeout_ms),
+            request: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+}
+
 /// WeChat Pay's own callback retry schedule, which merchants already know.
 pub const WECHAT_SCHEDULE_SECS: [u64; 15] = [
     15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
@@ -176,6 +244,8 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             notifier: NotifierConfig::default(),
             poller: PollerConfig::default(),
+            breaker: BreakerConfig::default(),
+            channel_http: ChannelHttpConfig::default(),
         }
     }
 }
@@ -409,6 +479,26 @@ mod tests {
             .contains("PAYMUX_TIMESTAMP_WINDOW_SECS"));
         let unknown = serde_json::json!({"lisen": "x"});
         assert!(ServerConfig::load(Some(unknown), []).is_err());
+    }
+
+    #[test]
+    fn breaker_and_timeout_keys_load() {
+        let env = [
+            ("PAYMUX_BREAKER_OPEN_SECS", "5"),
+            ("PAYMUX_BREAKER_FAILURE_RATE", "0.25"),
+            ("PAYMUX_CHANNEL_HTTP_REQUEST_TIMEOUT_MS", "2500"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let file = serde_json::json!({"breaker": {"half_open_calls": 2}});
+        let c = ServerConfig::load(Some(file), env).unwrap();
+        assert_eq!(c.breaker.open_secs, 5);
+        assert_eq!(c.breaker.failure_rate, 0.25);
+        assert_eq!(c.breaker.half_open_calls, 2);
+        assert_eq!(c.breaker.window_secs, 60);
+        assert_eq!(
+            c.channel_http.timeouts().request,
+            Duration::from_millis(2500)
+        );
     }
 
     #[test]

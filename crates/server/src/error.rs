@@ -39,6 +39,10 @@ pub enum FlowError {
     ChannelRejected(String),
     #[error("the channel could not be reached; retry the same request: {0}")]
     ChannelUnavailable(String),
+    /// paymux is not calling the channel for now (its circuit breaker is
+    /// open, or it is backing off after a rate limit). Nothing was sent.
+    #[error("the channel is unavailable; retry the same request in {}s", .0.as_secs())]
+    ChannelSuspended(std::time::Duration),
     #[error(transparent)]
     Internal(#[from] ServerError),
 }

@@ -14,6 +14,7 @@ use paymux_store::{ChannelAccount, Inserted, NewEvent, Payment, Transition, Tran
 use crate::api::validate::CreatePayment;
 use crate::api::view;
 use crate::error::FlowError;
+use crate::guarded::Operation;
 use crate::AppState;
 
 pub const EVENT_PAYMENT_SUCCEEDED: &str = "payment.succeeded";
@@ -36,6 +37,19 @@ pub async fn create(
         return Ok((resume(state, existing, &fingerprint).await?, false));
     }
     let account = channel_account(state, merchant_id, req.channel).await?;
+    // While the account's prepay breaker is open, refuse before writing
+    // anything: a quick 503 and no payment, so a later repeat of the same
+    // request is simply a new create.
+    if let Err(refused) = state
+        .channels
+        .breakers
+        .check(&account.id, Operation::Prepay)
+    {
+        metrics::counter!("paymux_payments_refused_total", "reason" => "breaker_open").increment(1);
+        return Err(FlowError::ChannelSuspended(
+            refused.retry_after(state.clock.now()),
+        ));
+    }
     let now = state.clock.now();
     let expires_in = req
         .expires_in_seconds
@@ -176,11 +190,25 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
             .await?;
             Err(FlowError::ChannelRejected(format!("{code}: {message}")))
         }
-        // Outcome unknown: the payment stays `created`; the same request resumes it.
+        // Outcome unknown (or never sent: breaker open, rate limited): the
+        // payment stays `created`; the same request resumes it.
         Err(e) => {
             tracing::warn!(payment_id = %payment.id, error = %e, "prepay failed");
-            Err(FlowError::ChannelUnavailable(e.to_string()))
+            Err(unavailable(e))
         }
+    }
+}
+
+/// A channel call that did not get an answer, as the merchant API says it:
+/// calls paymux did not make (breaker open, backing off after a rate limit)
+/// carry how long to wait.
+pub fn unavailable(e: ChannelError) -> FlowError {
+    match e {
+        ChannelError::CircuitOpen { retry_after } => FlowError::ChannelSuspended(retry_after),
+        ChannelError::RateLimited {
+            retry_after: Some(wait),
+        } => FlowError::ChannelSuspended(wait),
+        e => FlowError::ChannelUnavailable(e.to_string()),
     }
 }
 
@@ -382,7 +410,7 @@ pub async fn close(state: &AppState, payment: Payment) -> Result<Payment, FlowEr
             let trade = channel
                 .query(payment.id.as_str())
                 .await
-                .map_err(|e| FlowError::ChannelUnavailable(e.to_string()))?;
+                .map_err(unavailable)?;
             if trade.state == TradeState::Paid {
                 let paid = apply_trade(state, payment, &trade).await?;
                 return Err(FlowError::InvalidState(format!(
@@ -392,7 +420,7 @@ pub async fn close(state: &AppState, payment: Payment) -> Result<Payment, FlowEr
             }
             return Err(FlowError::ChannelRejected(format!("{code}: {message}")));
         }
-        Err(e) => return Err(FlowError::ChannelUnavailable(e.to_string())),
+        Err(e) => return Err(unavailable(e)),
     }
     move_to(
         state,

@@ -4,12 +4,14 @@
 pub mod accounts;
 pub mod admin;
 pub mod api;
+pub mod breaker;
 pub mod callbacks;
 pub mod channels;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod flow;
+pub mod guarded;
 pub mod locks;
 pub mod merchants;
 pub mod notifier;

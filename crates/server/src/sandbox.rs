@@ -32,10 +32,16 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
+        Self::with_clock(Arc::new(paymux_core::SystemClock))
+    }
+
+    /// Simulators on paymux's own clock: in the same process they keep the
+    /// same time, as a real channel and a synchronised server do.
+    pub fn with_clock(clock: Arc<dyn paymux_core::Clock>) -> Self {
         Sandbox {
-            wechat: WechatSim::new(),
-            alipay: AlipaySim::new(),
-            unionpay: UnionpaySim::new(),
+            wechat: WechatSim::with_clock(clock.clone()),
+            alipay: AlipaySim::with_clock(clock.clone()),
+            unionpay: UnionpaySim::with_clock(clock),
             creating: Mutex::new(()),
         }
     }

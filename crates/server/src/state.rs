@@ -44,8 +44,9 @@ impl AppState {
             .map_err(|e| ServerError::Config(format!("http client: {e}")))?;
         let sandbox = config
             .sandbox
-            .then(|| Arc::new(crate::sandbox::Sandbox::new()));
-        let mut channels = ChannelRegistry::new(clock.clone())?;
+            .then(|| Arc::new(crate::sandbox::Sandbox::with_clock(clock.clone())));
+        let mut channels =
+            ChannelRegistry::new(clock.clone(), &config.channel_http, config.breaker.clone())?;
         if let Some(s) = &sandbox {
             let unionpay = s.unionpay.platform();
             channels = channels.with_sandbox_trust(crate::channels::SandboxTrust {

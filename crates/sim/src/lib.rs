@@ -5,5 +5,28 @@
 
 pub mod alipay;
 mod callback;
+pub mod faults;
 pub mod unionpay;
 pub mod wechat;
+
+/// Locks a mutex; a panic while it was held leaves plain data behind, so keep serving.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An order as a simulated channel holds it, so tests and tools can compare
+/// a merchant's records with the channel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SimTrade {
+    pub state: SimTradeState,
+    /// In minor units (fen).
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimTradeState {
+    Unpaid,
+    Paid,
+    Closed,
+}

@@ -20,6 +20,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "PAYMUX_SIM_LISTEN", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// Faults to inject from the start, as the JSON `POST /sim/{channel}/faults`
+    /// takes (applied to both simulators; change them later over HTTP).
+    #[arg(long, env = "PAYMUX_SIM_FAULTS")]
+    faults: Option<String>,
 }
 
 #[tokio::main]
@@ -32,10 +36,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let sim = WechatSim::new();
+    let alipay = AlipaySim::new();
+    if let Some(text) = &args.faults {
+        let faults: paymux_sim::faults::FaultConfig =
+            serde_json::from_str(text).map_err(|e| format!("--faults: {e}"))?;
+        sim.faults
+            .set(faults.clone())
+            .map_err(|e| format!("--faults: {e}"))?;
+        alipay
+            .faults
+            .set(faults)
+            .map_err(|e| format!("--faults: {e}"))?;
+        tracing::warn!("fault injection on from the start: {text}");
+    }
     let platform = sim.platform();
     let app = Router::new()
         .nest("/sim/wechat", router(sim.clone()))
-        .nest("/sim/alipay", paymux_sim::alipay::router(AlipaySim::new()))
+        .nest("/sim/alipay", paymux_sim::alipay::router(alipay))
         .nest(
             "/sim/unionpay",
             paymux_sim::unionpay::router(paymux_sim::unionpay::UnionpaySim::new()),

@@ -355,3 +355,52 @@ async fn barcode_charges_at_once_or_is_cancelled_after_the_timeout() {
         Err(ChannelError::Rejected { code, .. }) if code == "ACQ.PAYMENT_AUTH_CODE_INVALID"
     ));
 }
+
+#[tokio::test]
+async fn injected_faults_reach_the_client_as_alipay_sends_them() {
+    let (sim, host) = start_sim().await;
+    let config = register(&host, false).await;
+    let ch = Alipay::new(config, reqwest::Client::new()).unwrap();
+    let http = reqwest::Client::new();
+    let set = |faults: Value| {
+        let (http, host) = (http.clone(), host.clone());
+        async move {
+            let r = http
+                .post(format!("{host}/sim/alipay/faults"))
+                .json(&faults)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let no = order_no("fault");
+    // The gateway's signed 40005 call-limit answer.
+    set(json!({"seed": 2, "rate_limit_rate": 1.0})).await;
+    assert!(matches!(
+        ch.query(&no).await,
+        Err(ChannelError::RateLimited { .. })
+    ));
+    set(json!({"seed": 2, "error_rate": 1.0})).await;
+    match ch.prepay(&request(&no, PayMethod::Native)).await {
+        Err(e @ ChannelError::Transport(_)) => assert!(e.is_channel_failure()),
+        r => panic!("{r:?}"),
+    }
+    assert!(sim.trades(&no).is_empty());
+    set(json!({"seed": 2, "latency_rate": 1.0, "latency_ms": 50})).await;
+    ch.prepay(&request(&no, PayMethod::Native)).await.unwrap();
+    let trades = sim.trades(&no);
+    assert_eq!(trades.len(), 1);
+    assert_eq!(trades[0].amount, 1999);
+    let status: Value = http
+        .get(format!("{host}/sim/alipay/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Counted since the faults were last set.
+    assert_eq!(status["injected"]["latency"], 1);
+    assert_eq!(status["injected"]["errors"], 0);
+}

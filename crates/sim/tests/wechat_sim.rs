@@ -629,3 +629,74 @@ async fn unreachable_channel_is_a_transport_error() {
     assert!(matches!(err, ChannelError::Transport(_)), "{err:?}");
     assert!(err.is_retryable());
 }
+
+#[tokio::test]
+async fn injected_faults_reach_the_client_as_wechat_sends_them() {
+    let (sim, host, m, ch) = setup().await;
+    let http = reqwest::Client::new();
+    let set = |faults: Value| {
+        let (http, host) = (http.clone(), host.clone());
+        async move {
+            let r = http
+                .post(format!("{host}/sim/wechat/faults"))
+                .json(&faults)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let no = order_no("fault");
+    set(json!({"seed": 1, "rate_limit_rate": 1.0})).await;
+    match ch.query(&no).await {
+        Err(e @ ChannelError::RateLimited { .. }) => assert!(e.is_channel_failure()),
+        r => panic!("{r:?}"),
+    }
+    set(json!({"seed": 1, "error_rate": 1.0})).await;
+    // A 5xx is refused before anything is done: the order does not exist.
+    match ch
+        .prepay(&request(&no, PayMethod::Native, "https://m.example/n"))
+        .await
+    {
+        Err(e @ ChannelError::Transport(_)) => assert!(e.is_channel_failure()),
+        r => panic!("{r:?}"),
+    }
+    assert!(sim.trades(&no).is_empty());
+    // A timeout: done at the channel, the answer too late for the client.
+    set(json!({"seed": 1, "timeout_rate": 1.0, "timeout_ms": 1000})).await;
+    let impatient = WechatPay::new(
+        m.config.clone(),
+        paymux_channels::transport::client(paymux_channels::transport::Timeouts {
+            connect: std::time::Duration::from_millis(200),
+            request: std::time::Duration::from_millis(200),
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    match impatient
+        .prepay(&request(&no, PayMethod::Native, "https://m.example/n"))
+        .await
+    {
+        Err(ChannelError::Transport(_)) => {}
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(sim.trades(&no).len(), 1, "the order was made");
+    let status: Value = http
+        .get(format!("{host}/sim/wechat/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Counted since the faults were last set.
+    assert_eq!(status["injected"]["errors"], 0);
+    assert!(status["injected"]["timeouts"].as_u64().unwrap() >= 1);
+    let r = http
+        .delete(format!("{host}/sim/wechat/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(ch.query(&no).await.unwrap().state, TradeState::NotPaid);
+}

@@ -247,7 +247,10 @@ impl Alipay {
             .text()
             .await
             .map_err(|e| ChannelError::Transport(format!("{method}: reading answer: {e}")))?;
-        if status.is_server_error() || status.as_u16() == 429 {
+        if status.as_u16() == 429 {
+            return Err(ChannelError::RateLimited { retry_after: None });
+        }
+        if status.is_server_error() {
             return Err(ChannelError::Transport(format!("{method}: HTTP {status}")));
         }
         if !status.is_success() {
@@ -371,7 +374,10 @@ impl Alipay {
             match self.query(out_trade_no).await {
                 Ok(t) if t.state != TradeState::NotPaid => return Ok(t),
                 // Not paid yet, or a lost answer: keep asking until the deadline.
-                Ok(_) | Err(ChannelError::Transport(_)) | Err(ChannelError::NotFound) => {}
+                Ok(_)
+                | Err(ChannelError::Transport(_))
+                | Err(ChannelError::RateLimited { .. })
+                | Err(ChannelError::NotFound) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -420,6 +426,10 @@ fn rejection(node: &Value) -> ChannelError {
     let sub_code = str_field(node, "sub_code").unwrap_or(code);
     if sub_code == "ACQ.TRADE_NOT_EXIST" {
         return ChannelError::NotFound;
+    }
+    // 40005 Call Limited: the app's or the method's call quota is spent for now.
+    if code == "40005" || matches!(sub_code, "isv.app-call-limited" | "isv.method-call-limited") {
+        return ChannelError::RateLimited { retry_after: None };
     }
     if code == "20000" || sub_code == "ACQ.SYSTEM_ERROR" {
         return ChannelError::Transport(format!(
@@ -669,5 +679,13 @@ mod tests {
         assert!(
             matches!(rejection(&n), ChannelError::Rejected { code, .. } if code == "ACQ.TRADE_STATUS_ERROR")
         );
+        assert!(!rejection(&n).is_channel_failure());
+        // The gateway's call limits are rate limits, not refusals.
+        for sub in ["isv.app-call-limited", "isv.method-call-limited"] {
+            let n = json!({"code":"40005","msg":"Call Limited","sub_code":sub});
+            let e = rejection(&n);
+            assert!(matches!(e, ChannelError::RateLimited { .. }), "{sub}");
+            assert!(e.is_channel_failure() && e.is_retryable());
+        }
     }
 }

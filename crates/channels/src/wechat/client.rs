@@ -5,7 +5,7 @@ use http::HeaderMap;
 
 use super::sign::{self, Authorization};
 use super::types::{headers, ErrorBody};
-use super::{WechatPay, REQUEST_TIMEOUT};
+use super::WechatPay;
 use crate::keys::PublicKey;
 use crate::ChannelError;
 
@@ -109,7 +109,6 @@ impl WechatPay {
         let mut req = self
             .http
             .request(method.clone(), url)
-            .timeout(REQUEST_TIMEOUT)
             .header(http::header::AUTHORIZATION, auth.header_value())
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, "paymux");
@@ -145,10 +144,15 @@ impl WechatPay {
         body: Option<Vec<u8>>,
     ) -> Result<Response, ChannelError> {
         let resp = self.send(method, path_and_query, body).await?;
-        if resp.status >= 500 || resp.status == 429 {
-            // The outcome is unknown (5xx) or the request was turned away for
-            // now (429 FREQUENCY_LIMITED): either way the same request may be
-            // retried, and only a later query can tell what happened.
+        if resp.status == 429 {
+            // FREQUENCY_LIMITED: turned away before anything was done.
+            return Err(ChannelError::RateLimited {
+                retry_after: crate::transport::retry_after(&resp.headers),
+            });
+        }
+        if resp.status >= 500 {
+            // The outcome is unknown: the same request may be retried, and
+            // only a later query can tell what happened.
             return Err(ChannelError::Transport(format!(
                 "HTTP {}: {}",
                 resp.status,
@@ -177,6 +181,9 @@ impl WechatPay {
             {
                 Err(ChannelError::NotFound)
             }
+            Some(e) if e.code == "FREQUENCY_LIMITED" => Err(ChannelError::RateLimited {
+                retry_after: crate::transport::retry_after(&resp.headers),
+            }),
             Some(e) => Err(ChannelError::Rejected {
                 code: e.code,
                 message: e.message,

@@ -15,7 +15,6 @@ pub mod sign;
 pub mod types;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
@@ -32,11 +31,6 @@ pub use sign::Authorization;
 
 /// Production API host.
 pub const PRODUCTION_BASE_URL: &str = "https://api.mch.weixin.qq.com";
-
-/// Connect timeout of [`http_client`].
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Whole-call timeout applied to every WeChat request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The [`WechatConfig`] fields that are secret (sealed at rest, never shown).
 pub const SECRET_FIELDS: &[&str] = &["private_key_pem", "apiv3_key"];
@@ -77,13 +71,10 @@ impl std::fmt::Debug for WechatConfig {
     }
 }
 
-/// An HTTP client with the timeouts paymux uses for WeChat (3 s connect, 10 s total).
+/// An HTTP client with paymux's default channel timeouts (3 s connect, 10 s
+/// total); see [`crate::transport::client`] to choose them.
 pub fn http_client() -> Result<reqwest::Client, ChannelError> {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| ChannelError::Config(format!("HTTP client: {e}")))
+    crate::transport::client(crate::transport::Timeouts::default())
 }
 
 /// The WeChat Pay v3 channel for one merchant account.

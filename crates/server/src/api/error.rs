@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -43,7 +46,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
@@ -60,6 +68,15 @@ impl From<FlowError> for ApiError {
             FlowError::ChannelRejected(_) => (StatusCode::BAD_GATEWAY, "CHANNEL_REJECTED"),
             FlowError::ChannelUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "CHANNEL_UNAVAILABLE")
+            }
+            FlowError::ChannelSuspended(wait) => {
+                let mut e2 = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "CHANNEL_UNAVAILABLE",
+                    e.to_string(),
+                );
+                e2.retry_after = Some(wait.as_secs().max(1));
+                return e2;
             }
             FlowError::Internal(inner) => {
                 // Details go to the log, not to the merchant.

@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use crate::config::PollerConfig;
 use crate::error::FlowError;
 use crate::flow;
+use crate::guarded::Operation;
 use crate::AppState;
 
 /// How long a claimed payment stays reserved for its checker. It must outlast
@@ -83,12 +84,27 @@ pub async fn check(state: &AppState, due: DuePayment) {
     let expires_at = due.payment.expires_at;
     let started = state.clock.now();
     let expired = started >= expires_at;
+    // A channel whose breaker is open is not asked: the check moves to when
+    // the breaker lets calls through again, and does not count as an attempt.
+    if let Some(retry_at) = suspended_until(state, &due.payment.channel_account_id, expired) {
+        metrics::counter!("paymux_payment_checks_total", "result" => "deferred").increment(1);
+        tracing::debug!(payment_id = %id, %retry_at, "channel suspended; check deferred");
+        if let Err(e) = state
+            .store
+            .schedule_payment_poll(&id, due.poll_attempts, retry_at)
+            .await
+        {
+            tracing::error!(payment_id = %id, error = %e, "poller: cannot record the check");
+        }
+        return;
+    }
     let result = if expired {
         expire(state, due.payment).await
     } else {
         poll(state, due.payment, started).await
     };
-    let attempts = due.poll_attempts.saturating_add(1);
+    let mut attempts = due.poll_attempts.saturating_add(1);
+    let mut next = None;
     match &result {
         Ok(p) if p.status.is_terminal() => {
             metrics::counter!("paymux_payment_checks_total", "result" => "final").increment(1);
@@ -99,21 +115,46 @@ pub async fn check(state: &AppState, due: DuePayment) {
         Ok(_) => {
             metrics::counter!("paymux_payment_checks_total", "result" => "open").increment(1);
         }
+        // The channel turned us away without doing anything (breaker
+        // opened meanwhile, rate limit): come back when it said, and keep
+        // the attempt.
+        Err(FlowError::ChannelSuspended(wait)) => {
+            metrics::counter!("paymux_payment_checks_total", "result" => "deferred").increment(1);
+            attempts = due.poll_attempts;
+            let wait = chrono::Duration::from_std(*wait).unwrap_or(chrono::Duration::hours(1));
+            next = Some(later(state.clock.now(), wait));
+        }
         Err(e) => {
             metrics::counter!("paymux_payment_checks_total", "result" => "error").increment(1);
             tracing::warn!(payment_id = %id, attempts, expired, error = %e, "payment status check failed");
         }
     }
-    let next = next_check(
-        &state.config.poller,
-        attempts,
-        state.clock.now(),
-        expires_at,
-    );
+    let next = next.unwrap_or_else(|| {
+        next_check(
+            &state.config.poller,
+            attempts,
+            state.clock.now(),
+            expires_at,
+        )
+    });
     if let Err(e) = state.store.schedule_payment_poll(&id, attempts, next).await {
         // The lease runs out and the payment is checked again.
         tracing::error!(payment_id = %id, error = %e, "poller: cannot record the check");
     }
+}
+
+/// When the channel calls a check needs (a query; for an expired payment
+/// also a close) are refused by their breaker, the time they may be tried.
+fn suspended_until(state: &AppState, account_id: &str, expired: bool) -> Option<DateTime<Utc>> {
+    let breakers = &state.channels.breakers;
+    let mut ops = vec![Operation::Query];
+    if expired {
+        ops.push(Operation::Close);
+    }
+    ops.into_iter()
+        .filter_map(|op| breakers.check(account_id, op).err())
+        .map(|refused| refused.retry_at)
+        .max()
 }
 
 /// When an open payment is checked next: on the backoff schedule, never
@@ -157,7 +198,7 @@ async fn poll(
             tracing::warn!(payment_id = %payment.id, "the channel does not know a prepared payment");
             Ok(payment)
         }
-        Err(e) => Err(FlowError::ChannelUnavailable(e.to_string())),
+        Err(e) => Err(flow::unavailable(e)),
     }
 }
 
@@ -172,7 +213,7 @@ async fn expire(state: &AppState, payment: Payment) -> Result<Payment, FlowError
             return apply_found(state, payment, &trade).await
         }
         Ok(_) | Err(ChannelError::NotFound) => {}
-        Err(e) => return Err(FlowError::ChannelUnavailable(e.to_string())),
+        Err(e) => return Err(flow::unavailable(e)),
     }
     tracing::info!(payment_id = %payment.id, "payment expired; closing it");
     close(state, payment).await

@@ -79,6 +79,64 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Sets a simulator's injected faults (`channel` is `wechat` or `alipay`).
+    pub async fn set_faults(&self, channel: &str, faults: &Value) {
+        let r = self
+            .http
+            .post(format!("{}/sim/{channel}/faults", self.server.base_url()))
+            .json(faults)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    }
+
+    /// A simulator's fault configuration and counts.
+    pub async fn faults(&self, channel: &str) -> Value {
+        self.http
+            .get(format!("{}/sim/{channel}/faults", self.server.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// No more faults at a simulator.
+    pub async fn clear_faults(&self, channel: &str) {
+        let r = self
+            .http
+            .delete(format!("{}/sim/{channel}/faults", self.server.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    /// The value of the breaker state gauge of an account's operation
+    /// (0 closed, 1 open, 2 half-open), from `/metrics`.
+    pub async fn breaker_gauge(&self, account_id: &str, operation: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.server.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let account = format!("account=\"{account_id}\"");
+        let op = format!("operation=\"{operation}\"");
+        text.lines()
+            .filter(|l| l.starts_with("paymux_channel_breaker_state{"))
+            .find(|l| l.contains(&account) && l.contains(&op))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
 /// The HTTP statuses paymux answered a simulator's callbacks with.
 pub fn callback_statuses(outcome: &Value) -> Vec<u64> {
     outcome["callbacks"]

@@ -11,6 +11,8 @@ use axum::{Json, Router};
 use paymux_channels::alipay::sign::{self, Params};
 use serde_json::{json, Value};
 
+use crate::faults::ApiFault;
+
 use super::{
     lock, AlipaySim, App, Order, PayRequest, SimApp, SimError, TradeStatus, CONFIRM_SUFFIX,
     MAX_ORDERS,
@@ -28,7 +30,8 @@ where
         .route("/platform", get(platform))
         .route("/pay", post(pay))
         .route("/gateway.do", get(gateway).post(gateway))
-        .with_state(sim)
+        .with_state(sim.clone())
+        .merge(crate::faults::routes::router(sim.faults.clone()))
 }
 
 /// A refusal in Alipay's shape: `code` / `msg` plus `sub_code` / `sub_msg`.
@@ -150,7 +153,41 @@ async fn gateway(
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     }
     let method = params.get("method").cloned().unwrap_or_default();
-    let node = match sim.handle(&method, &params) {
+    let mut late_by = None;
+    match sim.faults.api_fault() {
+        ApiFault::None => {}
+        ApiFault::Latency(d) => tokio::time::sleep(d).await,
+        // Done at the channel, but the answer comes too late to be read.
+        ApiFault::Timeout(d) => late_by = Some(d),
+        ApiFault::ServerError => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable".into(),
+            )
+        }
+        ApiFault::RateLimited => {
+            // The gateway's call-limit answer: code 40005, signed like any answer.
+            let node = Refusal {
+                code: "40005",
+                msg: "Call Limited",
+                sub_code: "isv.app-call-limited",
+                sub_msg: "应用调用次数超限，包含调用频率超限".into(),
+            }
+            .node();
+            let body = sim.answer(&method, &node, params.contains_key("app_cert_sn"), None);
+            return gateway_answer(body);
+        }
+    }
+    let answer = gateway_call(&sim, &method, &params);
+    if let Some(d) = late_by {
+        tokio::time::sleep(d).await;
+    }
+    answer
+}
+
+/// Runs one gateway call and renders its answer.
+fn gateway_call(sim: &AlipaySim, method: &str, params: &Params) -> Response {
+    let node = match sim.handle(method, params) {
         Ok(Handled::Node(node)) => node,
         Ok(Handled::Cashier(order)) => return cashier(&order),
         Err(r) => r.node(),
@@ -165,12 +202,16 @@ async fn gateway(
             .and_then(|a| sim.app(a))
             .and_then(|a| a.info.encrypt_key.clone());
         sim.answer(
-            &method,
+            method,
             &node,
             params.contains_key("app_cert_sn"),
             encrypt_key.as_deref(),
         )
     };
+    gateway_answer(body)
+}
+
+fn gateway_answer(body: String) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

@@ -25,6 +25,7 @@ use paymux_core::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 
 pub use crate::callback::CallbackAttempt;
+use crate::faults::Faults;
 
 pub use api::router;
 
@@ -202,6 +203,8 @@ pub struct AlipaySim {
     http: reqwest::Client,
     seq: AtomicU64,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Injected faults (`/faults`).
+    pub faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for AlipaySim {
@@ -248,6 +251,7 @@ impl AlipaySim {
             http,
             seq: AtomicU64::new(1),
             clock,
+            faults: Arc::new(Faults::default()),
         })
     }
 
@@ -362,6 +366,23 @@ impl AlipaySim {
         }
     }
 
+    /// Every order with this out_trade_no (one per app that used it).
+    pub fn trades(&self, out_trade_no: &str) -> Vec<crate::SimTrade> {
+        lock(&self.orders)
+            .iter()
+            .filter(|((_, o), _)| o == out_trade_no)
+            .map(|(_, order)| crate::SimTrade {
+                state: match order.status {
+                    TradeStatus::WaitBuyerPay => crate::SimTradeState::Unpaid,
+                    TradeStatus::Success => crate::SimTradeState::Paid,
+                    TradeStatus::Closed => crate::SimTradeState::Closed,
+                },
+                // Accepted only when exact, so this cannot fail for a stored order.
+                amount: sign::yuan_to_minor(&order.total_amount).unwrap_or(-1),
+            })
+            .collect()
+    }
+
     /// The payer pays: the order becomes TRADE_SUCCESS and the notify goes to
     /// its notify_url `callbacks` times. Paying a paid order again only
     /// re-sends the notify (same notify_id).
@@ -398,10 +419,12 @@ impl AlipaySim {
         let notify_id = order.notify_id.clone().unwrap_or_default();
         let mut attempts = Vec::new();
         if let Some(url) = &order.notify_url {
+            let mut copies = Vec::new();
             for _ in 0..req.callbacks {
                 let body = self.notify_body(&app, &order, req.fault)?;
-                attempts.push(self.deliver(url, body).await);
+                copies.push(self.notify_request(url, body));
             }
+            attempts = self.faults.deliver_callbacks(copies).await;
         }
         Ok(PayOutcome {
             out_trade_no: order.out_trade_no.clone(),
@@ -480,15 +503,13 @@ impl AlipaySim {
         Ok(sign::encode_form(&p))
     }
 
-    async fn deliver(&self, url: &str, body: String) -> CallbackAttempt {
-        let req = self
-            .http
+    fn notify_request(&self, url: &str, body: String) -> reqwest::RequestBuilder {
+        self.http
             .post(url)
             .header(
                 "Content-Type",
                 "application/x-www-form-urlencoded; charset=utf-8",
             )
-            .body(body);
-        crate::callback::deliver(req).await
+            .body(body)
     }
 }

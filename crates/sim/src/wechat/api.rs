@@ -16,6 +16,8 @@ use paymux_channels::wechat::types::{
     PrepayBody, PrepayResponse, AEAD_AES_256_GCM,
 };
 
+use crate::faults::ApiFault;
+
 use super::{
     lock, Merchant, Order, OrderState, PayRequest, SimError, SimMerchant, TradeType, WechatSim,
     MAX_ORDERS,
@@ -30,10 +32,13 @@ pub fn router<S>(sim: Arc<WechatSim>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    Router::new()
+    let control = Router::new()
         .route("/merchants", post(add_merchant))
         .route("/platform", get(platform))
         .route("/pay", post(pay))
+        .with_state(sim.clone())
+        .merge(crate::faults::routes::router(sim.faults.clone()));
+    let api = Router::new()
         .route("/v3/certificates", get(certificates))
         .route("/v3/pay/transactions/jsapi", post(prepay_jsapi))
         .route("/v3/pay/transactions/native", post(prepay_native))
@@ -51,7 +56,44 @@ where
             "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
             post(close),
         )
-        .with_state(sim)
+        .route_layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            inject_faults,
+        ))
+        .with_state(sim);
+    control.merge(api)
+}
+
+/// Applies the configured faults to a `/v3` call, in WeChat's formats: a
+/// 500 `SYSTEM_ERROR`, a 429 `FREQUENCY_LIMITED`, a late answer.
+async fn inject_faults(
+    State(sim): State<Arc<WechatSim>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match sim.faults.api_fault() {
+        ApiFault::None => next.run(req).await,
+        ApiFault::Latency(d) => {
+            tokio::time::sleep(d).await;
+            next.run(req).await
+        }
+        ApiFault::Timeout(d) => {
+            // Done at the channel, but the answer comes too late to be read.
+            let answer = next.run(req).await;
+            tokio::time::sleep(d).await;
+            answer
+        }
+        ApiFault::ServerError => sim.respond(Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        ))),
+        ApiFault::RateLimited => sim.respond(Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "FREQUENCY_LIMITED",
+            "频率超限",
+        ))),
+    }
 }
 
 /// An error answer in WeChat's format.

@@ -32,6 +32,7 @@ use paymux_core::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 
 pub use crate::callback::CallbackAttempt;
+use crate::faults::Faults;
 
 pub use api::router;
 
@@ -183,6 +184,8 @@ pub struct WechatSim {
     http: reqwest::Client,
     seq: AtomicU64,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Injected faults (`/faults`).
+    pub faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for WechatSim {
@@ -223,6 +226,7 @@ impl WechatSim {
             http,
             seq: AtomicU64::new(1),
             clock,
+            faults: Arc::new(Faults::default()),
         })
     }
 
@@ -335,6 +339,22 @@ impl WechatSim {
         }
     }
 
+    /// Every order with this out_trade_no (one per merchant that used it).
+    pub fn trades(&self, out_trade_no: &str) -> Vec<crate::SimTrade> {
+        lock(&self.orders)
+            .iter()
+            .filter(|((_, o), _)| o == out_trade_no)
+            .map(|(_, order)| crate::SimTrade {
+                state: match order.state {
+                    OrderState::NotPay => crate::SimTradeState::Unpaid,
+                    OrderState::Success => crate::SimTradeState::Paid,
+                    OrderState::Closed => crate::SimTradeState::Closed,
+                },
+                amount: order.body.amount.total,
+            })
+            .collect()
+    }
+
     /// The payer pays: the order becomes SUCCESS and the TRANSACTION.SUCCESS
     /// callback goes to its notify_url `callbacks` times. Paying a paid order
     /// again only re-sends the callback (same notification id).
@@ -376,12 +396,13 @@ impl WechatSim {
             .ok_or_else(|| SimError::Internal("merchant vanished".into()))?;
         let notification_id = order.notification_id.clone().unwrap_or_default();
         let transaction = Self::transaction_of(&order);
-        let mut attempts = Vec::new();
+        let mut copies = Vec::new();
         for _ in 0..req.callbacks {
             let (body, hdrs) =
                 self.callback_request(&merchant.info, &notification_id, &transaction, req.fault)?;
-            attempts.push(self.deliver(&order.body.notify_url, body, hdrs).await);
+            copies.push(self.callback(&order.body.notify_url, body, hdrs));
         }
+        let attempts = self.faults.deliver_callbacks(copies).await;
         Ok(PayOutcome {
             out_trade_no: order.body.out_trade_no.clone(),
             transaction_id: order.transaction_id.clone().unwrap_or_default(),
@@ -451,12 +472,12 @@ impl WechatSim {
         Ok((body, hdrs))
     }
 
-    async fn deliver(&self, url: &str, body: Vec<u8>, hdrs: HeaderList) -> CallbackAttempt {
+    fn callback(&self, url: &str, body: Vec<u8>, hdrs: HeaderList) -> reqwest::RequestBuilder {
         let mut req = self.http.post(url).body(body);
         for (k, v) in hdrs {
             req = req.header(k, v);
         }
-        crate::callback::deliver(req).await
+        req
     }
 
     pub(crate) fn request_id(&self) -> String {

@@ -1,0 +1,51 @@
+//! The HTTP client every channel call goes through. Both timeouts are always
+//! set: a channel that accepts a connection and never answers must not hold
+//! a create request, a poller slot or a lease forever.
+
+use std::time::Duration;
+
+use crate::ChannelError;
+
+/// Connect and whole-request timeouts of channel calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// The whole call: connect, send, wait, read the answer.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(3),
+            request: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A client with both timeouts set, shared by every account (one connection
+/// pool per channel host).
+pub fn client(timeouts: Timeouts) -> Result<reqwest::Client, ChannelError> {
+    if timeouts.connect.is_zero() || timeouts.request.is_zero() {
+        return Err(ChannelError::Config(
+            "channel HTTP timeouts must be greater than zero".into(),
+        ));
+    }
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .build()
+        .map_err(|e| ChannelError::Config(format!("HTTP client: {e}")))
+}
+
+/// The seconds of a `Retry-After` header, when it gives seconds.
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}

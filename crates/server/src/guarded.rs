@@ -1,0 +1,170 @@
+//! A [`Channel`] wrapped in circuit breakers: one per operation of one
+//! channel account. Calls the breaker refuses never reach the channel and
+//! fail with [`ChannelError::CircuitOpen`]; every call that does is reported
+//! to its breaker. Callback verification makes no outbound call and passes
+//! straight through, as does the operator's `probe` (an account test must
+//! reach the channel whatever the breaker thinks).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use paymux_channels::{
+    Callback, CallbackReply, Channel, ChannelError, ChannelTrade, Diagnosis, Notification,
+    Prepared, PrepayRequest,
+};
+use paymux_core::Clock;
+
+use crate::breaker::{Breaker, Outcome, Refused};
+use crate::config::BreakerConfig;
+
+/// The outbound operations of the [`Channel`] trait, each with its own breaker
+/// (a channel whose queries time out may still take prepays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Prepay,
+    Query,
+    Close,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Prepay => "prepay",
+            Operation::Query => "query",
+            Operation::Close => "close",
+        }
+    }
+}
+
+/// Every breaker of this node, by channel account and operation. Breaker
+/// state is per node: each node learns a channel's health from its own calls.
+pub struct Breakers {
+    cfg: BreakerConfig,
+    clock: Arc<dyn Clock>,
+    map: RwLock<HashMap<(String, Operation), Arc<Breaker>>>,
+}
+
+impl Breakers {
+    pub fn new(cfg: BreakerConfig, clock: Arc<dyn Clock>) -> Self {
+        Breakers {
+            cfg,
+            clock,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
+    /// The breaker of one account's operation, made on first use.
+    pub fn get(&self, account_id: &str, op: Operation) -> Arc<Breaker> {
+        let key = (account_id.to_string(), op);
+        if let Some(b) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return b.clone();
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| {
+                Breaker::new(self.cfg.clone(), account_id, op.as_str(), self.clock.now())
+            })
+            .clone()
+    }
+
+    /// Whether a call of `op` for the account would be refused now, without
+    /// making one: lets callers refuse work before writing anything.
+    pub fn check(&self, account_id: &str, op: Operation) -> Result<(), Refused> {
+        if !self.cfg.enabled {
+            return Ok(());
+        }
+        self.get(account_id, op).check(self.clock.now())
+    }
+}
+
+/// The decorator itself.
+pub struct GuardedChannel {
+    inner: Arc<dyn Channel>,
+    account_id: String,
+    breakers: Arc<Breakers>,
+    clock: Arc<dyn Clock>,
+}
+
+impl GuardedChannel {
+    pub fn new(
+        inner: Arc<dyn Channel>,
+        account_id: &str,
+        breakers: Arc<Breakers>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        GuardedChannel {
+            inner,
+            account_id: account_id.to_string(),
+            breakers,
+            clock,
+        }
+    }
+
+    async fn guard<T>(
+        &self,
+        op: Operation,
+        call: impl Future<Output = Result<T, ChannelError>>,
+    ) -> Result<T, ChannelError> {
+        let breaker = self.breakers.get(&self.account_id, op);
+        let now = self.clock.now();
+        let permit = breaker.acquire(now).map_err(|r| refused(r, now))?;
+        let result = call.await;
+        let outcome = match &result {
+            Err(ChannelError::RateLimited { retry_after }) => Outcome::RateLimited(*retry_after),
+            Err(e) if e.is_channel_failure() => Outcome::Failure,
+            _ => Outcome::Success,
+        };
+        permit.record(outcome, self.clock.now());
+        result
+    }
+}
+
+fn refused(r: Refused, now: DateTime<Utc>) -> ChannelError {
+    ChannelError::CircuitOpen {
+        retry_after: r.retry_after(now),
+    }
+}
+
+#[async_trait]
+impl Channel for GuardedChannel {
+    async fn prepay(&self, req: &PrepayRequest) -> Result<Prepared, ChannelError> {
+        self.guard(Operation::Prepay, self.inner.prepay(req)).await
+    }
+
+    async fn query(&self, out_trade_no: &str) -> Result<ChannelTrade, ChannelError> {
+        self.guard(Operation::Query, self.inner.query(out_trade_no))
+            .await
+    }
+
+    async fn close(&self, out_trade_no: &str) -> Result<(), ChannelError> {
+        self.guard(Operation::Close, self.inner.close(out_trade_no))
+            .await
+    }
+
+    async fn parse_callback(
+        &self,
+        callback: Callback<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Notification, ChannelError> {
+        self.inner.parse_callback(callback, now).await
+    }
+
+    fn callback_reply(&self, ok: bool) -> CallbackReply {
+        self.inner.callback_reply(ok)
+    }
+
+    async fn probe(&self) -> Result<(), ChannelError> {
+        self.inner.probe().await
+    }
+
+    fn diagnose(&self, err: &ChannelError) -> Diagnosis {
+        self.inner.diagnose(err)
+    }
+}
