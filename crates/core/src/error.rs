@@ -22,4 +22,9 @@ pub enum CoreError {
         from: crate::PaymentStatus,
         event: crate::PaymentEvent,
     },
+    #[error("illegal refund transition: {event:?} in status {from:?}")]
+    IllegalRefundTransition {
+        from: crate::RefundStatus,
+        event: crate::RefundEvent,
+    },
 }

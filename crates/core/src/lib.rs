@@ -6,9 +6,11 @@ pub mod error;
 pub mod id;
 pub mod money;
 pub mod payment;
+pub mod refund;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
 pub use id::{new_id, PaymentId};
 pub use money::{Currency, Money};
+pub use refund::{RefundEvent, RefundStatus};
 pub use payment::{check_paid_amount, ChannelKind, PayMethod, PaymentEvent, PaymentStatus, Step};
