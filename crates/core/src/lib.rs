@@ -12,5 +12,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
 pub use id::{new_id, PaymentId};
 pub use money::{Currency, Money};
-pub use refund::{RefundEvent, RefundStatus};
 pub use payment::{check_paid_amount, ChannelKind, PayMethod, PaymentEvent, PaymentStatus, Step};
+pub use refund::{RefundEvent, RefundStatus};

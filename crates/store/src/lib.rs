@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use paymux_core::{ChannelKind, PaymentId, PaymentStatus};
+use paymux_core::{ChannelKind, PaymentId, PaymentStatus, RefundStatus};
 
 pub use error::StoreError;
 pub use model::*;
@@ -139,6 +139,50 @@ pub trait Store: Send + Sync + 'static {
     async fn schedule_payment_poll(
         &self,
         id: &PaymentId,
+        attempts: i32,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    // --- refunds -----------------------------------------------------------------
+
+    /// Reserves a refund against its payment, in one transaction with the
+    /// payment locked: the payment must be `succeeded` and the refunds not
+    /// `failed`, this one included, must not add up to more than it. A taken
+    /// `(merchant_id, merchant_refund_no)` returns the refund that holds it.
+    async fn insert_refund(&self, refund: &Refund) -> Result<RefundInserted>;
+    async fn refund(&self, id: &str) -> Result<Option<Refund>>;
+    async fn refund_by_no(
+        &self,
+        merchant_id: &str,
+        merchant_refund_no: &str,
+    ) -> Result<Option<Refund>>;
+    /// The payment's refunds, oldest first.
+    async fn refunds_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<Refund>>;
+    /// Compare-and-set on the refund's status with its outbox event, in one
+    /// transaction, like [`Store::transition`].
+    async fn transition_refund(
+        &self,
+        id: &str,
+        from: RefundStatus,
+        to: RefundStatus,
+        patch: &RefundPatch,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<RefundTransition>;
+    /// Takes up to `limit` processing refunds due for a status check, leased
+    /// for `lease`. Due means: its `next_poll_at` has come, or it has none
+    /// yet and was created at or before `first_poll_before`.
+    async fn claim_due_refunds(
+        &self,
+        now: DateTime<Utc>,
+        first_poll_before: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DueRefund>>;
+    /// Records a check of a refund and releases its lease.
+    async fn schedule_refund_poll(
+        &self,
+        id: &str,
         attempts: i32,
         next_poll_at: DateTime<Utc>,
     ) -> Result<()>;

@@ -27,6 +27,10 @@ const SQLITE: &[Migration] = &[
         version: 3,
         sql: include_str!("../migrations/sqlite/0003_payment_polling.sql"),
     },
+    Migration {
+        version: 4,
+        sql: include_str!("../migrations/sqlite/0004_refunds.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -41,6 +45,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 3,
         sql: include_str!("../migrations/postgres/0003_payment_polling.sql"),
+    },
+    Migration {
+        version: 4,
+        sql: include_str!("../migrations/postgres/0004_refunds.sql"),
     },
 ];
 

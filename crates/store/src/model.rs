@@ -1,7 +1,7 @@
 //! Rows as the rest of paymux sees them.
 
 use chrono::{DateTime, Utc};
-use paymux_core::{ChannelKind, Money, PayMethod, PaymentId, PaymentStatus};
+use paymux_core::{ChannelKind, Money, PayMethod, PaymentId, PaymentStatus, RefundStatus};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +168,8 @@ pub struct NewEvent {
     pub id: String,
     pub merchant_id: String,
     pub payment_id: PaymentId,
+    /// The refund the event is about, if it is about one.
+    pub refund_id: Option<String>,
     /// `payment.succeeded`, …
     pub event_type: String,
     /// The full notification body sent to the merchant.
@@ -181,6 +183,7 @@ pub struct OutboxEvent {
     pub id: String,
     pub merchant_id: String,
     pub payment_id: PaymentId,
+    pub refund_id: Option<String>,
     pub event_type: String,
     pub payload: serde_json::Value,
     pub notify_url: String,
@@ -192,6 +195,70 @@ pub struct OutboxEvent {
     /// The schedule ran out without an acknowledgement.
     pub dead: bool,
     pub last_error: Option<String>,
+}
+
+/// A refund of (part of) a paid payment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refund {
+    /// `ref_<ULID>`; the channel's out_refund_no / out_request_no.
+    pub id: String,
+    pub merchant_id: String,
+    pub payment_id: PaymentId,
+    /// Unique per merchant: a repeat of the same request finds this refund.
+    pub merchant_refund_no: String,
+    pub amount: Money,
+    pub status: RefundStatus,
+    pub reason: Option<String>,
+    pub notify_url: String,
+    /// Hash of the normalised request; a different request for the same
+    /// `merchant_refund_no` is an idempotency conflict.
+    pub request_hash: String,
+    /// The channel's own refund id, once known.
+    pub channel_refund_no: Option<String>,
+    /// Why the channel refused, when it did.
+    pub failure_reason: Option<String>,
+    pub refunded_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What inserting a refund did. Refunds are reserved against their payment
+/// atomically, so concurrent requests can never together exceed it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundInserted {
+    New,
+    /// The merchant's `merchant_refund_no` was taken: this is the refund that holds it.
+    Existing(Refund),
+    /// The payment is not in a status that can be refunded (only `succeeded` can).
+    NotRefundable(PaymentStatus),
+    /// The amount does not fit: this much is left to refund.
+    Exceeds {
+        available: i64,
+    },
+}
+
+/// Fields a refund transition may set alongside the status. `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RefundPatch {
+    pub channel_refund_no: Option<String>,
+    pub failure_reason: Option<String>,
+    pub refunded_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundTransition {
+    /// The compare-and-set won; this is the refund after the change.
+    Applied(Refund),
+    /// The refund was not in the expected status; this is how it is now.
+    Unchanged(Refund),
+}
+
+/// A refund still processing, claimed for a status check at its channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueRefund {
+    pub refund: Refund,
+    /// Checks made before this one.
+    pub poll_attempts: i32,
 }
 
 /// The stored answer to a request made with an `Idempotency-Key`.

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use paymux_core::{Currency, Money, PaymentId};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::model::{App, ChannelAccount, IdempotencyRecord, Merchant, OutboxEvent, Payment};
+use crate::model::{
+    App, ChannelAccount, IdempotencyRecord, Merchant, OutboxEvent, Payment, Refund,
+};
 use crate::{Result, StoreError};
 
 /// Typed column access over one backend's row.
@@ -78,12 +80,36 @@ pub(crate) fn channel_account(r: &impl Cols) -> Result<ChannelAccount> {
     })
 }
 
-pub(crate) fn payment(r: &impl Cols) -> Result<Payment> {
+/// `amount_minor` and `currency` as money.
+fn money(r: &impl Cols) -> Result<Money> {
     let currency = r.text("currency")?;
     let currency = Currency::parse(&currency)
         .map_err(|e| StoreError::Corrupt(format!("column currency: {e}")))?;
-    let amount = Money::new(r.int("amount_minor")?, currency)
-        .map_err(|e| StoreError::Corrupt(format!("column amount_minor: {e}")))?;
+    Money::new(r.int("amount_minor")?, currency)
+        .map_err(|e| StoreError::Corrupt(format!("column amount_minor: {e}")))
+}
+
+pub(crate) fn refund(r: &impl Cols) -> Result<Refund> {
+    Ok(Refund {
+        id: r.text("id")?,
+        merchant_id: r.text("merchant_id")?,
+        payment_id: payment_id("payment_id", &r.text("payment_id")?)?,
+        merchant_refund_no: r.text("merchant_refund_no")?,
+        amount: money(r)?,
+        status: parse("status", &r.text("status")?)?,
+        reason: r.opt_text("reason")?,
+        notify_url: r.text("notify_url")?,
+        request_hash: r.text("request_hash")?,
+        channel_refund_no: r.opt_text("channel_refund_no")?,
+        failure_reason: r.opt_text("failure_reason")?,
+        refunded_at: r.opt_ts("refunded_at")?,
+        created_at: r.ts("created_at")?,
+        updated_at: r.ts("updated_at")?,
+    })
+}
+
+pub(crate) fn payment(r: &impl Cols) -> Result<Payment> {
+    let amount = money(r)?;
     Ok(Payment {
         id: payment_id("id", &r.text("id")?)?,
         merchant_id: r.text("merchant_id")?,
@@ -112,6 +138,7 @@ pub(crate) fn event(r: &impl Cols) -> Result<OutboxEvent> {
         id: r.text("id")?,
         merchant_id: r.text("merchant_id")?,
         payment_id: payment_id("payment_id", &r.text("payment_id")?)?,
+        refund_id: r.opt_text("refund_id")?,
         event_type: r.text("event_type")?,
         payload: r.json("payload")?,
         notify_url: r.text("notify_url")?,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use paymux_core::{ChannelKind, PaymentId, PaymentStatus};
+use paymux_core::{ChannelKind, PaymentId, PaymentStatus, RefundStatus};
 
 use crate::model::*;
 use crate::secrets::Keyring;
@@ -370,6 +370,58 @@ impl Store for SealedStore {
 
     async fn events_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<OutboxEvent>> {
         self.inner.events_for_payment(payment_id).await
+    }
+    async fn insert_refund(&self, refund: &Refund) -> Result<RefundInserted> {
+        self.inner.insert_refund(refund).await
+    }
+    async fn refund(&self, id: &str) -> Result<Option<Refund>> {
+        self.inner.refund(id).await
+    }
+    async fn refund_by_no(
+        &self,
+        merchant_id: &str,
+        merchant_refund_no: &str,
+    ) -> Result<Option<Refund>> {
+        self.inner
+            .refund_by_no(merchant_id, merchant_refund_no)
+            .await
+    }
+    async fn refunds_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<Refund>> {
+        self.inner.refunds_for_payment(payment_id).await
+    }
+    async fn transition_refund(
+        &self,
+        id: &str,
+        from: RefundStatus,
+        to: RefundStatus,
+        patch: &RefundPatch,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<RefundTransition> {
+        self.inner
+            .transition_refund(id, from, to, patch, event, now)
+            .await
+    }
+    async fn claim_due_refunds(
+        &self,
+        now: DateTime<Utc>,
+        first_poll_before: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DueRefund>> {
+        self.inner
+            .claim_due_refunds(now, first_poll_before, lease, limit)
+            .await
+    }
+    async fn schedule_refund_poll(
+        &self,
+        id: &str,
+        attempts: i32,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.inner
+            .schedule_refund_poll(id, attempts, next_poll_at)
+            .await
     }
     async fn undelivered_events(
         &self,

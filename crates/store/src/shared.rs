@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::model::OutboxEvent;
+use crate::model::{OutboxEvent, Payment, Refund, RefundInserted};
 use crate::{Result, StoreError};
 
 /// When a lease taken at `now` runs out.
@@ -33,4 +33,36 @@ pub(crate) fn sort_due(events: &mut [OutboxEvent]) {
     events.sort_by(|a, b| {
         (a.next_attempt_at, a.created_at, &a.id).cmp(&(b.next_attempt_at, b.created_at, &b.id))
     });
+}
+
+/// Whether a refund may be reserved against its payment, given what other
+/// refunds already hold: `None` if it fits, else why not.
+pub(crate) fn refund_verdict(
+    payment: &Payment,
+    held: i64,
+    refund: &Refund,
+) -> Result<Option<RefundInserted>> {
+    if payment.merchant_id != refund.merchant_id {
+        return Err(StoreError::Invalid(format!(
+            "refund {} is not the payment's merchant's",
+            refund.id
+        )));
+    }
+    if payment.amount.currency != refund.amount.currency {
+        return Err(StoreError::Invalid(format!(
+            "refund {} is in {}, its payment in {}",
+            refund.id,
+            refund.amount.currency.as_str(),
+            payment.amount.currency.as_str()
+        )));
+    }
+    if payment.status != paymux_core::PaymentStatus::Succeeded {
+        return Ok(Some(RefundInserted::NotRefundable(payment.status)));
+    }
+    match paymux_core::refund::fits(payment.amount.minor, held, refund.amount.minor) {
+        Some(_) => Ok(None),
+        None => Ok(Some(RefundInserted::Exceeds {
+            available: (payment.amount.minor - held).max(0),
+        })),
+    }
 }

@@ -10,14 +10,14 @@ use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use paymux_core::{ChannelKind, PaymentId, PaymentStatus};
+use paymux_core::{ChannelKind, PaymentId, PaymentStatus, RefundStatus};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 
 use crate::row::{self, get, Cols};
-use crate::shared::{event_updated, lease_end, sort_due, updated};
+use crate::shared::{self, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
 const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
@@ -455,24 +455,198 @@ impl Store for SqliteStore {
         };
         let after = row::payment(&after)?;
         if let Some(e) = event {
-            sqlx::query(
-                "INSERT INTO events (id, merchant_id, payment_id, event_type, payload, notify_url,
-                    created_at, attempts, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?7)",
-            )
-            .bind(&e.id)
-            .bind(&e.merchant_id)
-            .bind(e.payment_id.as_str())
-            .bind(&e.event_type)
-            .bind(json_text(&e.payload))
-            .bind(&e.notify_url)
-            .bind(micros(e.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|err| StoreError::unique(err, "event"))?;
+            insert_event(&mut tx, e).await?;
         }
         tx.commit().await?;
         Ok(Transition::Applied(after))
+    }
+
+    async fn insert_refund(&self, r: &Refund) -> Result<RefundInserted> {
+        // IMMEDIATE: the write lock is taken at BEGIN, so the sum read below
+        // cannot change before the insert (one writer at a time).
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let existing =
+            sqlx::query("SELECT * FROM refunds WHERE merchant_id = ?1 AND merchant_refund_no = ?2")
+                .bind(&r.merchant_id)
+                .bind(&r.merchant_refund_no)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(existing) = existing {
+            tx.rollback().await?;
+            return Ok(RefundInserted::Existing(row::refund(&existing)?));
+        }
+        let payment = sqlx::query("SELECT * FROM payments WHERE id = ?1")
+            .bind(r.payment_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("payment {}", r.payment_id)))?;
+        let payment = row::payment(&payment)?;
+        let held: i64 = get(
+            &sqlx::query(
+                "SELECT COALESCE(SUM(amount_minor), 0) AS held FROM refunds
+                 WHERE payment_id = ?1 AND status <> 'failed'",
+            )
+            .bind(r.payment_id.as_str())
+            .fetch_one(&mut *tx)
+            .await?,
+            "held",
+        )?;
+        if let Some(verdict) = shared::refund_verdict(&payment, held, r)? {
+            tx.rollback().await?;
+            return Ok(verdict);
+        }
+        sqlx::query(
+            "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_no, amount_minor,
+                currency, status, reason, notify_url, request_hash, channel_refund_no,
+                failure_reason, refunded_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )
+        .bind(&r.id)
+        .bind(&r.merchant_id)
+        .bind(r.payment_id.as_str())
+        .bind(&r.merchant_refund_no)
+        .bind(r.amount.minor)
+        .bind(r.amount.currency.as_str())
+        .bind(r.status.as_str())
+        .bind(&r.reason)
+        .bind(&r.notify_url)
+        .bind(&r.request_hash)
+        .bind(&r.channel_refund_no)
+        .bind(&r.failure_reason)
+        .bind(r.refunded_at.map(micros))
+        .bind(micros(r.created_at))
+        .bind(micros(r.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| StoreError::unique(e, "refund"))?;
+        tx.commit().await?;
+        Ok(RefundInserted::New)
+    }
+
+    async fn refund(&self, id: &str) -> Result<Option<Refund>> {
+        let row = sqlx::query("SELECT * FROM refunds WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(row::refund).transpose()
+    }
+
+    async fn refund_by_no(
+        &self,
+        merchant_id: &str,
+        merchant_refund_no: &str,
+    ) -> Result<Option<Refund>> {
+        let row =
+            sqlx::query("SELECT * FROM refunds WHERE merchant_id = ?1 AND merchant_refund_no = ?2")
+                .bind(merchant_id)
+                .bind(merchant_refund_no)
+                .fetch_optional(&self.reader)
+                .await?;
+        row.as_ref().map(row::refund).transpose()
+    }
+
+    async fn refunds_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<Refund>> {
+        let rows =
+            sqlx::query("SELECT * FROM refunds WHERE payment_id = ?1 ORDER BY created_at, id")
+                .bind(payment_id.as_str())
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(row::refund).collect()
+    }
+
+    async fn transition_refund(
+        &self,
+        id: &str,
+        from: RefundStatus,
+        to: RefundStatus,
+        patch: &RefundPatch,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<RefundTransition> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let after = sqlx::query(
+            "UPDATE refunds SET status = ?1, updated_at = ?2,
+                channel_refund_no = COALESCE(?3, channel_refund_no),
+                failure_reason = COALESCE(?4, failure_reason),
+                refunded_at = COALESCE(?5, refunded_at)
+             WHERE id = ?6 AND status = ?7
+             RETURNING *",
+        )
+        .bind(to.as_str())
+        .bind(micros(now))
+        .bind(&patch.channel_refund_no)
+        .bind(&patch.failure_reason)
+        .bind(patch.refunded_at.map(micros))
+        .bind(id)
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(after) = after else {
+            tx.rollback().await?;
+            return match self.refund(id).await? {
+                Some(current) => Ok(RefundTransition::Unchanged(current)),
+                None => Err(StoreError::NotFound(format!("refund {id}"))),
+            };
+        };
+        let after = row::refund(&after)?;
+        if let Some(e) = event {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(RefundTransition::Applied(after))
+    }
+
+    async fn claim_due_refunds(
+        &self,
+        now: DateTime<Utc>,
+        first_poll_before: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DueRefund>> {
+        let until = lease_end(now, lease)?;
+        let rows = sqlx::query(
+            "UPDATE refunds SET poll_locked_until = ?2
+             WHERE id IN (
+                SELECT id FROM refunds
+                WHERE status = 'processing'
+                  AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
+                  AND (next_poll_at <= ?1 OR (next_poll_at IS NULL AND created_at <= ?3))
+                ORDER BY COALESCE(next_poll_at, created_at), id
+                LIMIT ?4)
+             RETURNING *",
+        )
+        .bind(micros(now))
+        .bind(micros(until))
+        .bind(micros(first_poll_before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueRefund {
+                    refund: row::refund(r)?,
+                    poll_attempts: r.int32("poll_attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn schedule_refund_poll(
+        &self,
+        id: &str,
+        attempts: i32,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE refunds SET poll_attempts = ?1, next_poll_at = ?2, poll_locked_until = NULL
+             WHERE id = ?3",
+        )
+        .bind(attempts)
+        .bind(micros(next_poll_at))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        updated(done.rows_affected(), "refund", id)
     }
 
     async fn claim_due_payments(
@@ -701,4 +875,25 @@ impl Store for SqliteStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// Writes an outbox event inside the transaction of the change it reports.
+async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, e: &NewEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
+            notify_url, created_at, attempts, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?8)",
+    )
+    .bind(&e.id)
+    .bind(&e.merchant_id)
+    .bind(e.payment_id.as_str())
+    .bind(&e.refund_id)
+    .bind(&e.event_type)
+    .bind(json_text(&e.payload))
+    .bind(&e.notify_url)
+    .bind(micros(e.created_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(|err| StoreError::unique(err, "event"))?;
+    Ok(())
 }

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use paymux_core::{new_id, ChannelKind, Currency, Money, PayMethod, PaymentId, PaymentStatus};
+use paymux_core::{
+    new_id, ChannelKind, Currency, Money, PayMethod, PaymentId, PaymentStatus, RefundStatus,
+};
 use paymux_store::testing::{self, TestDb};
 use paymux_store::*;
 use serde_json::json;
@@ -91,6 +93,7 @@ fn event_for(p: &Payment, created_at: DateTime<Utc>) -> NewEvent {
         id: new_id("evt"),
         merchant_id: p.merchant_id.clone(),
         payment_id: p.id.clone(),
+        refund_id: None,
         event_type: "payment.succeeded".into(),
         payload: json!({"id": p.id.as_str(), "amount": p.amount.minor}),
         notify_url: p.notify_url.clone(),
@@ -1307,6 +1310,298 @@ async fn concurrent_poll_claimers_never_share_a_payment() {
             db.backend
         );
         assert_eq!(unique, all);
+    }
+    cleanup(dbs).await;
+}
+
+// --- refunds --------------------------------------------------------------------
+
+/// A `succeeded` payment of 12 345 fen.
+async fn paid_payment(store: &dyn Store) -> (Merchant, Payment) {
+    let (m, _, p) = setup(store).await;
+    let t = store
+        .transition(
+            &p.id,
+            PaymentStatus::Created,
+            PaymentStatus::Succeeded,
+            &TransitionPatch::default(),
+            None,
+            t0(),
+        )
+        .await
+        .unwrap();
+    let Transition::Applied(p) = t else {
+        panic!("{t:?}")
+    };
+    (m, p)
+}
+
+fn refund_of(p: &Payment, no: &str, amount: i64) -> Refund {
+    Refund {
+        id: new_id("ref"),
+        merchant_id: p.merchant_id.clone(),
+        payment_id: p.id.clone(),
+        merchant_refund_no: no.into(),
+        amount: Money::new(amount, Currency::CNY).unwrap(),
+        status: RefundStatus::Processing,
+        reason: Some("退货".into()),
+        notify_url: "https://merchant.example/refunds".into(),
+        request_hash: format!("hash-{no}"),
+        channel_refund_no: None,
+        failure_reason: None,
+        refunded_at: None,
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+#[tokio::test]
+async fn refunds_are_reserved_within_what_was_paid() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let (m, p) = paid_payment(s).await;
+        let first = refund_of(&p, "R-1", 10_000);
+        assert_eq!(s.insert_refund(&first).await.unwrap(), RefundInserted::New);
+        assert_eq!(s.refund(&first.id).await.unwrap(), Some(first.clone()));
+        assert_eq!(
+            s.refund_by_no(&m.id, "R-1").await.unwrap(),
+            Some(first.clone()),
+            "{}",
+            db.backend
+        );
+        // The same number again finds the first, whatever the new request says.
+        assert_eq!(
+            s.insert_refund(&refund_of(&p, "R-1", 5)).await.unwrap(),
+            RefundInserted::Existing(first.clone())
+        );
+        // 2 345 left.
+        assert_eq!(
+            s.insert_refund(&refund_of(&p, "R-2", 2_346)).await.unwrap(),
+            RefundInserted::Exceeds { available: 2_345 }
+        );
+        let second = refund_of(&p, "R-2", 2_345);
+        assert_eq!(s.insert_refund(&second).await.unwrap(), RefundInserted::New);
+        assert_eq!(
+            s.insert_refund(&refund_of(&p, "R-3", 1)).await.unwrap(),
+            RefundInserted::Exceeds { available: 0 }
+        );
+        // A failed refund gives its amount back.
+        let failed = s
+            .transition_refund(
+                &second.id,
+                RefundStatus::Processing,
+                RefundStatus::Failed,
+                &RefundPatch {
+                    failure_reason: Some("NOT_ENOUGH".into()),
+                    ..Default::default()
+                },
+                None,
+                t0() + secs(1),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(failed, RefundTransition::Applied(ref r) if r.status == RefundStatus::Failed)
+        );
+        assert_eq!(
+            s.insert_refund(&refund_of(&p, "R-3", 2_345)).await.unwrap(),
+            RefundInserted::New
+        );
+        let all = s.refunds_for_payment(&p.id).await.unwrap();
+        assert_eq!(all.len(), 3);
+
+        // Only a succeeded payment can be refunded.
+        let (_, _, open) = setup(s).await;
+        assert_eq!(
+            s.insert_refund(&refund_of(&open, "R-OPEN", 1))
+                .await
+                .unwrap(),
+            RefundInserted::NotRefundable(PaymentStatus::Created)
+        );
+        let mut ghost = refund_of(&p, "R-GHOST", 1);
+        ghost.payment_id = PaymentId::generate();
+        assert!(matches!(
+            s.insert_refund(&ghost).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_partial_refunds_never_exceed_the_payment() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let (_, p) = paid_payment(db.store.as_ref()).await;
+        // 20 × 1 000 against 12 345: exactly 12 fit.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let store = Arc::clone(&db.store);
+                let r = refund_of(&p, &format!("C-{i}"), 1_000);
+                tokio::spawn(async move { store.insert_refund(&r).await.unwrap() })
+            })
+            .collect();
+        let mut new = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                RefundInserted::New => new += 1,
+                RefundInserted::Exceeds { available } => assert!(available < 1_000),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(new, 12, "{}", db.backend);
+        let held: i64 = db
+            .store
+            .refunds_for_payment(&p.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.amount.minor)
+            .sum();
+        assert_eq!(held, 12_000);
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn refund_transitions_are_compare_and_set_with_their_event() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let (_, p) = paid_payment(s).await;
+        let r = refund_of(&p, "T-1", 100);
+        s.insert_refund(&r).await.unwrap();
+        let at = t0() + secs(7);
+        let event = NewEvent {
+            refund_id: Some(r.id.clone()),
+            event_type: "refund.succeeded".into(),
+            ..event_for(&p, at)
+        };
+        let patch = RefundPatch {
+            channel_refund_no: Some("50000000382019052709732678859".into()),
+            refunded_at: Some(at),
+            ..Default::default()
+        };
+        let done = s
+            .transition_refund(
+                &r.id,
+                RefundStatus::Processing,
+                RefundStatus::Succeeded,
+                &patch,
+                Some(&event),
+                at,
+            )
+            .await
+            .unwrap();
+        let RefundTransition::Applied(after) = done else {
+            panic!("{done:?}")
+        };
+        assert_eq!(after.status, RefundStatus::Succeeded);
+        assert_eq!(after.refunded_at, Some(at));
+        assert_eq!(after.channel_refund_no, patch.channel_refund_no);
+        assert_eq!(after.updated_at, at);
+        let stored = s.event(&event.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.refund_id.as_deref(),
+            Some(r.id.as_str()),
+            "{}",
+            db.backend
+        );
+        // The second report loses the compare-and-set and writes nothing.
+        let again = s
+            .transition_refund(
+                &r.id,
+                RefundStatus::Processing,
+                RefundStatus::Failed,
+                &RefundPatch::default(),
+                Some(&NewEvent {
+                    id: new_id("evt"),
+                    ..event.clone()
+                }),
+                at,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, RefundTransition::Unchanged(after));
+        assert_eq!(s.events_for_payment(&p.id).await.unwrap().len(), 1);
+        assert!(matches!(
+            s.transition_refund(
+                "ref_nope",
+                RefundStatus::Processing,
+                RefundStatus::Failed,
+                &RefundPatch::default(),
+                None,
+                at
+            )
+            .await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn processing_refunds_are_claimed_for_polling_when_due() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let (_, p) = paid_payment(s).await;
+        let r = refund_of(&p, "P-1", 100);
+        s.insert_refund(&r).await.unwrap();
+        let lease = secs(30);
+        // Not before the first delay.
+        assert!(s
+            .claim_due_refunds(t0() + secs(10), t0() - secs(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let now = t0() + secs(60);
+        let due = s.claim_due_refunds(now, t0(), lease, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "{}", db.backend);
+        assert_eq!(
+            (due[0].refund.id.clone(), due[0].poll_attempts),
+            (r.id.clone(), 0)
+        );
+        // Leased: not handed out again.
+        assert!(s
+            .claim_due_refunds(now, t0(), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        s.schedule_refund_poll(&r.id, 1, now + secs(120))
+            .await
+            .unwrap();
+        assert!(s
+            .claim_due_refunds(now + secs(119), t0(), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let due = s
+            .claim_due_refunds(now + secs(120), t0(), lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(due[0].poll_attempts, 1);
+        // Final refunds are never claimed.
+        s.transition_refund(
+            &r.id,
+            RefundStatus::Processing,
+            RefundStatus::Succeeded,
+            &RefundPatch::default(),
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+        assert!(s
+            .claim_due_refunds(now + secs(10_000), t0(), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            s.schedule_refund_poll("ref_nope", 1, now).await,
+            Err(StoreError::NotFound(_))
+        ));
     }
     cleanup(dbs).await;
 }
