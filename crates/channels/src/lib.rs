@@ -99,6 +99,62 @@ pub struct Notification {
     pub trade: ChannelTrade,
 }
 
+/// What paymux asks a channel to refund. Asking again with the same request
+/// never refunds twice: `out_refund_no` is the channel's idempotency key.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    /// The paid payment's id (its `out_trade_no`).
+    pub out_trade_no: String,
+    /// Our refund id: WeChat's `out_refund_no`, Alipay's `out_request_no`,
+    /// UnionPay's `orderId` (without the underscore).
+    pub out_refund_no: String,
+    pub amount: Money,
+    /// What the payment was for (WeChat and UnionPay check it).
+    pub total: Money,
+    pub reason: Option<String>,
+    /// Where the channel posts the refund's result, for channels that do.
+    pub notify_url: String,
+    /// The channel's id of the paid trade (UnionPay refunds name it).
+    pub channel_trade_no: Option<String>,
+    /// When the refund was made here (UnionPay's `txnTime`).
+    pub created_at: DateTime<Utc>,
+}
+
+/// A refund's state as the channel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundState {
+    /// Accepted, money not back yet (WeChat PROCESSING); query or wait for the callback.
+    Processing,
+    /// The money went back (WeChat SUCCESS, Alipay fund_change / REFUND_SUCCESS).
+    Succeeded,
+    /// Abandoned for good (WeChat CLOSED / ABNORMAL).
+    Failed,
+}
+
+/// A refund as reported by a refund call, a query or a callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelRefund {
+    pub out_refund_no: String,
+    pub state: RefundState,
+    /// The channel's own refund id.
+    pub refund_id: Option<String>,
+    /// The amount the channel says is refunded.
+    pub amount: Option<Money>,
+    pub refunded_at: Option<DateTime<Utc>>,
+    /// Why it failed, in the channel's words.
+    pub failure: Option<String>,
+}
+
+/// A verified, decrypted refund callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundNotification {
+    /// The channel's id for this notification (duplicates repeat it).
+    pub event_id: String,
+    pub out_trade_no: String,
+    pub refund: ChannelRefund,
+}
+
 /// What paymux answers the channel after handling a callback, in the channel's own format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallbackReply {
@@ -137,6 +193,29 @@ pub trait Channel: Send + Sync {
 
     /// The reply the channel expects after a callback was handled (`ok`) or must be retried.
     fn callback_reply(&self, ok: bool) -> CallbackReply;
+
+    /// Asks the channel to refund. A timeout or 5xx is an unknown outcome
+    /// (the refund may have been made): query it, or repeat the same request,
+    /// which never refunds twice.
+    async fn refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError>;
+
+    /// Asks the channel about a refund made with `req`.
+    /// [`ChannelError::NotFound`] means the channel never received it.
+    async fn query_refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError>;
+
+    /// Verifies and decodes a refund callback (sent to the refund's own
+    /// callback URL). Channels whose refunds settle in the call itself send
+    /// none; for them any callback there is refused.
+    async fn parse_refund_callback(
+        &self,
+        callback: Callback<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<RefundNotification, ChannelError> {
+        let _ = (callback, now);
+        Err(ChannelError::Protocol(
+            "this channel sends no refund callbacks".into(),
+        ))
+    }
 
     /// A harmless authenticated call that proves the account's keys and
     /// endpoint work. By default: a query of an order that does not exist,

@@ -355,6 +355,7 @@ async fn move_to(
             id,
             merchant_id: payment.merchant_id.clone(),
             payment_id: payment.id.clone(),
+            refund_id: None,
             event_type: event_type.to_string(),
             notify_url: payment.notify_url.clone(),
             created_at: now,

@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use paymux_channels::{
-    Callback, CallbackReply, Channel, ChannelError, ChannelTrade, Diagnosis, Notification,
-    Prepared, PrepayRequest,
+    Callback, CallbackReply, Channel, ChannelError, ChannelRefund, ChannelTrade, Diagnosis,
+    Notification, Prepared, PrepayRequest, RefundNotification, RefundRequest,
 };
 use paymux_core::Clock;
 
@@ -27,6 +27,8 @@ pub enum Operation {
     Prepay,
     Query,
     Close,
+    Refund,
+    QueryRefund,
 }
 
 impl Operation {
@@ -35,6 +37,8 @@ impl Operation {
             Operation::Prepay => "prepay",
             Operation::Query => "query",
             Operation::Close => "close",
+            Operation::Refund => "refund",
+            Operation::QueryRefund => "query_refund",
         }
     }
 }
@@ -158,6 +162,23 @@ impl Channel for GuardedChannel {
 
     fn callback_reply(&self, ok: bool) -> CallbackReply {
         self.inner.callback_reply(ok)
+    }
+
+    async fn refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        self.guard(Operation::Refund, self.inner.refund(req)).await
+    }
+
+    async fn query_refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        self.guard(Operation::QueryRefund, self.inner.query_refund(req))
+            .await
+    }
+
+    async fn parse_refund_callback(
+        &self,
+        callback: Callback<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<RefundNotification, ChannelError> {
+        self.inner.parse_refund_callback(callback, now).await
     }
 
     async fn probe(&self) -> Result<(), ChannelError> {

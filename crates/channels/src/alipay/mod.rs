@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 
 use crate::keys::{PrivateKey, PublicKey};
 use crate::{
-    Callback, CallbackReply, Channel, ChannelError, ChannelTrade, Notification, Prepared,
-    PrepayRequest, TradeState,
+    Callback, CallbackReply, Channel, ChannelError, ChannelRefund, ChannelTrade, Notification,
+    Prepared, PrepayRequest, RefundRequest, TradeState,
 };
 use sign::Params;
 
@@ -540,6 +540,18 @@ impl Channel for Alipay {
         _now: DateTime<Utc>,
     ) -> Result<Notification, ChannelError> {
         self.parse_notify(callback.body)
+    }
+
+    async fn refund(&self, _req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        Err(ChannelError::Config(
+            "refunds are not available on this channel yet".into(),
+        ))
+    }
+
+    async fn query_refund(&self, _req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        Err(ChannelError::Config(
+            "refunds are not available on this channel yet".into(),
+        ))
     }
 
     fn callback_reply(&self, ok: bool) -> CallbackReply {

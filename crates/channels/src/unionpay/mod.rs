@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
-    Callback, CallbackReply, Channel, ChannelError, ChannelTrade, Notification, Prepared,
-    PrepayRequest, TradeState,
+    Callback, CallbackReply, Channel, ChannelError, ChannelRefund, ChannelTrade, Notification,
+    Prepared, PrepayRequest, RefundRequest, TradeState,
 };
 use certs::{SigningIdentity, TrustAnchors};
 use sign::Params;
@@ -535,6 +535,18 @@ impl Channel for Unionpay {
         now: DateTime<Utc>,
     ) -> Result<Notification, ChannelError> {
         self.parse_notify(callback.body, now)
+    }
+
+    async fn refund(&self, _req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        Err(ChannelError::Config(
+            "refunds are not available on this channel yet".into(),
+        ))
+    }
+
+    async fn query_refund(&self, _req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        Err(ChannelError::Config(
+            "refunds are not available on this channel yet".into(),
+        ))
     }
 
     fn callback_reply(&self, ok: bool) -> CallbackReply {

@@ -11,6 +11,7 @@
 mod certs;
 mod client;
 mod notify;
+mod refund;
 pub mod sign;
 pub mod types;
 
@@ -23,10 +24,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::{PrivateKey, PublicKey};
 use crate::{
-    Callback, CallbackReply, Channel, ChannelError, ChannelTrade, Notification, Prepared,
-    PrepayRequest, TradeState,
+    Callback, CallbackReply, Channel, ChannelError, ChannelRefund, ChannelTrade, Notification,
+    Prepared, PrepayRequest, RefundNotification, RefundRequest, TradeState,
 };
 
+pub use refund::{refund_state, to_channel_refund};
 pub use sign::Authorization;
 
 /// Production API host.
@@ -484,6 +486,23 @@ impl Channel for WechatPay {
         now: DateTime<Utc>,
     ) -> Result<Notification, ChannelError> {
         self.parse_notification(callback.headers, callback.body, now)
+            .await
+    }
+
+    async fn refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        self.create_refund(req).await
+    }
+
+    async fn query_refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        self.find_refund(req).await
+    }
+
+    async fn parse_refund_callback(
+        &self,
+        callback: Callback<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<RefundNotification, ChannelError> {
+        self.parse_refund_notification(callback.headers, callback.body, now)
             .await
     }
 
