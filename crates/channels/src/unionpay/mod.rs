@@ -10,7 +10,9 @@
 //! - `app`: `appTransReq.do` answers a `tn` the UnionPay app SDK takes;
 //! - `native`: `backTransReq.do` with txnSubType 07, bizType 000000 and
 //!   channelType 08 answers the `qrCode` the payer scans;
-//! - query: `queryTrans.do` (txnType 00), identified by `orderId` + `txnTime`.
+//! - query: `queryTrans.do` (txnType 00), identified by `orderId` + `txnTime`;
+//! - refunds: `backTransReq.do` with txnType 04 naming the consumption's
+//!   `queryId`, their result by back notification or query (see [`refund`]).
 //!
 //! Every answer and callback carries UnionPay's signing certificate
 //! (`signPubKeyCert`); it is checked against the configured root and
@@ -20,6 +22,7 @@
 
 pub mod certs;
 mod notify;
+pub mod refund;
 pub mod sign;
 
 use std::sync::Arc;
@@ -34,7 +37,7 @@ use serde_json::json;
 
 use crate::{
     Callback, CallbackReply, Channel, ChannelError, ChannelRefund, ChannelTrade, Notification,
-    Prepared, PrepayRequest, RefundRequest, TradeState,
+    Prepared, PrepayRequest, RefundNotification, RefundRequest, TradeState,
 };
 use certs::{SigningIdentity, TrustAnchors};
 use sign::Params;
@@ -537,16 +540,20 @@ impl Channel for Unionpay {
         self.parse_notify(callback.body, now)
     }
 
-    async fn refund(&self, _req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
-        Err(ChannelError::Config(
-            "refunds are not available on this channel yet".into(),
-        ))
+    async fn refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        self.create_refund(req).await
     }
 
-    async fn query_refund(&self, _req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
-        Err(ChannelError::Config(
-            "refunds are not available on this channel yet".into(),
-        ))
+    async fn query_refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        self.find_refund(req).await
+    }
+
+    async fn parse_refund_callback(
+        &self,
+        callback: Callback<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<RefundNotification, ChannelError> {
+        self.parse_refund_notify(callback.body, now)
     }
 
     fn callback_reply(&self, ok: bool) -> CallbackReply {

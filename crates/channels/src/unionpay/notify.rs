@@ -35,8 +35,9 @@ impl Unionpay {
         let amount = Money::new(sign::txn_amt_to_fen(field("txnAmt")?)?, Currency::CNY)
             .map_err(|e| ChannelError::Protocol(e.to_string()))?;
         // Only a consumption's success pays an order. Other transactions
-        // notified to the same backUrl (refunds, cancellations) are
-        // acknowledged and change no payment here.
+        // notified here (cancellations, refunds made outside paymux; paymux's
+        // own refunds go to their own backUrl) are acknowledged and change
+        // no payment.
         let state = if txn_type == sign::TXN_CONSUME && sign::is_success(resp_code) {
             TradeState::Paid
         } else {

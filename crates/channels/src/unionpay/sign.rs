@@ -29,6 +29,8 @@ pub const CURRENCY_CNY: &str = "156";
 /// Transaction types (`txnType`).
 pub const TXN_QUERY: &str = "00";
 pub const TXN_CONSUME: &str = "01";
+/// Refund (退货) of a consumption.
+pub const TXN_REFUND: &str = "04";
 
 /// Answers that mean "done" (`respCode` / `origRespCode`): `00` success and
 /// `A6` partial success, which UnionPay counts as paid.
@@ -148,8 +150,21 @@ pub fn order_id_of(out_trade_no: &str) -> Result<String, ChannelError> {
 /// The inverse of [`order_id_of`] for payment ids: `pay01H…` (`pay` and a
 /// 26-character ULID) → `pay_01H…`; any other orderId is returned as it is.
 pub fn out_trade_no_of(order_id: &str) -> String {
-    match order_id.strip_prefix("pay") {
-        Some(ulid) if ulid.len() == 26 && ulid_millis(ulid).is_some() => format!("pay_{ulid}"),
+    with_underscore("pay", order_id)
+}
+
+/// The inverse of [`order_id_of`] for refund ids: `ref01H…` → `ref_01H…`;
+/// any other orderId is returned as it is.
+pub fn out_refund_no_of(order_id: &str) -> String {
+    with_underscore("ref", order_id)
+}
+
+/// `{prefix}{ULID}` → `{prefix}_{ULID}`, only for a real ULID after the prefix.
+fn with_underscore(prefix: &str, order_id: &str) -> String {
+    match order_id.strip_prefix(prefix) {
+        Some(ulid) if ulid.len() == 26 && ulid_millis(ulid).is_some() => {
+            format!("{prefix}_{ulid}")
+        }
         _ => order_id.to_string(),
     }
 }
@@ -271,6 +286,16 @@ mod tests {
             "yansongda20220903065448"
         );
         assert!(order_id_of("short").is_err());
+        let refund = "ref_01KB0Z8N5V7Q4W3X2Y1Z0A9B8C";
+        let order_id = order_id_of(refund).unwrap();
+        assert_eq!(order_id, "ref01KB0Z8N5V7Q4W3X2Y1Z0A9B8C");
+        assert_eq!(out_refund_no_of(&order_id), refund);
+        // A payment's orderId is not a refund id, nor the other way round.
+        assert_eq!(
+            out_refund_no_of("pay01KB0Z8N5V7Q4W3X2Y1Z0A9B8C"),
+            "pay01KB0Z8N5V7Q4W3X2Y1Z0A9B8C"
+        );
+        assert_eq!(out_trade_no_of(&order_id), order_id);
         assert!(order_id_of("pay-01KB0Z8N5V7Q4W3X").is_err());
     }
 
