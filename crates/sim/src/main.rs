@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, env = "PAYMUX_SIM_LISTEN", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
     /// Faults to inject from the start, as the JSON `POST /sim/{channel}/faults`
-    /// takes (applied to both simulators; change them later over HTTP).
+    /// takes (applied to every simulator; change them later over HTTP).
     #[arg(long, env = "PAYMUX_SIM_FAULTS")]
     faults: Option<String>,
 }
@@ -37,6 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let sim = WechatSim::new();
     let alipay = AlipaySim::new();
+    let unionpay = paymux_sim::unionpay::UnionpaySim::new();
     if let Some(text) = &args.faults {
         let faults: paymux_sim::faults::FaultConfig =
             serde_json::from_str(text).map_err(|e| format!("--faults: {e}"))?;
@@ -44,6 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .set(faults.clone())
             .map_err(|e| format!("--faults: {e}"))?;
         alipay
+            .faults
+            .set(faults.clone())
+            .map_err(|e| format!("--faults: {e}"))?;
+        unionpay
             .faults
             .set(faults)
             .map_err(|e| format!("--faults: {e}"))?;
@@ -53,10 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .nest("/sim/wechat", router(sim.clone()))
         .nest("/sim/alipay", paymux_sim::alipay::router(alipay))
-        .nest(
-            "/sim/unionpay",
-            paymux_sim::unionpay::router(paymux_sim::unionpay::UnionpaySim::new()),
-        )
+        .nest("/sim/unionpay", paymux_sim::unionpay::router(unionpay))
         .merge(router(sim));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

@@ -15,9 +15,15 @@ use chrono::{Duration, Utc};
 use paymux_channels::keys::PrivateKey;
 use paymux_channels::unionpay::sign::{self, Params};
 use paymux_channels::unionpay::{Unionpay, UnionpayConfig, QUERY_TRANS_PATH};
-use paymux_channels::{Callback, Channel, ChannelError, Notification, PrepayRequest, TradeState};
-use paymux_core::{Currency, Money, PayMethod, PaymentId};
-use paymux_sim::unionpay::{router, PlatformInfo, Registered, UnionpaySim};
+use paymux_channels::{
+    Callback, Channel, ChannelError, Notification, PrepayRequest, RefundNotification,
+    RefundRequest, RefundState, TradeState,
+};
+use paymux_core::{new_id, Currency, Money, PayMethod, PaymentId};
+use paymux_sim::faults::FaultConfig;
+use paymux_sim::unionpay::{
+    router, PlatformInfo, Registered, SimRefund, SimRefundState, UnionpaySim,
+};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -329,4 +335,407 @@ async fn an_expired_order_cannot_be_paid() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+// ---------------------------------------------------------------------------
+// Refunds
+
+type RefundCallback = (Vec<u8>, Result<RefundNotification, ChannelError>);
+
+/// A merchant-side refund backUrl that verifies with `parse_refund_callback`
+/// and hands over the raw body with the outcome.
+async fn start_refund_receiver(
+    ch: Arc<Unionpay>,
+) -> (String, mpsc::UnboundedReceiver<RefundCallback>) {
+    type S = (Arc<Unionpay>, mpsc::UnboundedSender<RefundCallback>);
+    async fn handle(State((ch, tx)): State<S>, headers: HeaderMap, body: Bytes) -> Response {
+        let result = ch
+            .parse_refund_callback(
+                Callback {
+                    headers: &headers,
+                    body: &body,
+                },
+                Utc::now(),
+            )
+            .await;
+        let reply = ch.callback_reply(result.is_ok());
+        let _ = tx.send((body.to_vec(), result));
+        (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response()
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let host = serve(
+        Router::new()
+            .route("/refund", post(handle))
+            .with_state((ch, tx)),
+    )
+    .await;
+    (format!("{host}/refund"), rx)
+}
+
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a callback within 10 s")
+        .expect("receiver open")
+}
+
+/// A QR payment of 19.99 made and paid; returns it and its queryId.
+async fn paid_payment(host: &str, ch: &Unionpay) -> (PrepayRequest, String) {
+    let req = request(PayMethod::Native, "http://127.0.0.1:9/notify");
+    ch.prepay(&req).await.unwrap();
+    let (status, outcome) = pay(host, json!({ "out_trade_no": req.out_trade_no })).await;
+    assert_eq!(status, 200, "{outcome}");
+    (req, outcome["query_id"].as_str().unwrap().to_string())
+}
+
+fn refund_of(paid: &PrepayRequest, query_id: &str, fen: i64, notify_url: &str) -> RefundRequest {
+    RefundRequest {
+        out_trade_no: paid.out_trade_no.clone(),
+        out_refund_no: new_id("ref"),
+        amount: Money::new(fen, Currency::CNY).unwrap(),
+        total: paid.amount,
+        reason: Some("returned".into()),
+        notify_url: notify_url.into(),
+        channel_trade_no: Some(query_id.into()),
+        created_at: Utc::now(),
+    }
+}
+
+fn state_of(r: &SimRefund) -> (i64, SimRefundState) {
+    (r.amount, r.state)
+}
+
+#[tokio::test]
+async fn a_full_refund_is_notified_and_queried() {
+    let (sim, host) = start_sim().await;
+    let ch = Arc::new(register(&host).await);
+    let (refund_url, mut rx) = start_refund_receiver(ch.clone()).await;
+    let (paid, query_id) = paid_payment(&host, &ch).await;
+    let req = refund_of(&paid, &query_id, 1999, &refund_url);
+
+    let accepted = ch.refund(&req).await.unwrap();
+    assert_eq!(accepted.state, RefundState::Processing);
+    assert_eq!(accepted.out_refund_no, req.out_refund_no);
+    let refund_query_id = accepted.refund_id.clone().unwrap();
+    assert_ne!(refund_query_id, query_id);
+
+    let (_, n) = next(&mut rx).await;
+    let n = n.unwrap();
+    assert_eq!(n.event_id, refund_query_id);
+    assert_eq!(n.out_trade_no, paid.out_trade_no);
+    assert_eq!(n.refund.out_refund_no, req.out_refund_no);
+    assert_eq!(n.refund.state, RefundState::Succeeded);
+    assert_eq!(n.refund.amount, Some(req.amount));
+    assert_eq!(
+        n.refund.refund_id.as_deref(),
+        Some(refund_query_id.as_str())
+    );
+
+    let found = ch.query_refund(&req).await.unwrap();
+    assert_eq!(found.state, RefundState::Succeeded);
+    assert_eq!(found.amount, Some(req.amount));
+    assert_eq!(found.refund_id, Some(refund_query_id));
+    // The consumption itself stays paid.
+    assert_eq!(
+        ch.query(&paid.out_trade_no).await.unwrap().state,
+        TradeState::Paid
+    );
+
+    let listed = sim.refunds(&paid.out_trade_no, None).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].out_refund_no, req.out_refund_no);
+    assert_eq!(state_of(&listed[0]), (1999, SimRefundState::Succeeded));
+    let body: Value = reqwest::Client::new()
+        .get(format!(
+            "{host}/sim/unionpay/refunds?out_trade_no={}",
+            paid.out_trade_no
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["refunds"][0]["amount"], 1999);
+    assert_eq!(body["refunds"][0]["state"], "succeeded");
+    assert_eq!(body["refunds"][0]["out_refund_no"], req.out_refund_no);
+    // Nothing is left to refund.
+    let more = refund_of(&paid, &query_id, 1, &refund_url);
+    assert!(matches!(
+        ch.refund(&more).await,
+        Err(ChannelError::Rejected { code, .. }) if code == "45"
+    ));
+    assert!(matches!(
+        ch.query_refund(&more).await,
+        Err(ChannelError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn two_partial_refunds_and_no_more_than_was_paid() {
+    let (sim, host) = start_sim().await;
+    let ch = Arc::new(register(&host).await);
+    let (refund_url, mut rx) = start_refund_receiver(ch.clone()).await;
+    let (paid, query_id) = paid_payment(&host, &ch).await;
+
+    let first = refund_of(&paid, &query_id, 1000, &refund_url);
+    ch.refund(&first).await.unwrap();
+    let second = refund_of(&paid, &query_id, 900, &refund_url);
+    ch.refund(&second).await.unwrap();
+    let mut notified = [
+        next(&mut rx).await.1.unwrap().refund,
+        next(&mut rx).await.1.unwrap().refund,
+    ];
+    notified.sort_by_key(|r| r.amount.unwrap().minor);
+    assert_eq!(notified[0].out_refund_no, second.out_refund_no);
+    assert_eq!(notified[1].out_refund_no, first.out_refund_no);
+    assert!(notified.iter().all(|r| r.state == RefundState::Succeeded));
+
+    // 99 fen are left: 100 is refused and changes nothing.
+    let over = refund_of(&paid, &query_id, 100, &refund_url);
+    match ch.refund(&over).await {
+        Err(ChannelError::Rejected { code, message }) => {
+            assert_eq!(code, "33");
+            assert!(message.contains("99 fen left"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        ch.query_refund(&over).await,
+        Err(ChannelError::NotFound)
+    ));
+    let listed = sim.refunds(&paid.out_trade_no, None).unwrap();
+    assert_eq!(
+        listed.iter().map(state_of).collect::<Vec<_>>(),
+        vec![
+            (1000, SimRefundState::Succeeded),
+            (900, SimRefundState::Succeeded)
+        ]
+    );
+    // The rest exactly is fine.
+    let rest = refund_of(&paid, &query_id, 99, &refund_url);
+    ch.refund(&rest).await.unwrap();
+    assert_eq!(
+        next(&mut rx).await.1.unwrap().refund.out_refund_no,
+        rest.out_refund_no
+    );
+    assert_eq!(sim.refunds(&paid.out_trade_no, None).unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_repeated_refund_never_refunds_twice() {
+    let (sim, host) = start_sim().await;
+    let ch = Arc::new(register(&host).await);
+    let (refund_url, mut rx) = start_refund_receiver(ch.clone()).await;
+    let (paid, query_id) = paid_payment(&host, &ch).await;
+    let req = refund_of(&paid, &query_id, 500, &refund_url);
+    ch.refund(&req).await.unwrap();
+    next(&mut rx).await.1.unwrap();
+    // The repeat (say its first answer was lost) is UnionPay's "duplicate
+    // transaction": an unknown outcome for the client, settled by query.
+    let again = ch.refund(&req).await.unwrap_err();
+    assert!(matches!(again, ChannelError::Transport(_)), "{again}");
+    assert!(again.is_retryable());
+    assert_eq!(
+        ch.query_refund(&req).await.unwrap().state,
+        RefundState::Succeeded
+    );
+    let listed = sim.refunds(&paid.out_trade_no, None).unwrap();
+    assert_eq!(
+        listed.iter().map(state_of).collect::<Vec<_>>(),
+        vec![(500, SimRefundState::Succeeded)]
+    );
+}
+
+#[tokio::test]
+async fn refunds_need_a_paid_consumption() {
+    let (_, host) = start_sim().await;
+    let ch = register(&host).await;
+    let (paid, query_id) = paid_payment(&host, &ch).await;
+    // A refund nobody asked for is unknown.
+    let unknown = refund_of(&paid, &query_id, 100, "http://127.0.0.1:9/refund");
+    assert!(matches!(
+        ch.query_refund(&unknown).await,
+        Err(ChannelError::NotFound)
+    ));
+    // Without the consumption's queryId nothing can be refunded.
+    let mut no_query_id = unknown.clone();
+    no_query_id.channel_trade_no = None;
+    match ch.refund(&no_query_id).await {
+        Err(ChannelError::Rejected { code, message }) => {
+            assert_eq!(code, paymux_channels::unionpay::refund::MISSING_QUERY_ID);
+            assert!(message.contains("origQryId"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A queryId UnionPay does not know, or another merchant's.
+    let mut wrong = refund_of(
+        &paid,
+        "000000000000000000000",
+        100,
+        "http://127.0.0.1:9/refund",
+    );
+    assert!(matches!(
+        ch.refund(&wrong).await,
+        Err(ChannelError::Rejected { code, .. }) if code == "35"
+    ));
+    let other = register(&host).await;
+    wrong.channel_trade_no = Some(query_id);
+    assert!(matches!(
+        other.refund(&wrong).await,
+        Err(ChannelError::Rejected { code, .. }) if code == "35"
+    ));
+}
+
+#[tokio::test]
+async fn forged_refund_callbacks_are_refused() {
+    let (_, host) = start_sim().await;
+    let ch = Arc::new(register(&host).await);
+    let (refund_url, mut rx) = start_refund_receiver(ch.clone()).await;
+    let (paid, query_id) = paid_payment(&host, &ch).await;
+    ch.refund(&refund_of(&paid, &query_id, 300, &refund_url))
+        .await
+        .unwrap();
+    let (body, genuine) = next(&mut rx).await;
+    genuine.unwrap();
+    let params = sign::parse_form(&body).unwrap();
+    let parse = |p: &Params| {
+        let ch = ch.clone();
+        let body = sign::encode_form(p);
+        async move {
+            ch.parse_refund_callback(
+                Callback {
+                    headers: &HeaderMap::new(),
+                    body: body.as_bytes(),
+                },
+                Utc::now(),
+            )
+            .await
+        }
+    };
+    // A larger amount after UnionPay signed.
+    let mut tampered = params.clone();
+    tampered.insert("txnAmt".into(), "1999".into());
+    assert!(matches!(
+        parse(&tampered).await,
+        Err(ChannelError::InvalidSignature(_))
+    ));
+    // Signed by the merchant's own key: a key, but not UnionPay's certificate.
+    let mut self_signed = params.clone();
+    self_signed.remove("signPubKeyCert");
+    let self_signed = ch.sign(self_signed).unwrap();
+    assert!(matches!(
+        parse(&self_signed).await,
+        Err(ChannelError::InvalidSignature(_))
+    ));
+    // Another merchant's refund, genuinely signed by UnionPay, is not ours.
+    let other = register(&host).await;
+    assert!(other
+        .parse_refund_callback(
+            Callback {
+                headers: &HeaderMap::new(),
+                body: &body,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("merId"));
+    // A payment's notification, posted to the refund URL, is not a refund's.
+    let req = request(PayMethod::Native, &refund_url);
+    ch.prepay(&req).await.unwrap();
+    let (_, outcome) = pay(&host, json!({ "out_trade_no": req.out_trade_no })).await;
+    assert_eq!(outcome["callbacks"][0]["status"], 500);
+    let err = next(&mut rx).await.1.unwrap_err();
+    assert!(err.to_string().contains("txnType 01"), "{err}");
+}
+
+#[tokio::test]
+async fn failed_and_lost_refund_callbacks_are_settled_by_query() {
+    let (sim, host) = start_sim().await;
+    let ch = Arc::new(register(&host).await);
+    let (refund_url, mut rx) = start_refund_receiver(ch.clone()).await;
+    let (paid, query_id) = paid_payment(&host, &ch).await;
+    // UnionPay accepts the refund, then it fails for good.
+    sim.faults
+        .set(FaultConfig {
+            refund_failure_rate: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+    let failing = refund_of(&paid, &query_id, 1999, &refund_url);
+    assert_eq!(
+        ch.refund(&failing).await.unwrap().state,
+        RefundState::Processing
+    );
+    let n = next(&mut rx).await.1.unwrap();
+    assert_eq!(n.refund.state, RefundState::Failed);
+    assert_eq!(n.refund.failure.as_deref().map(|f| &f[..2]), Some("01"));
+    let found = ch.query_refund(&failing).await.unwrap();
+    assert_eq!(found.state, RefundState::Failed);
+    assert!(found.failure.is_some());
+    // The failed refund's amount can be refunded again; this time its
+    // callback is lost and only a query tells.
+    sim.faults
+        .set(FaultConfig {
+            callback_lost_rate: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+    let retry = refund_of(&paid, &query_id, 1999, &refund_url);
+    ch.refund(&retry).await.unwrap();
+    // The notification goes out after the answer: wait for its fate.
+    for _ in 0..100 {
+        if sim.faults.status().injected.callbacks_lost == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.faults.status().injected.callbacks_lost, 1);
+    assert!(rx.try_recv().is_err());
+    assert_eq!(
+        ch.query_refund(&retry).await.unwrap().state,
+        RefundState::Succeeded
+    );
+    let listed = sim.refunds(&paid.out_trade_no, None).unwrap();
+    assert_eq!(
+        listed.iter().map(state_of).collect::<Vec<_>>(),
+        vec![
+            (1999, SimRefundState::Failed),
+            (1999, SimRefundState::Succeeded)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn gateway_faults_reach_unionpay_calls() {
+    let (sim, host) = start_sim().await;
+    let ch = register(&host).await;
+    let (paid, query_id) = paid_payment(&host, &ch).await;
+    let r = reqwest::Client::new()
+        .post(format!("{host}/sim/unionpay/faults"))
+        .json(&json!({ "seed": 3, "error_rate": 1.0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let req = refund_of(&paid, &query_id, 100, "http://127.0.0.1:9/refund");
+    let err = ch.refund(&req).await.unwrap_err();
+    assert!(matches!(err, ChannelError::Transport(_)), "{err}");
+    // Refused before anything was done.
+    assert!(sim.refunds(&paid.out_trade_no, None).unwrap().is_empty());
+    sim.faults
+        .set(FaultConfig {
+            rate_limit_rate: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+    let err = ch.query(&paid.out_trade_no).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(sim.faults.status().injected.rate_limits, 1);
+    sim.faults.clear();
+    // The same refund, now that UnionPay is back: made once.
+    ch.refund(&req).await.unwrap();
+    assert_eq!(sim.refunds(&paid.out_trade_no, None).unwrap().len(), 1);
 }

@@ -29,7 +29,9 @@ pub const MISSING_QUERY_ID: &str = "MISSING_QUERY_ID";
 /// unknown, accepted) still on its way; any other code a final failure.
 pub fn refund_state(code: &str) -> Result<RefundState, ChannelError> {
     match code {
-        "" => Err(ChannelError::Protocol("refund result without a code".into())),
+        "" => Err(ChannelError::Protocol(
+            "refund result without a code".into(),
+        )),
         c if sign::is_success(c) => Ok(RefundState::Succeeded),
         "03" | "04" | "05" => Ok(RefundState::Processing),
         _ => Ok(RefundState::Failed),
@@ -236,8 +238,7 @@ fn check_refund_answer(answer: &Params, req: &RefundRequest) -> Result<(), Chann
             )));
         }
     }
-    if let (Some(got), Some(sent)) = (field(answer, "origQryId"), req.channel_trade_no.as_deref())
-    {
+    if let (Some(got), Some(sent)) = (field(answer, "origQryId"), req.channel_trade_no.as_deref()) {
         if got != sent {
             return Err(ChannelError::Protocol(format!(
                 "refund {} is of queryId {got} at UnionPay, not {sent}",

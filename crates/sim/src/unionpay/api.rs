@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
+use axum::extract::{OriginalUri, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,9 +12,11 @@ use paymux_channels::unionpay::sign::{self, Params};
 use paymux_channels::unionpay::{
     APP_TRANS_PATH, BACK_TRANS_PATH, FRONT_TRANS_PATH, QUERY_TRANS_PATH,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{lock, Kind, Order, PayRequest, SimError, SimMerchant, UnionpaySim, MAX_ORDERS};
+use crate::faults::ApiFault;
 
 /// The simulator's routes, relative to where they are mounted (paymux nests
 /// them under `/sim/unionpay`, so the gateway is `/sim/unionpay/gateway/api/…`).
@@ -22,32 +24,68 @@ pub fn router<S>(sim: Arc<UnionpaySim>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    Router::new()
+    let control = Router::new()
         .route("/merchants", post(add_merchant))
         .route("/platform", get(platform))
         .route("/pay", post(pay))
+        .route("/refunds", get(refunds))
         .route(FRONT_TRANS_PATH, get(front).post(front))
+        .with_state(sim.clone())
+        .merge(crate::faults::routes::router(sim.faults.clone()));
+    // The back gateway (merchant server to UnionPay) has bad days; the
+    // payer's browser page is left alone.
+    let back_gateway = Router::new()
         .route(APP_TRANS_PATH, post(app))
         .route(BACK_TRANS_PATH, post(back))
         .route(QUERY_TRANS_PATH, post(query))
-        .with_state(sim)
+        .route_layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            inject_faults,
+        ))
+        .with_state(sim);
+    control.merge(back_gateway)
+}
+
+/// Applies the configured faults to a gateway call, as UnionPay shows them:
+/// an HTTP 5xx, a signed "system busy" (06) answer, a late answer.
+async fn inject_faults(
+    State(sim): State<Arc<UnionpaySim>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match sim.faults.api_fault() {
+        ApiFault::None => next.run(req).await,
+        ApiFault::Latency(d) => {
+            tokio::time::sleep(d).await;
+            next.run(req).await
+        }
+        ApiFault::Timeout(d) => {
+            // Done at UnionPay, but the answer comes too late to be read.
+            let answer = next.run(req).await;
+            tokio::time::sleep(d).await;
+            answer
+        }
+        ApiFault::ServerError => (StatusCode::BAD_GATEWAY, "502 Bad Gateway").into_response(),
+        // UnionPay has no HTTP rate-limit answer; it says it is busy.
+        ApiFault::RateLimited => sim.reply(Err(Refusal::new("06", "系统繁忙，请稍后再试"))),
+    }
 }
 
 /// A refusal in UnionPay's terms: `respCode` and `respMsg`.
-struct Refusal {
+pub(super) struct Refusal {
     code: &'static str,
     msg: String,
 }
 
 impl Refusal {
-    fn new(code: &'static str, msg: impl Into<String>) -> Self {
+    pub(super) fn new(code: &'static str, msg: impl Into<String>) -> Self {
         Refusal {
             code,
             msg: msg.into(),
         }
     }
     /// 10: the message is malformed.
-    fn format(msg: impl Into<String>) -> Self {
+    pub(super) fn format(msg: impl Into<String>) -> Self {
         Self::new("10", msg)
     }
 }
@@ -78,6 +116,32 @@ async fn pay(State(sim): State<Arc<UnionpaySim>>, Json(req): Json<PayRequest>) -
                     (StatusCode::BAD_REQUEST, "INVALID_PARAMETER")
                 }
                 SimError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR"),
+            };
+            (
+                status,
+                Json(json!({ "code": code, "message": e.to_string() })),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RefundsQuery {
+    out_trade_no: String,
+    #[serde(default)]
+    mer_id: Option<String>,
+}
+
+/// `GET /refunds?out_trade_no=pay_…[&mer_id=…]`: the refunds of a paid order.
+async fn refunds(State(sim): State<Arc<UnionpaySim>>, Query(q): Query<RefundsQuery>) -> Response {
+    match sim.refunds(&q.out_trade_no, q.mer_id.as_deref()) {
+        Ok(list) => Json(json!({ "refunds": list })).into_response(),
+        Err(e) => {
+            let (status, code) = match &e {
+                SimError::OrderNotFound => (StatusCode::NOT_FOUND, "34"),
+                SimError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR"),
+                _ => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER"),
             };
             (
                 status,
@@ -147,16 +211,23 @@ async fn app(
     sim.reply(answer)
 }
 
-/// `backTransReq.do`: here, UnionPay QR (txnType 01, txnSubType 07, bizType
-/// 000000): answers the `qrCode` the payer scans.
+/// `backTransReq.do`: UnionPay QR (txnType 01, txnSubType 07, bizType
+/// 000000), answering the `qrCode` the payer scans; and refunds (txnType
+/// 04), whose notification is sent right after the answer.
 async fn back(
     State(sim): State<Arc<UnionpaySim>>,
     OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> Response {
+    let mut notification = None;
     let answer = fields(&uri, &body).and_then(|p| {
         sim.verified(&p)?;
-        sim.expect(&p, "txnType", &[sign::TXN_CONSUME])?;
+        sim.expect(&p, "txnType", &[sign::TXN_CONSUME, sign::TXN_REFUND])?;
+        if p["txnType"] == sign::TXN_REFUND {
+            let (answer, n) = sim.new_refund(&p)?;
+            notification = n;
+            return Ok(answer);
+        }
         sim.expect(&p, "txnSubType", &["07"])?;
         sim.expect(&p, "bizType", &["000000"])?;
         sim.expect(&p, "channelType", &["08"])?;
@@ -165,7 +236,14 @@ async fn back(
         a.insert("qrCode".into(), order.handle.unwrap_or_default());
         Ok(a)
     });
-    sim.reply(answer)
+    let reply = sim.reply(answer);
+    if let Some(n) = notification {
+        let faults = sim.faults.clone();
+        tokio::spawn(async move {
+            faults.deliver_callbacks(vec![n]).await;
+        });
+    }
+    reply
 }
 
 /// `queryTrans.do` (txnType 00): the order's state, by `orderId` + `txnTime`.
@@ -182,10 +260,19 @@ async fn query(
         let order_id = sim.required(&p, "orderId")?;
         let txn_time = sim.required(&p, "txnTime")?;
         let order = lock(&sim.orders)
-            .get(&(mer_id, order_id.to_string()))
+            .get(&(mer_id.clone(), order_id.to_string()))
             .filter(|o| o.txn_time == txn_time)
-            .cloned()
-            .ok_or_else(|| Refusal::new("34", "查无此交易"))?;
+            .cloned();
+        let Some(order) = order else {
+            // A refund is queried by its own orderId and txnTime.
+            let refund = sim
+                .refund_query(&mer_id, order_id, txn_time)
+                .ok_or_else(|| Refusal::new("34", "查无此交易"))?;
+            let mut a = sim.echo(&p);
+            a.extend(refund);
+            a.insert("bizType".into(), p["bizType"].clone());
+            return Ok(a);
+        };
         let mut a = sim.echo(&p);
         match &order.paid {
             Some(payment) => {
@@ -211,7 +298,7 @@ async fn query(
 
 impl UnionpaySim {
     /// Checks the common fields and the merchant's signature.
-    fn verified(&self, p: &Params) -> Result<(), Refusal> {
+    pub(super) fn verified(&self, p: &Params) -> Result<(), Refusal> {
         self.expect(p, "version", &[sign::VERSION])?;
         self.expect(p, "signMethod", &[sign::SIGN_METHOD])?;
         self.expect(p, "accessType", &["0"])?;
@@ -230,14 +317,14 @@ impl UnionpaySim {
         sign::verify(&merchant.key, p).map_err(|e| Refusal::new("11", e.to_string()))
     }
 
-    fn required<'a>(&self, p: &'a Params, name: &str) -> Result<&'a str, Refusal> {
+    pub(super) fn required<'a>(&self, p: &'a Params, name: &str) -> Result<&'a str, Refusal> {
         p.get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| Refusal::new("13", format!("{name} is missing")))
     }
 
-    fn expect(&self, p: &Params, name: &str, allowed: &[&str]) -> Result<(), Refusal> {
+    pub(super) fn expect(&self, p: &Params, name: &str, allowed: &[&str]) -> Result<(), Refusal> {
         let v = self.required(p, name)?;
         if allowed.contains(&v) {
             Ok(())
@@ -307,7 +394,7 @@ impl UnionpaySim {
     }
 
     /// The request fields an answer repeats.
-    fn echo(&self, p: &Params) -> Params {
+    pub(super) fn echo(&self, p: &Params) -> Params {
         let mut a = Params::new();
         for k in [
             "version",
@@ -331,7 +418,7 @@ impl UnionpaySim {
     }
 
     /// A signed `k=v&…` answer: the fields with `respCode 00`, or the refusal.
-    fn reply(&self, answer: Result<Params, Refusal>) -> Response {
+    pub(super) fn reply(&self, answer: Result<Params, Refusal>) -> Response {
         let mut a = match answer {
             Ok(mut a) => {
                 a.insert("respCode".into(), "00".into());

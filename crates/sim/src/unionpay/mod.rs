@@ -7,14 +7,20 @@
 //! signed with the simulator's own UnionPay signing key and carry its
 //! certificate in `signPubKeyCert`, issued under the simulator's own root
 //! and intermediate (`GET /platform` hands them out). Control endpoints
-//! (`/merchants`, `/platform`, `/pay`) stand in for UnionPay's merchant
-//! service and the payer.
+//! (`/merchants`, `/platform`, `/pay`, `/refunds`, `/faults`) stand in for
+//! UnionPay's merchant service, the payer and a bad day at UnionPay.
+//!
+//! Refunds (`backTransReq.do`, txnType 04) name the paid consumption by its
+//! `queryId`; they are refused beyond what is left of the paid amount, settle
+//! at once (or fail, at `refund_failure_rate`) and are notified to their
+//! `backUrl` right after the answer.
 //!
 //! Signing rules come from `paymux_channels::unionpay::sign`, so the
 //! simulator and the client cannot drift apart.
 
 mod api;
 mod certs;
+mod refund;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +34,8 @@ use paymux_core::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 
 pub use crate::callback::CallbackAttempt;
+use crate::faults::Faults;
+pub use refund::{SimRefund, SimRefundState};
 
 pub use api::router;
 
@@ -180,6 +188,14 @@ pub struct UnionpaySim {
     pub(crate) merchants: Mutex<HashMap<String, Arc<Merchant>>>,
     /// Keyed by (merId, orderId).
     pub(crate) orders: Mutex<HashMap<(String, String), Order>>,
+    /// Refund transactions, keyed by (merId, the refund's orderId). Locked
+    /// after `orders` when both are held.
+    pub(crate) refunds: Mutex<HashMap<(String, String), refund::Refund>>,
+    /// A paid consumption's queryId → its (merId, orderId), as refunds name it.
+    pub(crate) query_ids: Mutex<HashMap<String, (String, String)>>,
+    /// Injected faults (`/faults`): API faults on the back gateway paths,
+    /// callback faults on payment and refund notifications, refund failures.
+    pub faults: Arc<Faults>,
     http: reqwest::Client,
     seq: AtomicU64,
     pub(crate) clock: Arc<dyn Clock>,
@@ -216,6 +232,9 @@ impl UnionpaySim {
             bad_certs: OnceLock::new(),
             merchants: Mutex::new(HashMap::new()),
             orders: Mutex::new(HashMap::new()),
+            refunds: Mutex::new(HashMap::new()),
+            query_ids: Mutex::new(HashMap::new()),
+            faults: Arc::new(Faults::default()),
             http,
             seq: AtomicU64::new(1),
             clock,
@@ -316,25 +335,10 @@ impl UnionpaySim {
                 "callbacks must be at most {MAX_CALLBACKS}"
             )));
         }
-        let order_id = if req.out_trade_no.contains('_') {
-            sign::order_id_of(&req.out_trade_no).map_err(|e| SimError::Invalid(e.to_string()))?
-        } else {
-            req.out_trade_no.clone()
-        };
         let now = sign::to_acp_time(self.clock.now());
         let order = {
             let mut orders = lock(&self.orders);
-            let key = match &req.mer_id {
-                Some(m) => (m.clone(), order_id.clone()),
-                None => {
-                    let mut keys = orders.keys().filter(|(_, o)| *o == order_id);
-                    let first = keys.next().cloned().ok_or(SimError::OrderNotFound)?;
-                    if keys.next().is_some() {
-                        return Err(SimError::Ambiguous(order_id));
-                    }
-                    first
-                }
-            };
+            let key = order_key(&orders, &req.out_trade_no, req.mer_id.as_deref())?;
             let order = orders.get_mut(&key).ok_or(SimError::OrderNotFound)?;
             if order.paid.is_none() {
                 if order
@@ -344,8 +348,10 @@ impl UnionpaySim {
                 {
                     return Err(SimError::OrderExpired);
                 }
+                let query_id = self.unique(21);
+                lock(&self.query_ids).insert(query_id.clone(), key.clone());
                 order.paid = Some(Payment {
-                    query_id: self.unique(21),
+                    query_id,
                     trace_no: self.unique(6),
                     trace_time: now[4..].to_string(),
                     settle_date: now[4..8].to_string(),
@@ -359,10 +365,12 @@ impl UnionpaySim {
             .ok_or_else(|| SimError::Internal("order not paid".into()))?;
         let mut attempts = Vec::new();
         if let Some(url) = &order.back_url {
+            let mut copies = Vec::new();
             for _ in 0..req.callbacks {
                 let body = self.notify_body(&order, &payment, req.fault)?;
-                attempts.push(self.deliver(url, body).await);
+                copies.push(self.callback(url, body));
             }
+            attempts = self.faults.deliver_callbacks(copies).await;
         }
         Ok(PayOutcome {
             order_id: order.order_id.clone(),
@@ -437,15 +445,39 @@ impl UnionpaySim {
         Ok(sign::encode_form(&signed))
     }
 
-    async fn deliver(&self, url: &str, body: String) -> CallbackAttempt {
-        let req = self
-            .http
+    /// A back notification ready to post: a form body to the backUrl.
+    pub(crate) fn callback(&self, url: &str, body: String) -> reqwest::RequestBuilder {
+        self.http
             .post(url)
             .header(
                 "Content-Type",
                 "application/x-www-form-urlencoded; charset=utf-8",
             )
-            .body(body);
-        crate::callback::deliver(req).await
+            .body(body)
+    }
+}
+
+/// The (merId, orderId) of an order named by paymux's payment id or its
+/// orderId, and by its merchant when several have that orderId.
+pub(crate) fn order_key(
+    orders: &HashMap<(String, String), Order>,
+    out_trade_no: &str,
+    mer_id: Option<&str>,
+) -> Result<(String, String), SimError> {
+    let order_id = if out_trade_no.contains('_') {
+        sign::order_id_of(out_trade_no).map_err(|e| SimError::Invalid(e.to_string()))?
+    } else {
+        out_trade_no.to_string()
+    };
+    match mer_id {
+        Some(m) => Ok((m.to_string(), order_id)),
+        None => {
+            let mut keys = orders.keys().filter(|(_, o)| *o == order_id);
+            let first = keys.next().cloned().ok_or(SimError::OrderNotFound)?;
+            if keys.next().is_some() {
+                return Err(SimError::Ambiguous(order_id));
+            }
+            Ok(first)
+        }
     }
 }
