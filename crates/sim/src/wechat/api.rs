@@ -620,7 +620,9 @@ async fn query_refund(
         let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
         let record = sim
             .refund_record(&merchant.info.mchid, &out_refund_no)
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "退款单不存在"))?;
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "退款单不存在")
+            })?;
         json(StatusCode::OK, &record)
     })();
     sim.respond(result)

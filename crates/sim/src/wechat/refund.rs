@@ -122,7 +122,11 @@ impl WechatSim {
             .map(|r| r.body.amount.refund)
             .sum();
         if held + body.amount.refund > order.body.amount.total {
-            return Err((400, "INVALID_REQUEST", "申请退款金额超过订单可退金额".into()));
+            return Err((
+                400,
+                "INVALID_REQUEST",
+                "申请退款金额超过订单可退金额".into(),
+            ));
         }
         let refund = SimRefund {
             mchid: mchid.to_string(),
