@@ -454,7 +454,7 @@ on_every_backend!(
         app.advance(61);
         app.wait_refund(&first_id, "succeeded").await;
         app.wait_refund(&second_id, "succeeded").await;
-        let mut types = vec![app.event().await, app.event().await];
+        let mut types = [app.event().await, app.event().await];
         types.sort_by_key(|e| e["data"]["id"].as_str().unwrap().to_string());
         assert!(types.iter().all(|e| e["type"] == "refund.succeeded"));
         // The channel refunded each exactly once.
