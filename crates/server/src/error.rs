@@ -43,6 +43,12 @@ pub enum FlowError {
     /// open, or it is backing off after a rate limit). Nothing was sent.
     #[error("the channel is unavailable; retry the same request in {}s", .0.as_secs())]
     ChannelSuspended(std::time::Duration),
+    /// The payment cannot be refunded (it was never paid).
+    #[error("{0}")]
+    NotRefundable(String),
+    /// The refund would take the payment's refunds above what was paid.
+    #[error("{0}")]
+    RefundExceeds(String),
     #[error(transparent)]
     Internal(#[from] ServerError),
 }

@@ -259,6 +259,11 @@ pub async fn apply_trade(
         TradeState::Closed => PaymentEvent::Closed,
         TradeState::NotPaid => return Ok(payment),
     };
+    // A fully refunded trade is closed at the channel (Alipay says
+    // TRADE_CLOSED): the payment stays succeeded; its refunds say the rest.
+    if event == PaymentEvent::Closed && payment.status == PaymentStatus::Succeeded {
+        return Ok(payment);
+    }
     if event == PaymentEvent::Paid {
         let reported = trade.amount.ok_or_else(|| {
             FlowError::Invalid("the channel reported a payment without an amount".into())

@@ -16,6 +16,7 @@ pub mod locks;
 pub mod merchants;
 pub mod notifier;
 pub mod ops;
+pub mod refunds;
 pub mod sandbox;
 pub mod secrets;
 pub mod signing;
@@ -107,6 +108,7 @@ pub async fn start_with_clock(
     tasks.push(tokio::spawn(ops::purge_nonces_periodically(state.clone())));
     if state.config.poller.enabled {
         tasks.push(tokio::spawn(workers::poller::run(state.clone())));
+        tasks.push(tokio::spawn(workers::refund_checks::run(state.clone())));
     }
 
     let app = router(state.clone());

@@ -1,19 +1,24 @@
 //! Seeded fault injection: hundreds of WeChat Pay and Alipay payments driven
 //! through each simulator fault (latency, 5xx, timeouts, rate limits, lost,
-//! duplicated, delayed and out-of-order callbacks, payers who never pay),
-//! then the poller and the notifier run to quiescence on a manual clock, and
-//! paymux's books are compared with the channels':
+//! duplicated, delayed and out-of-order callbacks, refund failures, payers
+//! who never pay), then refunds of what succeeded under the same faults,
+//! then the poller, the refund checks and the notifier run to quiescence on
+//! a manual clock, and paymux's books are compared with the channels':
 //!
 //! - every payment the channel holds as paid is `succeeded`, for the amount
 //!   the channel charged, and every other payment ends `closed` or `failed`;
 //! - no order was charged twice;
+//! - the refunds paymux holds as succeeded are exactly those the channel
+//!   made (same refund numbers, same amounts), none is left processing, and
+//!   no payment was refunded more than it was paid;
 //! - the merchant received exactly one `payment.succeeded` per succeeded
-//!   payment and nothing for the others.
+//!   payment, one `refund.succeeded` / `refund.failed` per final refund, and
+//!   nothing else.
 //!
 //! The run prints its seed; `PAYMUX_FAULT_SEED=<seed>` replays it (the
 //! faults and the payers' choices follow the seed; thread timing does not).
 //! Each phase keeps a [`Ledger`] of what was asked and checks it in
-//! [`check_payments`]; further checks (refunds) go beside it.
+//! [`check_payments`] and [`check_refunds`].
 
 #[macro_use]
 mod common;
@@ -24,9 +29,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::TestApp;
-use paymux_core::{ManualClock, PaymentStatus};
+use paymux_core::{ManualClock, PaymentStatus, RefundStatus};
 use paymux_server::client::MerchantClient;
 use paymux_server::ServerConfig;
+use paymux_sim::wechat::SimRefundState;
 use paymux_sim::{SimTrade, SimTradeState};
 use paymux_store::testing::TestDb;
 use paymux_store::Payment;
@@ -84,6 +90,11 @@ fn phases() -> Vec<Phase> {
             json!({"callback_reorder_rate": 0.5}),
         ),
         Phase {
+            name: "refund_failures",
+            faults: json!({"refund_failure_rate": 0.4}),
+            pay_share: 1.0,
+        },
+        Phase {
             name: "payers_never_pay",
             faults: json!({}),
             pay_share: 0.0,
@@ -99,6 +110,7 @@ fn phases() -> Vec<Phase> {
                 "callback_duplicate_rate": 0.2,
                 "callback_delay_rate": 0.2, "callback_delay_ms": 100,
                 "callback_reorder_rate": 0.2,
+                "refund_failure_rate": 0.2,
             }),
         ),
     ]
@@ -397,8 +409,239 @@ fn check_payments(
     wrong
 }
 
+/// Channels whose refunds the suite drives.
+const REFUND_CHANNELS: [&str; 1] = ["wechat"];
+/// Share of succeeded payments the merchant refunds.
+const REFUND_SHARE: f64 = 0.6;
+/// In the refund stage only refund failures are sure to be asked often
+/// enough to be checked for; the other faults are counted, not required.
+const REFUND_FAULT_COUNTS: [(&str, &str); 1] = [("refund_failure_rate", "refund_failures")];
+
+/// A refund the merchant asked for and what it was told.
+#[derive(Debug, Clone)]
+struct RefundAsk {
+    payment_id: String,
+    body: Value,
+    /// The refund id, once paymux answered with one.
+    id: Option<String>,
+    /// Answered 409 REFUND_EXCEEDS_AVAILABLE: more than was left.
+    refused: bool,
+}
+
+/// One to three refunds of random size (sometimes the full amount) for a
+/// share of the succeeded payments; together they may ask for too much.
+fn refunds_to_ask(
+    rng: &mut Rng,
+    ledger: &Ledger,
+    paid: &HashMap<String, Payment>,
+) -> Vec<RefundAsk> {
+    let mut asks = Vec::new();
+    for o in ledger
+        .orders
+        .iter()
+        .filter(|o| REFUND_CHANNELS.contains(&o.channel))
+    {
+        let Some(p) = paid.get(&o.order_no) else {
+            continue;
+        };
+        if p.status != PaymentStatus::Succeeded || !rng.chance(REFUND_SHARE) {
+            continue;
+        }
+        for j in 0..1 + rng.below(3) {
+            let amount = if rng.chance(0.2) {
+                p.amount.minor
+            } else {
+                1 + rng.below(p.amount.minor as u64) as i64
+            };
+            asks.push(RefundAsk {
+                payment_id: p.id.to_string(),
+                body: json!({
+                    "payment_id": p.id.as_str(),
+                    "merchant_refund_no": format!("{}-R{j}", o.order_no),
+                    "amount": amount,
+                }),
+                id: None,
+                refused: false,
+            });
+        }
+    }
+    asks
+}
+
+/// Asks every refund not yet answered, CONCURRENCY at a time. A 503 (a
+/// breaker open) reserved nothing and is asked again later.
+async fn ask_all(client: &MerchantClient, asks: &mut [RefundAsk]) {
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut tasks = JoinSet::new();
+    for (i, a) in asks
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.id.is_none() && !a.refused)
+    {
+        let (client, body, permits) = (client.clone(), a.body.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _p = permits.acquire_owned().await.unwrap();
+            let r = client.post("/v1/refunds", &body).await.unwrap();
+            let outcome = match (r.status, r.error_code()) {
+                (200 | 201, _) => (r.body["id"].as_str().map(str::to_string), false),
+                (409, Some("REFUND_EXCEEDS_AVAILABLE")) => (None, true),
+                (503, Some("CHANNEL_UNAVAILABLE")) => (None, false),
+                (s, _) => panic!("refund {body}: HTTP {s}: {}", r.body),
+            };
+            (i, outcome)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, (id, refused)) = done.unwrap();
+        asks[i].id = id;
+        asks[i].refused = refused;
+    }
+}
+
+/// Whether every refund of these payments is final.
+async fn refunds_settled(db: &TestDb, paid: &HashMap<String, Payment>) -> bool {
+    for p in paid.values() {
+        let refunds = db.store.refunds_for_payment(&p.id).await.unwrap();
+        if refunds.iter().any(|r| !r.status.is_terminal()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Refunds against the channel's books. Returns what is wrong.
+async fn check_refunds(
+    app: &TestApp,
+    db: &TestDb,
+    asks: &[RefundAsk],
+    paid: &HashMap<String, Payment>,
+    delivered: &HashMap<String, Vec<Value>>,
+) -> Vec<String> {
+    let sandbox = app.server.state.sandbox.as_ref().expect("sandbox");
+    let mut wrong = Vec::new();
+    let mut ours_all = HashSet::new();
+    for p in paid.values().filter(|p| p.channel.as_str() == "wechat") {
+        let id = p.id.to_string();
+        let ours = db.store.refunds_for_payment(&p.id).await.unwrap();
+        let books = sandbox.wechat.refunds(&id);
+        let mut refunded_here: Vec<_> = ours
+            .iter()
+            .filter(|r| r.status == RefundStatus::Succeeded)
+            .map(|r| (r.id.clone(), r.amount.minor))
+            .collect();
+        let mut refunded_there: Vec<_> = books
+            .iter()
+            .filter(|r| r.state == SimRefundState::Success)
+            .map(|r| (r.out_refund_no.clone(), r.amount))
+            .collect();
+        refunded_here.sort();
+        refunded_there.sort();
+        if refunded_here != refunded_there {
+            wrong.push(format!(
+                "{id}: refunded here {refunded_here:?}, at the channel {refunded_there:?}"
+            ));
+        }
+        if books.iter().any(|r| r.state == SimRefundState::Processing) {
+            wrong.push(format!("{id}: a refund is still processing at the channel"));
+        }
+        let total: i64 = refunded_here.iter().map(|(_, a)| a).sum();
+        if total > p.amount.minor {
+            wrong.push(format!("{id}: refunded {total} of {}", p.amount.minor));
+        }
+        for r in &ours {
+            ours_all.insert(r.id.clone());
+            let events = delivered.get(&r.id).cloned().unwrap_or_default();
+            let want = match r.status {
+                RefundStatus::Succeeded => "refund.succeeded",
+                RefundStatus::Failed => "refund.failed",
+                RefundStatus::Processing => {
+                    wrong.push(format!("{}: still processing", r.id));
+                    continue;
+                }
+            };
+            if events.len() != 1 || events[0]["type"] != want {
+                wrong.push(format!(
+                    "{}: {} but merchant got {:?}",
+                    r.id,
+                    r.status,
+                    events.iter().map(|e| e["type"].clone()).collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    for a in asks {
+        if let Some(id) = &a.id {
+            if !ours_all.contains(id) {
+                wrong.push(format!(
+                    "{}: refund {id} answered but not stored",
+                    a.payment_id
+                ));
+            }
+        }
+    }
+    let made = asks.iter().filter(|a| a.id.is_some()).count();
+    let refused = asks.iter().filter(|a| a.refused).count();
+    eprintln!(
+        "   refunds: {} asked, {made} made, {refused} refused as too much",
+        asks.len()
+    );
+    wrong
+}
+
+/// Leaves the phase's faults on for [`FAULTY_STEPS`] clock steps, checks
+/// that a single-fault phase's fault fired (of those in `counts`), clears
+/// the faults, then steps the clock until `done`. Returns the steps taken.
+async fn drive(
+    app: &TestApp,
+    clock: &ManualClock,
+    phase: &Phase,
+    seed: u64,
+    counts: &[(&str, &str)],
+    done: impl AsyncFn() -> bool,
+) -> usize {
+    let started = Instant::now();
+    let mut step = 0;
+    loop {
+        if step == FAULTY_STEPS {
+            let mut injected = Vec::new();
+            for channel in ["wechat", "alipay"] {
+                injected.push(app.faults(channel).await["injected"].clone());
+                app.clear_faults(channel).await;
+            }
+            // A single-fault phase is only worth something if its fault
+            // happened (the mixed phase may miss a rare one by chance).
+            let rates = counts
+                .iter()
+                .filter(|(rate, _)| phase.faults.get(rate).is_some())
+                .count();
+            for (rate, count) in counts.iter().filter(|_| rates == 1) {
+                let fired: u64 = injected
+                    .iter()
+                    .map(|i| i[count].as_u64().unwrap_or(0))
+                    .sum();
+                if phase.faults.get(rate).is_some() && fired == 0 {
+                    panic!("phase {}: no {count} injected (seed {seed})", phase.name);
+                }
+            }
+            eprintln!("   {:<24} injected {}", phase.name, json!(injected));
+        }
+        clock.advance(chrono::Duration::seconds(STEP_SECS));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        step += 1;
+        if step > FAULTY_STEPS && done().await {
+            return step;
+        }
+        assert!(
+            started.elapsed() < SETTLE_LIMIT,
+            "phase {} did not settle (seed {seed})",
+            phase.name
+        );
+    }
+}
+
 /// Runs one phase: creates, payers, faults left on for a while, then the
-/// channel recovers and everything settles; returns the problems found.
+/// channel recovers and everything settles; then refunds of what succeeded,
+/// under the same faults, until they settle too. Returns the problems found.
 #[allow(clippy::too_many_arguments)]
 async fn run_phase(
     app: &mut TestApp,
@@ -433,45 +676,29 @@ async fn run_phase(
         create_all(&app.client, &mut ledger.orders).await;
     }
     pay_all(app, &ledger.orders).await;
-
     let started = Instant::now();
-    let mut step = 0;
-    loop {
-        if step == FAULTY_STEPS {
-            let mut injected = Vec::new();
-            for channel in ["wechat", "alipay"] {
-                injected.push(app.faults(channel).await["injected"].clone());
-                app.clear_faults(channel).await;
-            }
-            // A single-fault phase is only worth something if its fault
-            // happened (the mixed phase may miss a rare one by chance).
-            let rates = FAULT_COUNTS
-                .iter()
-                .filter(|(rate, _)| phase.faults.get(rate).is_some())
-                .count();
-            for (rate, count) in FAULT_COUNTS.into_iter().filter(|_| rates == 1) {
-                let fired: u64 = injected
-                    .iter()
-                    .map(|i| i[count].as_u64().unwrap_or(0))
-                    .sum();
-                if phase.faults.get(rate).is_some() && fired == 0 {
-                    panic!("phase {}: no {count} injected (seed {seed})", phase.name);
-                }
-            }
-            eprintln!("   {:<24} injected {}", phase.name, json!(injected));
-        }
-        clock.advance(chrono::Duration::seconds(STEP_SECS));
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        step += 1;
-        if step > FAULTY_STEPS && settled(app, db, merchant_id, &ledger).await {
-            break;
-        }
-        assert!(
-            started.elapsed() < SETTLE_LIMIT,
-            "phase {} did not settle (seed {seed})",
-            phase.name
-        );
+    let steps = drive(app, clock, phase, seed, &FAULT_COUNTS, async || {
+        settled(app, db, merchant_id, &ledger).await
+    })
+    .await;
+
+    // The merchant refunds some of what succeeded, under the same faults.
+    let paid = payments(db, merchant_id, &ledger).await;
+    let mut asks = refunds_to_ask(&mut rng, &ledger, &paid);
+    for (k, channel) in REFUND_CHANNELS.into_iter().enumerate() {
+        let mut faults = phase.faults.clone();
+        faults["seed"] = json!(seed.wrapping_add(index as u64 * 2 + k as u64 + 1000));
+        app.set_faults(channel, &faults).await;
     }
+    ask_all(&app.client, &mut asks).await;
+    for _ in 0..3 {
+        clock.advance(chrono::Duration::seconds(2));
+        ask_all(&app.client, &mut asks).await;
+    }
+    drive(app, clock, phase, seed, &REFUND_FAULT_COUNTS, async || {
+        settled(app, db, merchant_id, &ledger).await && refunds_settled(db, &paid).await
+    })
+    .await;
     // Late duplicates would arrive now: give them the chance, then count.
     clock.advance(chrono::Duration::seconds(120));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -505,9 +732,10 @@ async fn run_phase(
         ledger.orders.len(),
         paid.len(),
         succeeded,
-        step,
+        steps,
         started.elapsed()
     );
+    wrong.extend(check_refunds(app, db, &asks, &paid, delivered).await);
     (wrong, paid.len())
 }
 

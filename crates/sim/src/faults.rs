@@ -39,14 +39,14 @@ pub struct FaultConfig {
     pub error_rate: f64,
     /// Calls refused with the channel's rate-limit answer before anything is done.
     pub rate_limit_rate: f64,
-    /// Payment callbacks never sent.
+    /// Callbacks (of payments and refunds) never sent.
     pub callback_lost_rate: f64,
-    /// Payment callbacks sent one extra time.
+    /// Callbacks sent one extra time.
     pub callback_duplicate_rate: f64,
-    /// Payment callbacks sent `callback_delay_ms` later, in the background.
+    /// Callbacks sent `callback_delay_ms` later, in the background.
     pub callback_delay_rate: f64,
     pub callback_delay_ms: u64,
-    /// Payment callbacks held back and sent after the next payment's callbacks.
+    /// Callbacks held back and sent after the next ones.
     pub callback_reorder_rate: f64,
     /// Refund requests that fail for good (read through [`Faults::refund_fails`]).
     pub refund_failure_rate: f64,

@@ -224,6 +224,8 @@ pub struct Refund {
 
 /// What inserting a refund did. Refunds are reserved against their payment
 /// atomically, so concurrent requests can never together exceed it.
+// Returned once per refund request, like [`Inserted`].
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RefundInserted {
     New,

@@ -177,7 +177,10 @@ impl WechatPay {
         match err {
             Some(e)
                 if resp.status == 404
-                    && matches!(e.code.as_str(), "ORDER_NOT_EXIST" | "ORDERNOTEXIST") =>
+                    && matches!(
+                        e.code.as_str(),
+                        "ORDER_NOT_EXIST" | "ORDERNOTEXIST" | "RESOURCE_NOT_EXISTS"
+                    ) =>
             {
                 Err(ChannelError::NotFound)
             }

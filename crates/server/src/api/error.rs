@@ -62,6 +62,8 @@ impl From<FlowError> for ApiError {
             FlowError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             FlowError::Conflict(_) => (StatusCode::CONFLICT, "IDEMPOTENCY_CONFLICT"),
             FlowError::InvalidState(_) => (StatusCode::CONFLICT, "INVALID_STATE"),
+            FlowError::NotRefundable(_) => (StatusCode::CONFLICT, "PAYMENT_NOT_REFUNDABLE"),
+            FlowError::RefundExceeds(_) => (StatusCode::CONFLICT, "REFUND_EXCEEDS_AVAILABLE"),
             FlowError::ChannelNotConfigured(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "CHANNEL_NOT_CONFIGURED")
             }

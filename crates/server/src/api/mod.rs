@@ -5,6 +5,8 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod payments;
+pub mod refund_request;
+pub mod refunds;
 pub mod validate;
 pub mod view;
 
@@ -21,6 +23,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/payments", post(payments::create).get(payments::find))
         .route("/v1/payments/{id}", get(payments::get))
         .route("/v1/payments/{id}/close", post(payments::close))
+        .route("/v1/refunds", post(refunds::create).get(refunds::find))
+        .route("/v1/refunds/{id}", get(refunds::get))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}/retry", post(events::retry))
         .layer(middleware::from_fn_with_state(state, auth::authenticate))

@@ -98,12 +98,7 @@ impl CreatePayment {
             )));
         }
         let description = text(&obj, "description", 1, MAX_DESCRIPTION)?;
-        let notify_url = text(&obj, "notify_url", 1, MAX_URL)?;
-        if !(notify_url.starts_with("https://") || notify_url.starts_with("http://"))
-            || notify_url.contains(char::is_whitespace)
-        {
-            return Err(ApiError::invalid("notify_url: must be an http(s) URL"));
-        }
+        let notify_url = http_url(&obj, "notify_url")?;
         let expires_in_seconds = match obj.get("expires_in_seconds") {
             None | Some(Value::Null) => None,
             Some(v) => match v.as_i64() {
@@ -244,11 +239,29 @@ impl CreatePayment {
     }
 }
 
+/// A required http(s) URL field.
+pub(crate) fn http_url(obj: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
+    let url = text(obj, field, 1, MAX_URL)?;
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.contains(char::is_whitespace)
+    {
+        return Err(ApiError::invalid(format!(
+            "{field}: must be an http(s) URL"
+        )));
+    }
+    Ok(url)
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
 }
 
-fn text(obj: &Map<String, Value>, field: &str, min: usize, max: usize) -> Result<String, ApiError> {
+pub(crate) fn text(
+    obj: &Map<String, Value>,
+    field: &str,
+    min: usize,
+    max: usize,
+) -> Result<String, ApiError> {
     let s = obj
         .get(field)
         .ok_or_else(|| ApiError::invalid(format!("{field}: required")))?

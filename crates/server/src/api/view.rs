@@ -1,7 +1,7 @@
-//! The payment object as the merchant API and notifications show it.
+//! Payments and refunds as the merchant API and notifications show them.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use paymux_store::Payment;
+use paymux_store::{Payment, Refund};
 use serde_json::{json, Value};
 
 pub fn time(t: DateTime<Utc>) -> String {
@@ -37,5 +37,33 @@ pub fn event(id: &str, event_type: &str, created_at: DateTime<Utc>, p: &Payment)
         "type": event_type,
         "created_at": time(created_at),
         "data": payment(p),
+    })
+}
+
+pub fn refund(r: &Refund) -> Value {
+    json!({
+        "id": r.id,
+        "object": "refund",
+        "status": r.status.as_str(),
+        "payment_id": r.payment_id.as_str(),
+        "merchant_refund_no": r.merchant_refund_no,
+        "amount": r.amount.minor,
+        "currency": r.amount.currency.as_str(),
+        "reason": r.reason,
+        "notify_url": r.notify_url,
+        "channel_refund_no": r.channel_refund_no,
+        "failure_reason": r.failure_reason,
+        "created_at": time(r.created_at),
+        "refunded_at": r.refunded_at.map(time),
+    })
+}
+
+/// The body POSTed to the merchant's `notify_url` for a refund event.
+pub fn refund_event(id: &str, event_type: &str, created_at: DateTime<Utc>, r: &Refund) -> Value {
+    json!({
+        "id": id,
+        "type": event_type,
+        "created_at": time(created_at),
+        "data": refund(r),
     })
 }

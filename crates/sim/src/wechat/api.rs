@@ -13,7 +13,7 @@ use paymux_channels::wechat::sign::{self, Authorization};
 use paymux_channels::wechat::to_wechat_time;
 use paymux_channels::wechat::types::{
     headers, CertificateEntry, CertificatesResponse, CloseBody, EncryptedResource, ErrorBody,
-    PrepayBody, PrepayResponse, AEAD_AES_256_GCM,
+    PrepayBody, PrepayResponse, RefundBody, AEAD_AES_256_GCM,
 };
 
 use crate::faults::ApiFault;
@@ -36,6 +36,7 @@ where
         .route("/merchants", post(add_merchant))
         .route("/platform", get(platform))
         .route("/pay", post(pay))
+        .route("/refunds", get(list_refunds))
         .with_state(sim.clone())
         .merge(crate::faults::routes::router(sim.faults.clone()));
     let api = Router::new()
@@ -55,6 +56,11 @@ where
         .route(
             "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
             post(close),
+        )
+        .route("/v3/refund/domestic/refunds", post(create_refund))
+        .route(
+            "/v3/refund/domestic/refunds/{out_refund_no}",
+            get(query_refund),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             sim.clone(),
@@ -569,4 +575,68 @@ async fn close(
         }
     })();
     sim.respond(result)
+}
+
+/// `POST /v3/refund/domestic/refunds`: accepted as PROCESSING; the refund
+/// finishes right after the answer and its callback follows.
+async fn create_refund(
+    State(sim): State<Arc<WechatSim>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    hdrs: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = (|| {
+        let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
+        let req: RefundBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::param(format!("输入源“/body”映射到字段时出错: {e}")))?;
+        let mchid = merchant.info.mchid.clone();
+        let out_refund_no = req.out_refund_no.clone();
+        let (record, new) = sim
+            .accept_refund(&mchid, req)
+            .map_err(|(status, code, message)| {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                ApiError::new(status, code, message)
+            })?;
+        if new {
+            let sim = sim.clone();
+            tokio::spawn(async move { sim.finish_refund(&mchid, &out_refund_no).await });
+        }
+        json(StatusCode::OK, &record)
+    })();
+    sim.respond(result)
+}
+
+/// `GET /v3/refund/domestic/refunds/{out_refund_no}`.
+async fn query_refund(
+    State(sim): State<Arc<WechatSim>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    Path(out_refund_no): Path<String>,
+    hdrs: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = (|| {
+        let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
+        let record = sim
+            .refund_record(&merchant.info.mchid, &out_refund_no)
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "退款单不存在")
+            })?;
+        json(StatusCode::OK, &record)
+    })();
+    sim.respond(result)
+}
+
+#[derive(serde::Deserialize)]
+struct RefundsQuery {
+    out_trade_no: String,
+}
+
+/// `GET /refunds?out_trade_no=`: the simulator's books for one trade.
+async fn list_refunds(
+    State(sim): State<Arc<WechatSim>>,
+    axum::extract::Query(q): axum::extract::Query<RefundsQuery>,
+) -> Response {
+    Json(sim.refunds(&q.out_trade_no)).into_response()
 }

@@ -12,6 +12,8 @@
 //! simulator and the client cannot drift apart.
 
 mod api;
+mod refund;
+pub use refund::{RefundView, SimRefundState};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,7 +174,15 @@ pub(crate) struct Merchant {
 }
 
 /// Headers of an outgoing callback.
-type HeaderList = Vec<(&'static str, String)>;
+pub(crate) type HeaderList = Vec<(&'static str, String)>;
+
+/// What a callback announces: its event type, summary and resource type.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotificationKind {
+    pub event_type: &'static str,
+    pub summary: &'static str,
+    pub original_type: &'static str,
+}
 
 /// The simulator. Everything lives in memory.
 pub struct WechatSim {
@@ -186,6 +196,8 @@ pub struct WechatSim {
     pub(crate) clock: Arc<dyn Clock>,
     /// Injected faults (`/faults`).
     pub faults: Arc<Faults>,
+    /// Keyed by (mchid, out_refund_no).
+    pub(crate) refunds: Mutex<HashMap<(String, String), refund::SimRefund>>,
 }
 
 impl std::fmt::Debug for WechatSim {
@@ -227,6 +239,7 @@ impl WechatSim {
             seq: AtomicU64::new(1),
             clock,
             faults: Arc::new(Faults::default()),
+            refunds: Mutex::new(HashMap::new()),
         })
     }
 
@@ -419,12 +432,34 @@ impl WechatSim {
         transaction: &Transaction,
         fault: Option<Fault>,
     ) -> Result<(Vec<u8>, HeaderList), SimError> {
-        let now = self.now();
         let plain =
             serde_json::to_vec(transaction).map_err(|e| SimError::Internal(e.to_string()))?;
+        let kind = NotificationKind {
+            event_type: "TRANSACTION.SUCCESS",
+            summary: "支付成功",
+            original_type: "transaction",
+        };
+        self.signed_notification(merchant, notification_id, kind, &plain, fault)
+    }
+
+    /// Encrypts `plain` under the merchant's APIv3 key and signs the
+    /// notification with the platform key, as WeChat does for every callback.
+    pub(crate) fn signed_notification(
+        &self,
+        merchant: &SimMerchant,
+        notification_id: &str,
+        kind: NotificationKind,
+        plain: &[u8],
+        fault: Option<Fault>,
+    ) -> Result<(Vec<u8>, HeaderList), SimError> {
+        let now = self.now();
         let nonce = sign::random_nonce(12);
-        let mut ciphertext =
-            sign::encrypt_resource(merchant.apiv3_key.as_bytes(), &nonce, "transaction", &plain)?;
+        let mut ciphertext = sign::encrypt_resource(
+            merchant.apiv3_key.as_bytes(),
+            &nonce,
+            kind.original_type,
+            plain,
+        )?;
         if fault == Some(Fault::TamperedCiphertext) {
             let mut raw = B64
                 .decode(&ciphertext)
@@ -438,13 +473,13 @@ impl WechatSim {
             id: notification_id.to_string(),
             create_time: to_wechat_time(now),
             resource_type: "encrypt-resource".into(),
-            event_type: "TRANSACTION.SUCCESS".into(),
-            summary: "支付成功".into(),
+            event_type: kind.event_type.into(),
+            summary: kind.summary.into(),
             resource: EncryptedResource {
                 algorithm: AEAD_AES_256_GCM.into(),
                 ciphertext,
-                associated_data: Some("transaction".into()),
-                original_type: Some("transaction".into()),
+                associated_data: Some(kind.original_type.into()),
+                original_type: Some(kind.original_type.into()),
                 nonce,
             },
         };
@@ -472,7 +507,12 @@ impl WechatSim {
         Ok((body, hdrs))
     }
 
-    fn callback(&self, url: &str, body: Vec<u8>, hdrs: HeaderList) -> reqwest::RequestBuilder {
+    pub(crate) fn callback(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        hdrs: HeaderList,
+    ) -> reqwest::RequestBuilder {
         let mut req = self.http.post(url).body(body);
         for (k, v) in hdrs {
             req = req.header(k, v);
@@ -488,7 +528,7 @@ impl WechatSim {
 }
 
 /// A random id shaped like WeChat's notification ids (a UUID).
-fn uuid_like() -> String {
+pub(crate) fn uuid_like() -> String {
     let mut b = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut b);
     let h = hex::encode(b);

@@ -1,0 +1,98 @@
+//! `/v1/refunds` handlers.
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use paymux_store::Refund;
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::refund_request::CreateRefund;
+use super::{idempotency, view, ApiError};
+use crate::error::FlowError;
+use crate::{refunds, AppState};
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key = match idempotency::key(&headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    idempotency::once(
+        &state,
+        &caller.merchant_id,
+        key,
+        "POST /v1/refunds",
+        &body,
+        async {
+            let req = match CreateRefund::parse(&body) {
+                Ok(r) => r,
+                Err(e) => return e.into_response(),
+            };
+            if let Some(url) = &req.notify_url {
+                if let Err(e) = state.config.check_notify_url(url) {
+                    return ApiError::invalid(e).into_response();
+                }
+            }
+            match refunds::create(&state, &caller.merchant_id, req).await {
+                Ok((refund, true)) => {
+                    (StatusCode::CREATED, Json(view::refund(&refund))).into_response()
+                }
+                Ok((refund, false)) => {
+                    (StatusCode::OK, Json(view::refund(&refund))).into_response()
+                }
+                Err(e) => ApiError::from(e).into_response(),
+            }
+        },
+    )
+    .await
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let refund = state
+        .store
+        .refund(&id)
+        .await
+        .map_err(FlowError::from)?
+        .filter(|r| r.merchant_id == caller.merchant_id)
+        .ok_or_else(not_found)?;
+    Ok(Json(view::refund(&refund)))
+}
+
+#[derive(Deserialize)]
+pub struct FindQuery {
+    merchant_refund_no: Option<String>,
+}
+
+pub async fn find(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<FindQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {e}")))?;
+    let no = q
+        .merchant_refund_no
+        .ok_or_else(|| ApiError::invalid("merchant_refund_no: required query parameter"))?;
+    let refund: Refund = state
+        .store
+        .refund_by_no(&caller.merchant_id, &no)
+        .await
+        .map_err(FlowError::from)?
+        .ok_or_else(not_found)?;
+    Ok(Json(view::refund(&refund)))
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such refund")
+}
