@@ -136,7 +136,7 @@ struct RefundsQuery {
 /// `GET /refunds?out_trade_no=pay_…[&mer_id=…]`: the refunds of a paid order.
 async fn refunds(State(sim): State<Arc<UnionpaySim>>, Query(q): Query<RefundsQuery>) -> Response {
     match sim.refunds(&q.out_trade_no, q.mer_id.as_deref()) {
-        Ok(list) => Json(json!({ "refunds": list })).into_response(),
+        Ok(list) => Json(list).into_response(),
         Err(e) => {
             let (status, code) = match &e {
                 SimError::OrderNotFound => (StatusCode::NOT_FOUND, "34"),
