@@ -528,9 +528,19 @@ async fn a_repeated_refund_never_refunds_twice() {
     let ch = Arc::new(register(&host).await);
     let (refund_url, mut rx) = start_refund_receiver(ch.clone()).await;
     let (paid, query_id) = paid_payment(&host, &ch).await;
-    let req = refund_of(&paid, &query_id, 500, &refund_url);
+    // Made an hour ago here (say the first call timed out): UnionPay knows
+    // a refund by its orderId and txnTime, and the txnTime is the refund's
+    // creation time, the same on every call.
+    let mut req = refund_of(&paid, &query_id, 500, &refund_url);
+    req.created_at -= Duration::hours(1);
     ch.refund(&req).await.unwrap();
     next(&mut rx).await.1.unwrap();
+    let mut other_time = req.clone();
+    other_time.created_at += Duration::seconds(1);
+    assert!(matches!(
+        ch.query_refund(&other_time).await,
+        Err(ChannelError::NotFound)
+    ));
     // The repeat (say its first answer was lost) is UnionPay's "duplicate
     // transaction": an unknown outcome for the client, settled by query.
     let again = ch.refund(&req).await.unwrap_err();
