@@ -105,6 +105,8 @@ pub struct Notification {
 pub struct RefundRequest {
     /// The paid payment's id (its `out_trade_no`).
     pub out_trade_no: String,
+    /// How it was paid (UnionPay refunds QR payments under another product).
+    pub method: PayMethod,
     /// Our refund id: WeChat's `out_refund_no`, Alipay's `out_request_no`,
     /// UnionPay's `orderId` (without the underscore).
     pub out_refund_no: String,

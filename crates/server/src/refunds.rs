@@ -118,6 +118,7 @@ async fn owned_payment(
 pub fn refund_request(state: &AppState, refund: &Refund, payment: &Payment) -> RefundRequest {
     RefundRequest {
         out_trade_no: payment.id.to_string(),
+        method: payment.method,
         out_refund_no: refund.id.clone(),
         amount: refund.amount,
         total: payment.amount,

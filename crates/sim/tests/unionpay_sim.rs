@@ -391,6 +391,7 @@ async fn paid_payment(host: &str, ch: &Unionpay) -> (PrepayRequest, String) {
 fn refund_of(paid: &PrepayRequest, query_id: &str, fen: i64, notify_url: &str) -> RefundRequest {
     RefundRequest {
         out_trade_no: paid.out_trade_no.clone(),
+        method: paid.method,
         out_refund_no: new_id("ref"),
         amount: Money::new(fen, Currency::CNY).unwrap(),
         total: paid.amount,

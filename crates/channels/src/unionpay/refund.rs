@@ -1,5 +1,6 @@
 //! Refunds (退货): `backTransReq.do` with txnType 04, txnSubType 00, bizType
-//! 000201, naming the paid consumption by its `queryId` (`origQryId`).
+//! 000201 (000000 for QR payments), naming the paid consumption by its
+//! `queryId` (`origQryId`).
 //!
 //! A refund is a transaction of its own at UnionPay, with its own `orderId`
 //! (our refund id without the underscore) and `txnTime` (the refund's
@@ -14,7 +15,7 @@
 //! verbatim in notifications and queries, and reads it back from there.
 
 use chrono::{DateTime, Utc};
-use paymux_core::{Currency, Money};
+use paymux_core::{Currency, Money, PayMethod};
 
 use super::sign::{self, Params};
 use super::{refusal, Unionpay, BACK_TRANS_PATH, DUPLICATE_ORDER, QUERY_TRANS_PATH};
@@ -86,11 +87,17 @@ impl Unionpay {
                 message: "UnionPay takes CNY amounts here".into(),
             });
         }
-        let mut p = self.common(sign::TXN_REFUND, "00", "000201");
+        // QR consumptions are refunded under their own product (000000,
+        // mobile channel), gateway ones under 000201, as UnionPay's samples do.
+        let (biz_type, channel_type) = match req.method {
+            PayMethod::Native => ("000000", "08"),
+            _ => ("000201", "07"),
+        };
+        let mut p = self.common(sign::TXN_REFUND, "00", biz_type);
         let mut put = |k: &str, v: String| {
             p.insert(k.to_string(), v);
         };
-        put("channelType", "07".to_string());
+        put("channelType", channel_type.to_string());
         put("orderId", sign::order_id_of(&req.out_refund_no)?);
         put("txnTime", sign::to_acp_time(req.created_at));
         put("txnAmt", sign::fen_to_txn_amt(req.amount.minor)?);

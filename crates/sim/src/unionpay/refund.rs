@@ -128,7 +128,6 @@ impl UnionpaySim {
         p: &Params,
     ) -> Result<(Params, Option<reqwest::RequestBuilder>), Refusal> {
         self.expect(p, "txnSubType", &["00"])?;
-        // Gateway consumptions are refunded under 000201, QR ones under 000000.
         self.expect(p, "bizType", &["000201", "000000"])?;
         self.expect(p, "channelType", &["07", "08"])?;
         let order_id = self.required(p, "orderId")?;
@@ -161,6 +160,18 @@ impl UnionpaySim {
             let order = orders.get(&orig).ok_or_else(no_original)?;
             if order.paid.is_none() {
                 return Err(no_original());
+            }
+            // Gateway consumptions are refunded under 000201, QR ones under 000000.
+            let biz_type = if order.kind == super::Kind::Qr {
+                "000000"
+            } else {
+                "000201"
+            };
+            if p["bizType"] != biz_type {
+                return Err(Refusal::format(format!(
+                    "bizType {} does not match the original transaction's {biz_type}",
+                    p["bizType"]
+                )));
             }
             let paid = sign::txn_amt_to_fen(&order.txn_amt)
                 .map_err(|e| Refusal::new("01", e.to_string()))?;
