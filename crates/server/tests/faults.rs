@@ -410,7 +410,7 @@ fn check_payments(
 }
 
 /// Channels whose refunds the suite drives.
-const REFUND_CHANNELS: [&str; 1] = ["wechat"];
+const REFUND_CHANNELS: [&str; 2] = ["wechat", "alipay"];
 /// Share of succeeded payments the merchant refunds.
 const REFUND_SHARE: f64 = 0.6;
 /// In the refund stage only refund failures are sure to be asked often
@@ -509,7 +509,35 @@ async fn refunds_settled(db: &TestDb, paid: &HashMap<String, Payment>) -> bool {
     true
 }
 
-/// Refunds against the channel's books. Returns what is wrong.
+/// A payment's refunds as the channel's books hold them: those made
+/// (refund number, fen), and whether any is still on its way.
+fn channel_refunds(app: &TestApp, channel: &str, id: &str) -> (Vec<(String, i64)>, bool) {
+    let sandbox = app.server.state.sandbox.as_ref().expect("sandbox");
+    match channel {
+        "wechat" => {
+            let books = sandbox.wechat.refunds(id);
+            let made = books
+                .iter()
+                .filter(|r| r.state == SimRefundState::Success)
+                .map(|r| (r.out_refund_no.clone(), r.amount))
+                .collect();
+            let pending = books.iter().any(|r| r.state == SimRefundState::Processing);
+            (made, pending)
+        }
+        // Alipay refunds happen in the call or not at all.
+        _ => {
+            let made = sandbox
+                .alipay
+                .refunds(id)
+                .into_iter()
+                .map(|r| (r.out_request_no, r.amount))
+                .collect();
+            (made, false)
+        }
+    }
+}
+
+/// Refunds against the channels' books. Returns what is wrong.
 async fn check_refunds(
     app: &TestApp,
     db: &TestDb,
@@ -517,22 +545,19 @@ async fn check_refunds(
     paid: &HashMap<String, Payment>,
     delivered: &HashMap<String, Vec<Value>>,
 ) -> Vec<String> {
-    let sandbox = app.server.state.sandbox.as_ref().expect("sandbox");
     let mut wrong = Vec::new();
     let mut ours_all = HashSet::new();
-    for p in paid.values().filter(|p| p.channel.as_str() == "wechat") {
+    for p in paid
+        .values()
+        .filter(|p| REFUND_CHANNELS.contains(&p.channel.as_str()))
+    {
         let id = p.id.to_string();
         let ours = db.store.refunds_for_payment(&p.id).await.unwrap();
-        let books = sandbox.wechat.refunds(&id);
+        let (mut refunded_there, pending) = channel_refunds(app, p.channel.as_str(), &id);
         let mut refunded_here: Vec<_> = ours
             .iter()
             .filter(|r| r.status == RefundStatus::Succeeded)
             .map(|r| (r.id.clone(), r.amount.minor))
-            .collect();
-        let mut refunded_there: Vec<_> = books
-            .iter()
-            .filter(|r| r.state == SimRefundState::Success)
-            .map(|r| (r.out_refund_no.clone(), r.amount))
             .collect();
         refunded_here.sort();
         refunded_there.sort();
@@ -541,7 +566,7 @@ async fn check_refunds(
                 "{id}: refunded here {refunded_here:?}, at the channel {refunded_there:?}"
             ));
         }
-        if books.iter().any(|r| r.state == SimRefundState::Processing) {
+        if pending {
             wrong.push(format!("{id}: a refund is still processing at the channel"));
         }
         let total: i64 = refunded_here.iter().map(|(_, a)| a).sum();

@@ -6,166 +6,19 @@
 #[macro_use]
 mod common;
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::TestApp;
-
-use chrono::Utc;
-use paymux_core::ManualClock;
-use paymux_server::ServerConfig;
+use common::refunds::{spawn_refund_app, RefundApp};
 use paymux_store::testing::TestDb;
-use serde_json::{json, Value};
+use serde_json::json;
 
-/// The sandbox app plus the manual clock its server runs on.
-struct RefundApp {
-    app: TestApp,
-    clock: Arc<ManualClock>,
-}
-
-impl Deref for RefundApp {
-    type Target = TestApp;
-    fn deref(&self) -> &TestApp {
-        &self.app
-    }
-}
-
-impl DerefMut for RefundApp {
-    fn deref_mut(&mut self) -> &mut TestApp {
-        &mut self.app
-    }
-}
-
-async fn spawn_app(db: &TestDb, tweak: impl FnOnce(&mut ServerConfig)) -> RefundApp {
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    let app = common::spawn_app_with_clock(db, clock.clone(), |config| {
-        config.notifier.poll_interval_ms = 50;
-        config.poller.interval_ms = 50;
-        config.poller.first_delay_secs = 60;
-        config.poller.schedule_secs = vec![60];
-        config.channel_http.request_timeout_ms = 1_000;
-        tweak(config);
-    })
-    .await;
-    RefundApp { app, clock }
-}
-
-impl RefundApp {
-    /// A WeChat Native payment of `amount` fen, paid at the simulator, its
-    /// `payment.succeeded` received; returns its id.
-    async fn paid_payment(&mut self, order_no: &str, amount: i64) -> String {
-        let r = self
-            .client
-            .post(
-                "/v1/payments",
-                &json!({
-                    "merchant_order_no": order_no,
-                    "amount": amount,
-                    "channel": "wechat",
-                    "method": "native",
-                    "description": "a pair of shoes",
-                    "notify_url": self.receiver.url,
-                }),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 201, "{}", r.body);
-        let id = r.body["id"].as_str().unwrap().to_string();
-        let (status, paid) = self.pay_at("wechat", &json!({"out_trade_no": id})).await;
-        assert_eq!(status, 200, "{paid}");
-        let event = self.event().await;
-        assert_eq!(event["type"], "payment.succeeded");
-        id
-    }
-
-    /// Asks for a refund; the HTTP status and the body.
-    async fn refund(&self, payment_id: &str, no: &str, amount: i64) -> (u16, Value) {
-        let r = self
-            .client
-            .post(
-                "/v1/refunds",
-                &json!({"payment_id": payment_id, "merchant_refund_no": no, "amount": amount,
-                        "reason": "退货"}),
-            )
-            .await
-            .unwrap();
-        assert!(r.signature_ok);
-        (r.status, r.body)
-    }
-
-    async fn refund_status(&self, id: &str) -> String {
-        let r = self.client.get(&format!("/v1/refunds/{id}")).await.unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.body["status"].as_str().unwrap().to_string()
-    }
-
-    /// Waits (briefly, in real time) for the refund to reach `want`.
-    async fn wait_refund(&self, id: &str, want: &str) {
-        let mut seen = String::new();
-        for _ in 0..100 {
-            seen = self.refund_status(id).await;
-            if seen == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("refund {id} is {seen}, expected {want}");
-    }
-
-    /// The next event the merchant receives (acknowledged, signed).
-    async fn event(&mut self) -> Value {
-        let e = self
-            .receiver
-            .next(Duration::from_secs(10))
-            .await
-            .expect("an event reaches the merchant");
-        assert!(e.signature_ok && e.acknowledged);
-        e.body
-    }
-
-    /// No further event within a short while.
-    async fn no_more_events(&mut self) {
-        let extra = self.receiver.next(Duration::from_millis(700)).await;
-        assert!(
-            extra.is_none(),
-            "unexpected event {:?}",
-            extra.map(|e| e.body)
-        );
-    }
-
-    /// The simulator's books: refunded fen per state for a payment.
-    async fn sim_refunds(&self, payment_id: &str) -> Vec<Value> {
-        let r = self
-            .http
-            .get(format!(
-                "{}/sim/wechat/refunds?out_trade_no={payment_id}",
-                self.server.base_url()
-            ))
-            .send()
-            .await
-            .unwrap();
-        r.json::<Vec<Value>>().await.unwrap()
-    }
-
-    async fn faults(&self, config: Value) {
-        let r = self
-            .http
-            .post(format!("{}/sim/wechat/faults", self.server.base_url()))
-            .json(&config)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    }
-
-    fn advance(&self, secs: i64) {
-        self.clock.advance(chrono::Duration::seconds(secs));
-    }
+async fn spawn_app(db: &TestDb) -> RefundApp {
+    spawn_refund_app(db, "wechat").await
 }
 
 on_every_backend!(a_full_refund_end_to_end, |db| {
-    let mut app = spawn_app(&db, |_| {}).await;
+    let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-FULL", 2599).await;
     let (status, refund) = app.refund(&pid, "RF-1", 2599).await;
     assert_eq!(status, 201, "{refund}");
@@ -210,7 +63,7 @@ on_every_backend!(a_full_refund_end_to_end, |db| {
 });
 
 on_every_backend!(several_partial_refunds_stay_within_the_payment, |db| {
-    let mut app = spawn_app(&db, |_| {}).await;
+    let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-PART", 1000).await;
     let mut ids = Vec::new();
     for (no, amount) in [("P-1", 300), ("P-2", 500)] {
@@ -249,7 +102,7 @@ on_every_backend!(several_partial_refunds_stay_within_the_payment, |db| {
 });
 
 on_every_backend!(concurrent_partial_refunds_take_exactly_what_fits, |db| {
-    let mut app = spawn_app(&db, |_| {}).await;
+    let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-RACE", 1000).await;
     // 20 refunds of 150 against 1000: exactly 6 fit.
     let client = Arc::new(app.client.clone());
@@ -298,7 +151,7 @@ on_every_backend!(concurrent_partial_refunds_take_exactly_what_fits, |db| {
 });
 
 on_every_backend!(refund_requests_are_idempotent_and_checked, |db| {
-    let mut app = spawn_app(&db, |_| {}).await;
+    let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-IDEM", 800).await;
     let (status, first) = app.refund(&pid, "I-1", 100).await;
     assert_eq!(status, 201, "{first}");
@@ -384,7 +237,7 @@ on_every_backend!(refund_requests_are_idempotent_and_checked, |db| {
 });
 
 on_every_backend!(a_duplicated_refund_callback_changes_nothing_twice, |db| {
-    let mut app = spawn_app(&db, |_| {}).await;
+    let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-DUP", 500).await;
     app.faults(json!({"callback_duplicate_rate": 1.0})).await;
     let (status, r) = app.refund(&pid, "D-1", 500).await;
@@ -404,7 +257,7 @@ on_every_backend!(a_duplicated_refund_callback_changes_nothing_twice, |db| {
 });
 
 on_every_backend!(a_lost_refund_callback_is_made_good_by_a_check, |db| {
-    let mut app = spawn_app(&db, |_| {}).await;
+    let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-LOST", 700).await;
     app.faults(json!({"callback_lost_rate": 1.0})).await;
     let (status, r) = app.refund(&pid, "L-1", 700).await;
@@ -427,7 +280,7 @@ on_every_backend!(a_lost_refund_callback_is_made_good_by_a_check, |db| {
 on_every_backend!(
     a_refund_call_that_fails_or_times_out_is_settled_by_query,
     |db| {
-        let mut app = spawn_app(&db, |_| {}).await;
+        let mut app = spawn_app(&db).await;
         let pid = app.paid_payment("R-UNKNOWN", 900).await;
         // A 5xx: WeChat did nothing. The refund stays processing, is not found
         // by the check, and is sent again under the same number.
@@ -474,7 +327,7 @@ on_every_backend!(
 );
 
 on_every_backend!(a_refund_the_channel_fails_frees_its_amount, |db| {
-    let mut app = spawn_app(&db, |_| {}).await;
+    let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-FAIL", 600).await;
     app.faults(json!({"refund_failure_rate": 1.0})).await;
     let (status, r) = app.refund(&pid, "F-1", 600).await;

@@ -404,3 +404,78 @@ async fn injected_faults_reach_the_client_as_alipay_sends_them() {
     assert_eq!(status["injected"]["latency"], 1);
     assert_eq!(status["injected"]["errors"], 0);
 }
+
+fn refund_of(out_trade_no: &str, fen: i64) -> paymux_channels::RefundRequest {
+    paymux_channels::RefundRequest {
+        out_trade_no: out_trade_no.into(),
+        method: PayMethod::Native,
+        out_refund_no: paymux_core::new_id("ref"),
+        amount: Money::new(fen, Currency::CNY).unwrap(),
+        total: Money::new(1999, Currency::CNY).unwrap(),
+        reason: Some("退货".into()),
+        notify_url: "http://127.0.0.1:9/refund".into(),
+        channel_trade_no: None,
+        created_at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn refunds_settle_in_the_call_and_are_never_made_twice() {
+    use paymux_channels::RefundState;
+    for cert_mode in [false, true] {
+        let (sim, host) = start_sim().await;
+        let ch = Alipay::new(register(&host, cert_mode).await, reqwest::Client::new()).unwrap();
+        let no = order_no("refund");
+        ch.prepay(&request(&no, PayMethod::Native)).await.unwrap();
+        // Nothing to refund before the payer paid.
+        assert!(matches!(
+            ch.refund(&refund_of(&no, 100)).await,
+            Err(ChannelError::Rejected { code, .. }) if code == "ACQ.TRADE_STATUS_ERROR"
+        ));
+        assert_eq!(sim_pay(&host, &no).await, 200);
+
+        let first = refund_of(&no, 999);
+        let done = ch.refund(&first).await.unwrap();
+        assert_eq!(done.state, RefundState::Succeeded);
+        assert_eq!(done.amount, Some(first.amount));
+        assert!(done.refunded_at.is_some());
+        // The same refund again: fund_change N, answered from the refund query.
+        let again = ch.refund(&first).await.unwrap();
+        assert_eq!(
+            (again.state, again.amount),
+            (RefundState::Succeeded, Some(first.amount))
+        );
+        let queried = ch.query_refund(&first).await.unwrap();
+        assert_eq!(queried.state, RefundState::Succeeded);
+        // More than is left is refused; an unknown refund is not found.
+        assert!(matches!(
+            ch.refund(&refund_of(&no, 1001)).await,
+            Err(ChannelError::Rejected { code, .. }) if code == "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL"
+        ));
+        assert!(matches!(
+            ch.query_refund(&refund_of(&no, 5)).await,
+            Err(ChannelError::NotFound)
+        ));
+        // The rest; the trade is then closed, as Alipay does after a full refund.
+        let rest = ch.refund(&refund_of(&no, 1000)).await.unwrap();
+        assert_eq!(rest.state, RefundState::Succeeded);
+        assert_eq!(ch.query(&no).await.unwrap().state, TradeState::Closed);
+        let books: Vec<_> = sim.refunds(&no).iter().map(|r| r.amount).collect();
+        assert_eq!(books, vec![999, 1000], "cert mode {cert_mode}");
+        // A refund failure injected at the simulator is a refusal.
+        let no = order_no("refund-fail");
+        ch.prepay(&request(&no, PayMethod::Native)).await.unwrap();
+        assert_eq!(sim_pay(&host, &no).await, 200);
+        sim.faults
+            .set(paymux_sim::faults::FaultConfig {
+                refund_failure_rate: 1.0,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(matches!(
+            ch.refund(&refund_of(&no, 1)).await,
+            Err(ChannelError::Rejected { code, .. }) if code == "ACQ.SELLER_BALANCE_NOT_ENOUGH"
+        ));
+        assert!(sim.refunds(&no).is_empty());
+    }
+}

@@ -14,6 +14,7 @@
 //! [`sign`] is public so paymux's simulator uses the very same rules.
 
 mod notify;
+mod refund;
 pub mod sign;
 
 use std::sync::Arc;
@@ -413,7 +414,7 @@ fn code_of(node: &Value) -> &str {
     node.get("code").and_then(Value::as_str).unwrap_or("")
 }
 
-fn str_field<'a>(node: &'a Value, field: &str) -> Option<&'a str> {
+pub(crate) fn str_field<'a>(node: &'a Value, field: &str) -> Option<&'a str> {
     node.get(field)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
@@ -542,16 +543,12 @@ impl Channel for Alipay {
         self.parse_notify(callback.body)
     }
 
-    async fn refund(&self, _req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
-        Err(ChannelError::Config(
-            "refunds are not available on this channel yet".into(),
-        ))
+    async fn refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        self.create_refund(req).await
     }
 
-    async fn query_refund(&self, _req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
-        Err(ChannelError::Config(
-            "refunds are not available on this channel yet".into(),
-        ))
+    async fn query_refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+        self.find_refund(req).await
     }
 
     fn callback_reply(&self, ok: bool) -> CallbackReply {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod refunds;
+
 use std::sync::Arc;
 
 use paymux_core::{Clock, SystemClock};

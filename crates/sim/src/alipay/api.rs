@@ -30,12 +30,13 @@ where
         .route("/platform", get(platform))
         .route("/pay", post(pay))
         .route("/gateway.do", get(gateway).post(gateway))
+        .route("/refunds", get(list_refunds))
         .with_state(sim.clone())
         .merge(crate::faults::routes::router(sim.faults.clone()))
 }
 
 /// A refusal in Alipay's shape: `code` / `msg` plus `sub_code` / `sub_msg`.
-struct Refusal {
+pub(super) struct Refusal {
     code: &'static str,
     msg: &'static str,
     sub_code: &'static str,
@@ -43,7 +44,7 @@ struct Refusal {
 }
 
 impl Refusal {
-    fn args(sub_code: &'static str, sub_msg: impl Into<String>) -> Self {
+    pub(super) fn args(sub_code: &'static str, sub_msg: impl Into<String>) -> Self {
         Refusal {
             code: "40002",
             msg: "Invalid Arguments",
@@ -51,7 +52,7 @@ impl Refusal {
             sub_msg: sub_msg.into(),
         }
     }
-    fn business(sub_code: &'static str, sub_msg: impl Into<String>) -> Self {
+    pub(super) fn business(sub_code: &'static str, sub_msg: impl Into<String>) -> Self {
         Refusal {
             code: "40004",
             msg: "Business Failed",
@@ -59,7 +60,7 @@ impl Refusal {
             sub_msg: sub_msg.into(),
         }
     }
-    fn system(sub_msg: impl Into<String>) -> Self {
+    pub(super) fn system(sub_msg: impl Into<String>) -> Self {
         Refusal {
             code: "20000",
             msg: "Service Currently Unavailable",
@@ -83,7 +84,7 @@ impl From<SimError> for Refusal {
     }
 }
 
-fn success(mut fields: Value) -> Value {
+pub(super) fn success(mut fields: Value) -> Value {
     if let Some(o) = fields.as_object_mut() {
         o.insert("code".into(), "10000".into());
         o.insert("msg".into(), "Success".into());
@@ -178,19 +179,31 @@ async fn gateway(
             return gateway_answer(body);
         }
     }
-    let answer = gateway_call(&sim, &method, &params);
+    let (answer, notify) = gateway_call(&sim, &method, &params);
+    if let Some(notify) = notify {
+        // After the answer, like Alipay, and subject to the callback faults.
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            sim.faults.deliver_callbacks(vec![notify]).await;
+        });
+    }
     if let Some(d) = late_by {
         tokio::time::sleep(d).await;
     }
     answer
 }
 
-/// Runs one gateway call and renders its answer.
-fn gateway_call(sim: &AlipaySim, method: &str, params: &Params) -> Response {
-    let node = match sim.handle(method, params) {
-        Ok(Handled::Node(node)) => node,
-        Ok(Handled::Cashier(order)) => return cashier(&order),
-        Err(r) => r.node(),
+/// Runs one gateway call and renders its answer; with a notify to send after it.
+fn gateway_call(
+    sim: &AlipaySim,
+    method: &str,
+    params: &Params,
+) -> (Response, Option<reqwest::RequestBuilder>) {
+    let (node, notify) = match sim.handle(method, params) {
+        Ok(Handled::Node(node)) => (node, None),
+        Ok(Handled::NodeThen(node, notify)) => (node, notify),
+        Ok(Handled::Cashier(order)) => return (cashier(&order), None),
+        Err(r) => (r.node(), None),
     };
     let body = if method.is_empty() {
         format!("{{\"error_response\":{node}}}")
@@ -208,7 +221,7 @@ fn gateway_call(sim: &AlipaySim, method: &str, params: &Params) -> Response {
             encrypt_key.as_deref(),
         )
     };
-    gateway_answer(body)
+    (gateway_answer(body), notify)
 }
 
 fn gateway_answer(body: String) -> Response {
@@ -253,6 +266,8 @@ fn cashier(order: &Order) -> Response {
 
 pub(crate) enum Handled {
     Node(Value),
+    /// An answer, then a notify to send once it is out.
+    NodeThen(Value, Option<reqwest::RequestBuilder>),
     Cashier(Box<Order>),
 }
 
@@ -342,6 +357,10 @@ impl AlipaySim {
             "alipay.trade.query" => self.query(&app, &biz),
             "alipay.trade.close" => self.close(&app, &biz),
             "alipay.trade.cancel" => self.cancel(&app, &biz),
+            "alipay.trade.refund" => self
+                .refund(&app, &biz)
+                .map(|(node, notify)| Handled::NodeThen(node, notify)),
+            "alipay.trade.fastpay.refund.query" => self.refund_query(&app, &biz).map(Handled::Node),
             _ => Err(Refusal::args("isv.invalid-method", "不存在的方法名")),
         }
     }
@@ -500,7 +519,7 @@ impl AlipaySim {
         }
     }
 
-    fn find(&self, app: &App, biz: &Value) -> Result<(String, String), Refusal> {
+    pub(super) fn find(&self, app: &App, biz: &Value) -> Result<(String, String), Refusal> {
         let out_trade_no = biz
             .get("out_trade_no")
             .and_then(Value::as_str)
@@ -581,4 +600,17 @@ fn order_fields(order: &Order, app: &App) -> Value {
         "total_amount": order.total_amount,
         "seller_id": app.seller_id,
     })
+}
+
+#[derive(serde::Deserialize)]
+struct RefundsQuery {
+    out_trade_no: String,
+}
+
+/// `GET /refunds?out_trade_no=`: the simulator's books for one trade.
+async fn list_refunds(
+    State(sim): State<Arc<AlipaySim>>,
+    axum::extract::Query(q): axum::extract::Query<RefundsQuery>,
+) -> Response {
+    Json(sim.refunds(&q.out_trade_no)).into_response()
 }

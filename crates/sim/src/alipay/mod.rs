@@ -13,6 +13,7 @@
 
 mod api;
 mod certs;
+mod refund;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ pub use crate::callback::CallbackAttempt;
 use crate::faults::Faults;
 
 pub use api::router;
+pub use refund::RefundView;
 
 /// Orders kept in memory before new ones are refused.
 pub const MAX_ORDERS: usize = 1_000_000;
@@ -205,6 +207,8 @@ pub struct AlipaySim {
     pub(crate) clock: Arc<dyn Clock>,
     /// Injected faults (`/faults`).
     pub faults: Arc<Faults>,
+    /// Refunds made, by (app_id, out_trade_no), oldest first.
+    pub(crate) refunds: Mutex<HashMap<(String, String), Vec<refund::SimRefund>>>,
 }
 
 impl std::fmt::Debug for AlipaySim {
@@ -248,6 +252,7 @@ impl AlipaySim {
             authority,
             apps: Mutex::new(HashMap::new()),
             orders: Mutex::new(HashMap::new()),
+            refunds: Mutex::new(HashMap::new()),
             http,
             seq: AtomicU64::new(1),
             clock,
@@ -372,7 +377,9 @@ impl AlipaySim {
             .iter()
             .filter(|((_, o), _)| o == out_trade_no)
             .map(|(_, order)| crate::SimTrade {
+                // A trade closed by a full refund was paid all the same.
                 state: match order.status {
+                    _ if order.gmt_payment.is_some() => crate::SimTradeState::Paid,
                     TradeStatus::WaitBuyerPay => crate::SimTradeState::Unpaid,
                     TradeStatus::Success => crate::SimTradeState::Paid,
                     TradeStatus::Closed => crate::SimTradeState::Closed,
@@ -447,7 +454,19 @@ impl AlipaySim {
         order: &Order,
         fault: Option<Fault>,
     ) -> Result<String, SimError> {
-        let mut p = Params::new();
+        self.notify_body_with(app, order, fault, Params::new())
+    }
+
+    /// A `trade_status_sync` notify with `extra` fields (a refund's
+    /// `refund_fee` and `gmt_refund`), form-encoded and signed.
+    fn notify_body_with(
+        &self,
+        app: &App,
+        order: &Order,
+        fault: Option<Fault>,
+        extra: Params,
+    ) -> Result<String, SimError> {
+        let mut p = extra;
         let mut put = |k: &str, v: &str| {
             p.insert(k.to_string(), v.to_string());
         };
