@@ -201,7 +201,7 @@ fn gateway_call(
 ) -> (Response, Option<reqwest::RequestBuilder>) {
     let (node, notify) = match sim.handle(method, params) {
         Ok(Handled::Node(node)) => (node, None),
-        Ok(Handled::NodeThen(node, notify)) => (node, notify),
+        Ok(Handled::NodeThen(node, notify)) => (node, notify.map(|n| *n)),
         Ok(Handled::Cashier(order)) => return (cashier(&order), None),
         Err(r) => (r.node(), None),
     };
@@ -267,7 +267,7 @@ fn cashier(order: &Order) -> Response {
 pub(crate) enum Handled {
     Node(Value),
     /// An answer, then a notify to send once it is out.
-    NodeThen(Value, Option<reqwest::RequestBuilder>),
+    NodeThen(Value, Option<Box<reqwest::RequestBuilder>>),
     Cashier(Box<Order>),
 }
 
@@ -359,7 +359,7 @@ impl AlipaySim {
             "alipay.trade.cancel" => self.cancel(&app, &biz),
             "alipay.trade.refund" => self
                 .refund(&app, &biz)
-                .map(|(node, notify)| Handled::NodeThen(node, notify)),
+                .map(|(node, notify)| Handled::NodeThen(node, notify.map(Box::new))),
             "alipay.trade.fastpay.refund.query" => self.refund_query(&app, &biz).map(Handled::Node),
             _ => Err(Refusal::args("isv.invalid-method", "不存在的方法名")),
         }
