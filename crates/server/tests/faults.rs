@@ -1,4 +1,4 @@
-//! Seeded fault injection: hundreds of WeChat Pay and Alipay payments driven
+//! Seeded fault injection: a thousand WeChat Pay, Alipay and UnionPay payments driven
 //! through each simulator fault (latency, 5xx, timeouts, rate limits, lost,
 //! duplicated, delayed and out-of-order callbacks, refund failures, payers
 //! who never pay), then refunds of what succeeded under the same faults,
@@ -40,6 +40,8 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+/// Every channel, each with its simulator.
+const CHANNELS: [&str; 3] = ["wechat", "alipay", "unionpay"];
 /// Payments per channel in each phase.
 const PER_CHANNEL: usize = 32;
 /// Requests in flight at once (merchant creates, payers).
@@ -196,6 +198,8 @@ fn order(
             json!({"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}),
         ),
         ("wechat", _) => ("native", json!({})),
+        ("unionpay", 0) => ("native", json!({})),
+        ("unionpay", _) => ("app", json!({})),
         (_, 0) => ("native", json!({})),
         (_, _) => ("mini_program", json!({"buyer_id": "2088102177846875"})),
     };
@@ -305,6 +309,7 @@ fn sim_trades(app: &TestApp, channel: &str, id: &str) -> Vec<SimTrade> {
     let sandbox = app.server.state.sandbox.as_ref().expect("sandbox");
     match channel {
         "wechat" => sandbox.wechat.trades(id),
+        "unionpay" => sandbox.unionpay.trades(id),
         _ => sandbox.alipay.trades(id),
     }
 }
@@ -312,7 +317,7 @@ fn sim_trades(app: &TestApp, channel: &str, id: &str) -> Vec<SimTrade> {
 /// Whether the phase has settled: every payment final, every scheduled
 /// callback sent, every merchant event delivered.
 async fn settled(app: &TestApp, db: &TestDb, merchant_id: &str, ledger: &Ledger) -> bool {
-    for channel in ["wechat", "alipay"] {
+    for channel in CHANNELS {
         if app.faults(channel).await["pending_callbacks"] != 0 {
             return false;
         }
@@ -410,7 +415,7 @@ fn check_payments(
 }
 
 /// Channels whose refunds the suite drives.
-const REFUND_CHANNELS: [&str; 2] = ["wechat", "alipay"];
+const REFUND_CHANNELS: [&str; 3] = CHANNELS;
 /// Share of succeeded payments the merchant refunds.
 const REFUND_SHARE: f64 = 0.6;
 /// In the refund stage only refund failures are sure to be asked often
@@ -524,6 +529,18 @@ fn channel_refunds(app: &TestApp, channel: &str, id: &str) -> (Vec<(String, i64)
             let pending = books.iter().any(|r| r.state == SimRefundState::Processing);
             (made, pending)
         }
+        // UnionPay settles a refund at once, one way or the other.
+        "unionpay" => {
+            let made = sandbox
+                .unionpay
+                .refunds(id, None)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.state == paymux_sim::unionpay::SimRefundState::Succeeded)
+                .map(|r| (r.out_refund_no, r.amount))
+                .collect();
+            (made, false)
+        }
         // Alipay refunds happen in the call or not at all.
         _ => {
             let made = sandbox
@@ -629,7 +646,7 @@ async fn drive(
     loop {
         if step == FAULTY_STEPS {
             let mut injected = Vec::new();
-            for channel in ["wechat", "alipay"] {
+            for channel in CHANNELS {
                 injected.push(app.faults(channel).await["injected"].clone());
                 app.clear_faults(channel).await;
             }
@@ -680,7 +697,7 @@ async fn run_phase(
 ) -> (Vec<String>, usize) {
     let mut rng = Rng(seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
     let mut ledger = Ledger::default();
-    for channel in ["wechat", "alipay"] {
+    for channel in CHANNELS {
         for n in 0..PER_CHANNEL {
             let pays = rng.chance(phase.pay_share);
             let url = app.receiver.url.clone();
@@ -689,7 +706,7 @@ async fn run_phase(
                 .push(order(&mut rng, phase.name, channel, n, &url, pays));
         }
     }
-    for (k, channel) in ["wechat", "alipay"].into_iter().enumerate() {
+    for (k, channel) in CHANNELS.into_iter().enumerate() {
         let mut faults = phase.faults.clone();
         faults["seed"] = json!(seed.wrapping_add(index as u64 * 2 + k as u64));
         app.set_faults(channel, &faults).await;

@@ -326,6 +326,29 @@ impl UnionpaySim {
         Ok(self.bad_certs.get_or_init(|| made))
     }
 
+    /// Every order for this payment id (one per merchant that used it), so
+    /// tests can compare a merchant's records with the channel's. An unpaid
+    /// order past its payTimeout can no longer be paid: it counts as closed.
+    pub fn trades(&self, out_trade_no: &str) -> Vec<crate::SimTrade> {
+        let Ok(order_id) = sign::order_id_of(out_trade_no) else {
+            return Vec::new();
+        };
+        let now = sign::to_acp_time(self.clock.now());
+        lock(&self.orders)
+            .values()
+            .filter(|o| o.order_id == order_id)
+            .map(|o| crate::SimTrade {
+                state: match (&o.paid, o.pay_timeout.as_deref()) {
+                    (Some(_), _) => crate::SimTradeState::Paid,
+                    (None, Some(t)) if t < now.as_str() => crate::SimTradeState::Closed,
+                    (None, _) => crate::SimTradeState::Unpaid,
+                },
+                // Accepted only as fen digits, so this cannot fail for a stored order.
+                amount: sign::txn_amt_to_fen(&o.txn_amt).unwrap_or(-1),
+            })
+            .collect()
+    }
+
     /// The payer pays: the order is marked paid and the back notification
     /// goes to its backUrl `callbacks` times. Paying a paid order again only
     /// re-sends the notification (same queryId).
