@@ -1,5 +1,6 @@
-//! Payment callbacks: verify, then decrypt, then parse. Nothing is trusted
-//! before the signature over the raw body bytes has verified.
+//! Callbacks: verify, then decrypt, then parse. Nothing is trusted before
+//! the signature over the raw body bytes has verified. Payment callbacks are
+//! parsed here; refund callbacks (`refund.rs`) are opened the same way.
 
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
@@ -17,6 +18,31 @@ impl WechatPay {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Notification, ChannelError> {
+        let (notify, plain) = self.open_notification(headers, body, now).await?;
+        if let Some(t) = &notify.resource.original_type {
+            if t != "transaction" {
+                return Err(ChannelError::Protocol(format!(
+                    "callback carries a {t}, not a transaction"
+                )));
+            }
+        }
+        let t: Transaction = serde_json::from_slice(&plain)
+            .map_err(|e| ChannelError::Protocol(format!("callback transaction: {e}")))?;
+        Ok(Notification {
+            event_id: notify.id,
+            event_type: notify.event_type,
+            trade: to_channel_trade(&t)?,
+        })
+    }
+
+    /// Verifies a callback's signature over the raw body, then decrypts its
+    /// resource: the notification and the resource's plaintext.
+    pub(super) async fn open_notification(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(NotifyBody, Vec<u8>), ChannelError> {
         let sig = SignatureHeaders::from_headers(headers)?;
         sig.check_fresh(now)?;
         let key = self.verifying_key(&sig.serial, now).await?;
@@ -36,19 +62,6 @@ impl WechatPay {
             res.associated_data.as_deref().unwrap_or(""),
             &res.ciphertext,
         )?;
-        if let Some(t) = &res.original_type {
-            if t != "transaction" {
-                return Err(ChannelError::Protocol(format!(
-                    "callback carries a {t}, not a transaction"
-                )));
-            }
-        }
-        let t: Transaction = serde_json::from_slice(&plain)
-            .map_err(|e| ChannelError::Protocol(format!("callback transaction: {e}")))?;
-        Ok(Notification {
-            event_id: notify.id,
-            event_type: notify.event_type,
-            trade: to_channel_trade(&t)?,
-        })
+        Ok((notify, plain))
     }
 }

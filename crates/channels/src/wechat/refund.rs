@@ -7,9 +7,8 @@ use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use paymux_core::{Currency, Money};
 
-use super::client::SignatureHeaders;
-use super::types::{NotifyBody, RefundBody, RefundBodyAmount, RefundRecord, AEAD_AES_256_GCM};
-use super::{path_segment, sign, WechatPay};
+use super::types::{RefundBody, RefundBodyAmount, RefundRecord};
+use super::{path_segment, WechatPay};
 use crate::{ChannelError, ChannelRefund, RefundNotification, RefundRequest, RefundState};
 
 /// Maps WeChat's refund status to paymux's.
@@ -116,31 +115,13 @@ impl WechatPay {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<RefundNotification, ChannelError> {
-        let sig = SignatureHeaders::from_headers(headers)?;
-        sig.check_fresh(now)?;
-        let key = self.verifying_key(&sig.serial, now).await?;
-        sig.verify(&key, body)?;
-        let notify: NotifyBody = serde_json::from_slice(body)
-            .map_err(|e| ChannelError::Protocol(format!("refund callback body: {e}")))?;
+        let (notify, plain) = self.open_notification(headers, body, now).await?;
         if !notify.event_type.starts_with("REFUND.") {
             return Err(ChannelError::Protocol(format!(
                 "refund callback of type {}",
                 notify.event_type
             )));
         }
-        let res = &notify.resource;
-        if res.algorithm != AEAD_AES_256_GCM {
-            return Err(ChannelError::Protocol(format!(
-                "refund callback resource encrypted with {}",
-                res.algorithm
-            )));
-        }
-        let plain = sign::decrypt_resource(
-            &self.apiv3_key,
-            &res.nonce,
-            res.associated_data.as_deref().unwrap_or(""),
-            &res.ciphertext,
-        )?;
         let record: RefundRecord = serde_json::from_slice(&plain)
             .map_err(|e| ChannelError::Protocol(format!("refund callback resource: {e}")))?;
         if let Some(mchid) = &record.mchid {

@@ -19,14 +19,12 @@
 //! channel call: claim (commit), call the channel, write through the usual
 //! compare-and-set transitions, record the next check.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use paymux_channels::{ChannelError, ChannelTrade, TradeState};
 use paymux_core::PaymentStatus;
 use paymux_store::{DuePayment, Payment};
-use tokio::sync::Semaphore;
 
 use crate::config::PollerConfig;
 use crate::error::FlowError;
@@ -38,44 +36,21 @@ use crate::AppState;
 /// one check (a query and a close, each bounded by the channel client's
 /// timeout); a checker that dies delays that payment by at most this.
 const LEASE_SECS: u64 = 120;
-const BATCH: u32 = 32;
 
 pub async fn run(state: AppState) {
-    let cfg = state.config.poller.clone();
-    let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let lease = duration(LEASE_SECS);
-    let first_delay = duration(cfg.first_delay_secs);
-    loop {
-        let now = state.clock.now();
-        let first_poll_before = now
-            .checked_sub_signed(first_delay)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        match state
-            .store
-            .claim_due_payments(now, first_poll_before, lease, BATCH)
-            .await
-        {
-            Ok(due) => {
-                let full = due.len() >= BATCH as usize;
-                for payment in due {
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        check(&state, payment).await;
-                        drop(permit);
-                    });
-                }
-                // A full batch means more may be due right now.
-                if full {
-                    continue;
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "poller: cannot read due payments"),
-        }
-        tokio::time::sleep(Duration::from_millis(cfg.interval_ms)).await;
-    }
+    super::run_checks(
+        state,
+        "poller",
+        duration(LEASE_SECS),
+        |state, now, first_poll_before, lease, limit| async move {
+            state
+                .store
+                .claim_due_payments(now, first_poll_before, lease, limit)
+                .await
+        },
+        |state, due| async move { check(&state, due).await },
+    )
+    .await
 }
 
 /// One check of one payment, and its bookkeeping.

@@ -13,13 +13,11 @@
 //! Like payment checks, refunds are claimed under a lease and no database
 //! transaction is open across a channel call.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use paymux_channels::ChannelError;
 use paymux_store::{DueRefund, Refund};
-use tokio::sync::Semaphore;
 
 use crate::error::FlowError;
 use crate::guarded::Operation;
@@ -28,43 +26,21 @@ use crate::{flow, refunds, AppState};
 /// How long a claimed refund stays reserved for its checker: it must
 /// outlast a query and a repeated refund call.
 const LEASE_SECS: i64 = 120;
-const BATCH: u32 = 32;
 
 pub async fn run(state: AppState) {
-    let cfg = state.config.poller.clone();
-    let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let lease = chrono::Duration::seconds(LEASE_SECS);
-    let first_delay = seconds(cfg.first_delay_secs);
-    loop {
-        let now = state.clock.now();
-        let first_poll_before = now
-            .checked_sub_signed(first_delay)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        match state
-            .store
-            .claim_due_refunds(now, first_poll_before, lease, BATCH)
-            .await
-        {
-            Ok(due) => {
-                let full = due.len() >= BATCH as usize;
-                for refund in due {
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        check(&state, refund).await;
-                        drop(permit);
-                    });
-                }
-                if full {
-                    continue;
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "refund checks: cannot read due refunds"),
-        }
-        tokio::time::sleep(Duration::from_millis(cfg.interval_ms)).await;
-    }
+    super::run_checks(
+        state,
+        "refund checks",
+        chrono::Duration::seconds(LEASE_SECS),
+        |state, now, first_poll_before, lease, limit| async move {
+            state
+                .store
+                .claim_due_refunds(now, first_poll_before, lease, limit)
+                .await
+        },
+        |state, due| async move { check(&state, due).await },
+    )
+    .await
 }
 
 /// One check of one refund, and its bookkeeping.
