@@ -71,6 +71,7 @@ pub async fn create(
         pay_params: None,
         channel_trade_no: None,
         paid_at: None,
+        refunded: 0,
         expires_at: now + Duration::seconds(expires_in),
         created_at: now,
         updated_at: now,

@@ -92,6 +92,7 @@ pub fn view(e: &OutboxEvent) -> Value {
         "type": e.event_type,
         "merchant_id": e.merchant_id,
         "payment_id": e.payment_id.as_str(),
+        "refund_id": e.refund_id,
         "notify_url": e.notify_url,
         "created_at": view::time(e.created_at),
         "status": if e.delivered_at.is_some() { "delivered" } else if e.dead { "dead" } else { "retrying" },

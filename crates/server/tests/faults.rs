@@ -590,6 +590,13 @@ async fn check_refunds(
         if total > p.amount.minor {
             wrong.push(format!("{id}: refunded {total} of {}", p.amount.minor));
         }
+        let now = db.store.payment(&p.id).await.unwrap().unwrap();
+        if now.refunded != total || now.status != p.status {
+            wrong.push(format!(
+                "{id}: {} with {} refunded, its refunds say {total}",
+                now.status, now.refunded
+            ));
+        }
         for r in &ours {
             ours_all.insert(r.id.clone());
             let events = delivered.get(&r.id).cloned().unwrap_or_default();

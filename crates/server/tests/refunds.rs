@@ -45,6 +45,14 @@ on_every_backend!(a_full_refund_end_to_end, |db| {
         ),
         (Some(id.as_str()), Some(2599), Some("SUCCESS"))
     );
+    // The payment shows what was refunded.
+    let payment = app
+        .client
+        .get(&format!("/v1/payments/{pid}"))
+        .await
+        .unwrap();
+    assert_eq!(payment.body["refunded_amount"], 2599);
+    assert_eq!(payment.body["status"], "succeeded");
     // Found by the merchant's number too.
     let r = app
         .client

@@ -31,6 +31,10 @@ const SQLITE: &[Migration] = &[
         version: 4,
         sql: include_str!("../migrations/sqlite/0004_refunds.sql"),
     },
+    Migration {
+        version: 5,
+        sql: include_str!("../migrations/sqlite/0005_payment_refunded.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -49,6 +53,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 4,
         sql: include_str!("../migrations/postgres/0004_refunds.sql"),
+    },
+    Migration {
+        version: 5,
+        sql: include_str!("../migrations/postgres/0005_payment_refunded.sql"),
     },
 ];
 

@@ -124,6 +124,9 @@ pub struct Payment {
     /// The channel's transaction id, once paid.
     pub channel_trade_no: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
+    /// Minor units refunded so far (refunds that succeeded). Only the store
+    /// changes it, with the refund; inserts ignore it.
+    pub refunded: i64,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -547,6 +547,13 @@ impl Store for PgStore {
             };
         };
         let after = row::refund(&after)?;
+        if to == RefundStatus::Succeeded {
+            sqlx::query("UPDATE payments SET refunded_minor = refunded_minor + $1 WHERE id = $2")
+                .bind(after.amount.minor)
+                .bind(after.payment_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(e) = event {
             insert_event(&mut tx, e).await?;
         }

@@ -127,6 +127,7 @@ pub(crate) fn payment(r: &impl Cols) -> Result<Payment> {
         pay_params: r.opt_json("pay_params")?,
         channel_trade_no: r.opt_text("channel_trade_no")?,
         paid_at: r.opt_ts("paid_at")?,
+        refunded: r.int("refunded_minor")?,
         expires_at: r.ts("expires_at")?,
         created_at: r.ts("created_at")?,
         updated_at: r.ts("updated_at")?,

@@ -70,6 +70,7 @@ fn payment(m: &Merchant, a: &ChannelAccount, order_no: &str) -> Payment {
         pay_params: Some(json!({"prepay_id": "wx201410272009395522657a690389285100"})),
         channel_trade_no: Some("4200000001".into()),
         paid_at: Some(t0() + Duration::microseconds(1)),
+        refunded: 0,
         expires_at: t0() + Duration::minutes(30),
         created_at: t0(),
         updated_at: t0() + Duration::microseconds(3),

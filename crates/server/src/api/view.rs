@@ -27,6 +27,7 @@ pub fn payment(p: &Payment) -> Value {
         "created_at": time(p.created_at),
         "expires_at": time(p.expires_at),
         "paid_at": p.paid_at.map(time),
+        "refunded_amount": p.refunded,
     })
 }
 
