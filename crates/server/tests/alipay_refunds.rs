@@ -126,7 +126,7 @@ on_every_backend!(lost_alipay_refund_answers_are_settled_by_query, |db| {
     let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("A-LOST", 900).await;
     // A 503: Alipay did nothing; the check finds no refund and sends it again.
-    app.faults(json!({"error_rate": 1.0})).await;
+    app.inject_faults(json!({"error_rate": 1.0})).await;
     let (status, first) = app.refund(&pid, "AL-1", 400).await;
     assert_eq!(
         (status, first["status"].as_str()),
@@ -135,7 +135,7 @@ on_every_backend!(lost_alipay_refund_answers_are_settled_by_query, |db| {
     );
     assert!(app.sim_refunds(&pid).await.is_empty());
     // A timeout: Alipay refunded, the answer never came.
-    app.faults(json!({"timeout_rate": 1.0, "timeout_ms": 2000}))
+    app.inject_faults(json!({"timeout_rate": 1.0, "timeout_ms": 2000}))
         .await;
     let (status, second) = app.refund(&pid, "AL-2", 500).await;
     assert_eq!(
@@ -143,7 +143,7 @@ on_every_backend!(lost_alipay_refund_answers_are_settled_by_query, |db| {
         (201, Some("processing")),
         "{second}"
     );
-    app.faults(json!({})).await;
+    app.inject_faults(json!({})).await;
     app.advance(61);
     for r in [&first, &second] {
         app.wait_refund(r["id"].as_str().unwrap(), "succeeded")
@@ -169,7 +169,7 @@ on_every_backend!(lost_alipay_refund_answers_are_settled_by_query, |db| {
 on_every_backend!(an_alipay_refund_refused_frees_its_amount, |db| {
     let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("A-FAIL", 600).await;
-    app.faults(json!({"refund_failure_rate": 1.0})).await;
+    app.inject_faults(json!({"refund_failure_rate": 1.0})).await;
     let (status, r) = app.refund(&pid, "AX-1", 600).await;
     assert_eq!((status, r["status"].as_str()), (201, Some("failed")), "{r}");
     let reason = r["failure_reason"].as_str().unwrap();
@@ -181,7 +181,7 @@ on_every_backend!(an_alipay_refund_refused_frees_its_amount, |db| {
     assert_eq!(event["type"], "refund.failed");
     assert_eq!(event["data"]["id"], r["id"]);
     assert!(app.sim_refunds(&pid).await.is_empty());
-    app.faults(json!({})).await;
+    app.inject_faults(json!({})).await;
     let (status, r) = app.refund(&pid, "AX-2", 600).await;
     assert_eq!(
         (status, r["status"].as_str()),

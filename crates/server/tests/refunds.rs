@@ -247,7 +247,8 @@ on_every_backend!(refund_requests_are_idempotent_and_checked, |db| {
 on_every_backend!(a_duplicated_refund_callback_changes_nothing_twice, |db| {
     let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-DUP", 500).await;
-    app.faults(json!({"callback_duplicate_rate": 1.0})).await;
+    app.inject_faults(json!({"callback_duplicate_rate": 1.0}))
+        .await;
     let (status, r) = app.refund(&pid, "D-1", 500).await;
     assert_eq!(status, 201, "{r}");
     assert_eq!(app.event().await["type"], "refund.succeeded");
@@ -267,7 +268,7 @@ on_every_backend!(a_duplicated_refund_callback_changes_nothing_twice, |db| {
 on_every_backend!(a_lost_refund_callback_is_made_good_by_a_check, |db| {
     let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-LOST", 700).await;
-    app.faults(json!({"callback_lost_rate": 1.0})).await;
+    app.inject_faults(json!({"callback_lost_rate": 1.0})).await;
     let (status, r) = app.refund(&pid, "L-1", 700).await;
     assert_eq!(status, 201, "{r}");
     let id = r["id"].as_str().unwrap().to_string();
@@ -292,15 +293,17 @@ on_every_backend!(
         let pid = app.paid_payment("R-UNKNOWN", 900).await;
         // A 5xx: WeChat did nothing. The refund stays processing, is not found
         // by the check, and is sent again under the same number.
-        app.faults(json!({"error_rate": 1.0})).await;
+        app.inject_faults(json!({"error_rate": 1.0})).await;
         let (status, first) = app.refund(&pid, "U-1", 400).await;
         assert_eq!(status, 201, "{first}");
         assert_eq!(first["status"], "processing");
         let first_id = first["id"].as_str().unwrap().to_string();
         assert!(app.sim_refunds(&pid).await.is_empty());
         // A timeout: WeChat made the refund, the answer never came.
-        app.faults(json!({"timeout_rate": 1.0, "timeout_ms": 2000, "callback_lost_rate": 1.0}))
-            .await;
+        app.inject_faults(
+            json!({"timeout_rate": 1.0, "timeout_ms": 2000, "callback_lost_rate": 1.0}),
+        )
+        .await;
         let (status, second) = app.refund(&pid, "U-2", 500).await;
         assert_eq!(status, 201, "{second}");
         assert_eq!(second["status"], "processing");
@@ -311,7 +314,7 @@ on_every_backend!(
             (status, r["error"]["code"].as_str()),
             (409, Some("REFUND_EXCEEDS_AVAILABLE"))
         );
-        app.faults(json!({})).await;
+        app.inject_faults(json!({})).await;
         app.advance(61);
         app.wait_refund(&first_id, "succeeded").await;
         app.wait_refund(&second_id, "succeeded").await;
@@ -337,7 +340,7 @@ on_every_backend!(
 on_every_backend!(a_refund_the_channel_fails_frees_its_amount, |db| {
     let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("R-FAIL", 600).await;
-    app.faults(json!({"refund_failure_rate": 1.0})).await;
+    app.inject_faults(json!({"refund_failure_rate": 1.0})).await;
     let (status, r) = app.refund(&pid, "F-1", 600).await;
     assert_eq!(status, 201, "{r}");
     let id = r["id"].as_str().unwrap().to_string();
@@ -347,7 +350,7 @@ on_every_backend!(a_refund_the_channel_fails_frees_its_amount, |db| {
     assert_eq!(event["data"]["failure_reason"], "ABNORMAL");
     assert_eq!(app.refund_status(&id).await, "failed");
     // The failed refund holds nothing: the full amount can be refunded again.
-    app.faults(json!({})).await;
+    app.inject_faults(json!({})).await;
     let (status, r) = app.refund(&pid, "F-2", 600).await;
     assert_eq!(status, 201, "{r}");
     assert_eq!(app.event().await["type"], "refund.succeeded");

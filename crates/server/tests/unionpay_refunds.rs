@@ -108,7 +108,7 @@ on_every_backend!(
     |db| {
         let mut app = spawn_app(&db).await;
         let pid = app.paid_payment("U-LOST", 700).await;
-        app.faults(json!({"callback_lost_rate": 1.0})).await;
+        app.inject_faults(json!({"callback_lost_rate": 1.0})).await;
         let (status, r) = app.refund(&pid, "UL-1", 700).await;
         assert_eq!(status, 201, "{r}");
         assert_eq!(r["status"], "processing");
@@ -116,7 +116,7 @@ on_every_backend!(
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(app.refund_status(&id).await, "processing");
         assert_eq!(
-            app.app.faults("unionpay").await["injected"]["callbacks_lost"],
+            app.faults("unionpay").await["injected"]["callbacks_lost"],
             1
         );
         // The check queries UnionPay with the refund's orderId and txnTime.
@@ -141,13 +141,13 @@ on_every_backend!(a_unionpay_refund_answer_lost_is_not_made_twice, |db| {
     let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("U-TIMEOUT", 900).await;
     // UnionPay makes the refund; the answer and the notification never come.
-    app.faults(json!({"timeout_rate": 1.0, "timeout_ms": 2000, "callback_lost_rate": 1.0}))
+    app.inject_faults(json!({"timeout_rate": 1.0, "timeout_ms": 2000, "callback_lost_rate": 1.0}))
         .await;
     let (status, r) = app.refund(&pid, "UT-1", 900).await;
     assert_eq!(status, 201, "{r}");
     assert_eq!(r["status"], "processing");
     let id = r["id"].as_str().unwrap().to_string();
-    app.faults(json!({})).await;
+    app.inject_faults(json!({})).await;
     app.advance(61);
     app.wait_refund(&id, "succeeded").await;
     assert_eq!(app.event().await["type"], "refund.succeeded");
@@ -163,7 +163,7 @@ on_every_backend!(a_unionpay_refund_answer_lost_is_not_made_twice, |db| {
 on_every_backend!(a_unionpay_refund_that_fails_frees_its_amount, |db| {
     let mut app = spawn_app(&db).await;
     let pid = app.paid_payment("U-FAIL", 600).await;
-    app.faults(json!({"refund_failure_rate": 1.0})).await;
+    app.inject_faults(json!({"refund_failure_rate": 1.0})).await;
     let (status, r) = app.refund(&pid, "UX-1", 600).await;
     assert_eq!(status, 201, "{r}");
     let id = r["id"].as_str().unwrap().to_string();
@@ -173,7 +173,7 @@ on_every_backend!(a_unionpay_refund_that_fails_frees_its_amount, |db| {
     let reason = event["data"]["failure_reason"].as_str().unwrap();
     assert!(reason.starts_with("01"), "{reason}");
     assert_eq!(app.refund_status(&id).await, "failed");
-    app.faults(json!({})).await;
+    app.inject_faults(json!({})).await;
     let (status, r) = app.refund(&pid, "UX-2", 600).await;
     assert_eq!(status, 201, "{r}");
     assert_eq!(app.event().await["type"], "refund.succeeded");

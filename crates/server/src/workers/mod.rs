@@ -36,8 +36,7 @@ pub(crate) async fn run_checks<T, Claim, ClaimFut, Check, CheckFut>(
 {
     let cfg = state.config.poller.clone();
     let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let first_delay = chrono::Duration::from_std(Duration::from_secs(cfg.first_delay_secs))
-        .unwrap_or_else(|_| chrono::Duration::days(3650));
+    let first_delay = secs(cfg.first_delay_secs);
     loop {
         let now = state.clock.now();
         let first_check_before = now
@@ -65,4 +64,15 @@ pub(crate) async fn run_checks<T, Claim, ClaimFut, Check, CheckFut>(
         }
         tokio::time::sleep(Duration::from_millis(cfg.interval_ms)).await;
     }
+}
+
+/// Configured seconds as a signed duration (absurdly large values are capped).
+pub(crate) fn secs(secs: u64) -> chrono::Duration {
+    chrono::Duration::from_std(Duration::from_secs(secs))
+        .unwrap_or_else(|_| chrono::Duration::days(3650))
+}
+
+/// `t + by`, saturating at the end of time.
+pub(crate) fn later(t: DateTime<Utc>, by: chrono::Duration) -> DateTime<Utc> {
+    t.checked_add_signed(by).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -19,13 +19,12 @@
 //! channel call: claim (commit), call the channel, write through the usual
 //! compare-and-set transitions, record the next check.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use paymux_channels::{ChannelError, ChannelTrade, TradeState};
 use paymux_core::PaymentStatus;
 use paymux_store::{DuePayment, Payment};
 
+use super::{later, secs};
 use crate::config::PollerConfig;
 use crate::error::FlowError;
 use crate::flow;
@@ -41,7 +40,7 @@ pub async fn run(state: AppState) {
     super::run_checks(
         state,
         "poller",
-        duration(LEASE_SECS),
+        secs(LEASE_SECS),
         |state, now, first_poll_before, lease, limit| async move {
             state
                 .store
@@ -142,11 +141,11 @@ fn next_check(
     expires_at: DateTime<Utc>,
 ) -> DateTime<Utc> {
     if now >= expires_at {
-        return later(now, duration(cfg.expiry_retry_secs));
+        return later(now, secs(cfg.expiry_retry_secs));
     }
     let attempts = usize::try_from(attempts).unwrap_or(usize::MAX);
     match cfg.delay_after(attempts) {
-        Some(delay) => later(now, duration(delay.as_secs())).min(expires_at),
+        Some(delay) => later(now, secs(delay.as_secs())).min(expires_at),
         None => expires_at,
     }
 }
@@ -161,7 +160,7 @@ async fn poll(
     match channel.query(payment.id.as_str()).await {
         Ok(trade) => apply_found(state, payment, &trade).await,
         Err(ChannelError::NotFound) if payment.status == PaymentStatus::Created => {
-            let window = duration(state.config.poller.prepay_window_secs);
+            let window = secs(state.config.poller.prepay_window_secs);
             if now < later(payment.created_at, window) {
                 // A prepay may still be on its way; ask again later.
                 return Ok(payment);
@@ -225,16 +224,6 @@ async fn apply_found(
     }
     let payment = flow::mark_prepared(state, payment).await?;
     flow::apply_trade(state, payment, trade).await
-}
-
-/// Configured seconds as a signed duration (absurdly large values are capped).
-fn duration(secs: u64) -> chrono::Duration {
-    chrono::Duration::from_std(Duration::from_secs(secs))
-        .unwrap_or_else(|_| chrono::Duration::days(3650))
-}
-
-fn later(t: DateTime<Utc>, by: chrono::Duration) -> DateTime<Utc> {
-    t.checked_add_signed(by).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]

@@ -13,8 +13,6 @@
 //! Like payment checks, refunds are claimed under a lease and no database
 //! transaction is open across a channel call.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use paymux_channels::ChannelError;
 use paymux_store::{DueRefund, Refund};
@@ -117,12 +115,7 @@ fn next_delay(schedule_secs: &[u64], attempts: i32) -> chrono::Duration {
         .or(schedule_secs.last())
         .copied()
         .unwrap_or(3600);
-    seconds(secs)
-}
-
-fn seconds(secs: u64) -> chrono::Duration {
-    chrono::Duration::from_std(Duration::from_secs(secs))
-        .unwrap_or_else(|_| chrono::Duration::days(3650))
+    super::secs(secs)
 }
 
 #[cfg(test)]

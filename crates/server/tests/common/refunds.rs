@@ -154,7 +154,7 @@ impl RefundApp {
     }
 
     /// Sets the faults of this channel's simulator.
-    pub async fn faults(&self, config: Value) {
+    pub async fn inject_faults(&self, config: Value) {
         self.set_faults(self.channel, &config).await;
     }
 

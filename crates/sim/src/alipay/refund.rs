@@ -41,15 +41,18 @@ impl AlipaySim {
         biz: &Value,
     ) -> Result<(Value, Option<reqwest::RequestBuilder>), Refusal> {
         let (app_id, out_trade_no) = self.find(app, biz)?;
-        // The SDKs send the amount as a string or as a JSON number.
-        let asked = biz
-            .get("refund_amount")
-            .and_then(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .or_else(|| v.as_f64().map(|f| f.to_string()))
-            })
-            .ok_or_else(|| Refusal::args("isv.missing-refund-amount", "缺少 refund_amount"))?;
+        // The SDKs send the amount as a string or as a JSON number; either
+        // way its text is read as exact yuan, never through a float.
+        let asked = match biz.get("refund_amount") {
+            Some(Value::String(y)) => y.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(Refusal::args(
+                    "isv.missing-refund-amount",
+                    "缺少 refund_amount",
+                ))
+            }
+        };
         let amount = match sign::yuan_to_minor(&asked) {
             Ok(fen) if fen > 0 => fen,
             _ => return Err(Refusal::args("isv.invalid-refund-amount", "退款金额无效")),
