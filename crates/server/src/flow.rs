@@ -114,17 +114,11 @@ async fn channel_account(
     {
         return Ok(account);
     }
-    match (&state.sandbox, channel) {
-        (Some(sandbox), ChannelKind::Wechat) => {
-            Ok(crate::sandbox::ensure_wechat_account(state, sandbox, merchant_id).await?)
+    match &state.sandbox {
+        Some(sandbox) => {
+            Ok(crate::sandbox::ensure_account(state, sandbox, merchant_id, channel).await?)
         }
-        (Some(sandbox), ChannelKind::Alipay) => {
-            Ok(crate::sandbox::ensure_alipay_account(state, sandbox, merchant_id).await?)
-        }
-        (Some(sandbox), ChannelKind::Unionpay) => {
-            Ok(crate::sandbox::ensure_unionpay_account(state, sandbox, merchant_id).await?)
-        }
-        _ => Err(FlowError::ChannelNotConfigured(format!(
+        None => Err(FlowError::ChannelNotConfigured(format!(
             "no {channel} account for this merchant"
         ))),
     }

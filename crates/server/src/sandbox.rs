@@ -56,20 +56,50 @@ pub fn warn_loudly(public_url: &str) {
     tracing::warn!("{line}");
 }
 
-/// The merchant's WeChat account, created at the simulator if it has none.
-pub async fn ensure_wechat_account(
+/// The merchant's sandbox account for a channel, created at its simulator
+/// if it has none (once, even under concurrent first payments).
+pub async fn ensure_account(
     state: &AppState,
     sandbox: &Sandbox,
     merchant_id: &str,
+    channel: ChannelKind,
 ) -> Result<ChannelAccount, ServerError> {
     let _once = sandbox.creating.lock().await;
     if let Some(account) = state
         .store
-        .channel_account_for(merchant_id, ChannelKind::Wechat)
+        .channel_account_for(merchant_id, channel)
         .await?
     {
         return Ok(account);
     }
+    let (config, name) = match channel {
+        ChannelKind::Wechat => wechat_config(state, sandbox)?,
+        ChannelKind::Alipay => alipay_config(state, sandbox)?,
+        ChannelKind::Unionpay => unionpay_config(state, sandbox)?,
+    };
+    let account = ChannelAccount {
+        id: new_id("acct"),
+        merchant_id: merchant_id.to_string(),
+        channel,
+        config,
+        sandbox: true,
+        enabled: true,
+        created_at: state.clock.now(),
+    };
+    state.store.insert_channel_account(&account).await?;
+    tracing::info!(merchant_id, account_id = %account.id, %channel, name, "sandbox account created");
+    Ok(account)
+}
+
+fn to_config(config: &impl serde::Serialize) -> Result<serde_json::Value, ServerError> {
+    serde_json::to_value(config).map_err(|e| ServerError::Config(e.to_string()))
+}
+
+/// A WeChat merchant registered at the simulator: its config and mchid.
+fn wechat_config(
+    state: &AppState,
+    sandbox: &Sandbox,
+) -> Result<(serde_json::Value, String), ServerError> {
     let private_key_pem = PrivateKey::generate_pkcs8_pem()?;
     let config = WechatConfig {
         base_url: format!("{}/sim/wechat", state.public_url),
@@ -81,19 +111,8 @@ pub async fn ensure_wechat_account(
         platform_public_key_id: None,
         platform_public_key_pem: None,
     };
-    let account = ChannelAccount {
-        id: new_id("acct"),
-        merchant_id: merchant_id.to_string(),
-        channel: ChannelKind::Wechat,
-        config: serde_json::to_value(&config).map_err(|e| ServerError::Config(e.to_string()))?,
-        sandbox: true,
-        enabled: true,
-        created_at: state.clock.now(),
-    };
     register(sandbox, &config)?;
-    state.store.insert_channel_account(&account).await?;
-    tracing::info!(merchant_id, account_id = %account.id, mchid = %config.mchid, "sandbox wechat account created");
-    Ok(account)
+    Ok((to_config(&config)?, config.mchid))
 }
 
 /// The simulator keeps its merchants in memory: after a restart, tell it
@@ -138,20 +157,11 @@ pub async fn register_existing_accounts(state: &AppState) -> Result<(), ServerEr
     Ok(())
 }
 
-/// The merchant's Alipay app, created at the simulator if it has none.
-pub async fn ensure_alipay_account(
+/// An Alipay app registered at the simulator: its config and app id.
+fn alipay_config(
     state: &AppState,
     sandbox: &Sandbox,
-    merchant_id: &str,
-) -> Result<ChannelAccount, ServerError> {
-    let _once = sandbox.creating.lock().await;
-    if let Some(account) = state
-        .store
-        .channel_account_for(merchant_id, ChannelKind::Alipay)
-        .await?
-    {
-        return Ok(account);
-    }
+) -> Result<(serde_json::Value, String), ServerError> {
     let mut config = AlipayConfig {
         gateway_url: format!("{}/sim/alipay/gateway.do", state.public_url),
         app_id: format!("2021{}", random_digits(12)),
@@ -167,18 +177,7 @@ pub async fn ensure_alipay_account(
         barcode_poll_ms: Some(500),
     };
     config.seller_id = Some(register_alipay(sandbox, &config)?);
-    let account = ChannelAccount {
-        id: new_id("acct"),
-        merchant_id: merchant_id.to_string(),
-        channel: ChannelKind::Alipay,
-        config: serde_json::to_value(&config).map_err(|e| ServerError::Config(e.to_string()))?,
-        sandbox: true,
-        enabled: true,
-        created_at: state.clock.now(),
-    };
-    state.store.insert_channel_account(&account).await?;
-    tracing::info!(merchant_id, account_id = %account.id, app_id = %config.app_id, "sandbox alipay account created");
-    Ok(account)
+    Ok((to_config(&config)?, config.app_id))
 }
 
 /// Registers the app at the simulator; returns its seller id.
@@ -197,22 +196,13 @@ fn register_alipay(sandbox: &Sandbox, config: &AlipayConfig) -> Result<String, S
         .map_err(|e| ServerError::Config(format!("alipay simulator: {e}")))
 }
 
-/// The merchant's UnionPay account, created at the simulator if it has none:
+/// A UnionPay merchant registered at the simulator, its config and merId:
 /// a fresh signing key whose certificate the simulator issues (as UnionPay
 /// issues a merchant's PFX), trusting the simulator's root and intermediate.
-pub async fn ensure_unionpay_account(
+fn unionpay_config(
     state: &AppState,
     sandbox: &Sandbox,
-    merchant_id: &str,
-) -> Result<ChannelAccount, ServerError> {
-    let _once = sandbox.creating.lock().await;
-    if let Some(account) = state
-        .store
-        .channel_account_for(merchant_id, ChannelKind::Unionpay)
-        .await?
-    {
-        return Ok(account);
-    }
+) -> Result<(serde_json::Value, String), ServerError> {
     let platform = sandbox.unionpay.platform();
     let mut config = UnionpayConfig {
         base_url: format!("{}/sim/unionpay", state.public_url),
@@ -227,18 +217,7 @@ pub async fn ensure_unionpay_account(
         validate_cn_name: true,
     };
     config.sign_cert_pem = Some(register_unionpay(sandbox, &config, None)?);
-    let account = ChannelAccount {
-        id: new_id("acct"),
-        merchant_id: merchant_id.to_string(),
-        channel: ChannelKind::Unionpay,
-        config: serde_json::to_value(&config).map_err(|e| ServerError::Config(e.to_string()))?,
-        sandbox: true,
-        enabled: true,
-        created_at: state.clock.now(),
-    };
-    state.store.insert_channel_account(&account).await?;
-    tracing::info!(merchant_id, account_id = %account.id, mer_id = %config.mer_id, "sandbox unionpay account created");
-    Ok(account)
+    Ok((to_config(&config)?, config.mer_id))
 }
 
 /// Registers the merchant at the simulator with its signing certificate, or,
