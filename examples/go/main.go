@@ -74,7 +74,7 @@ func api(method, path string, payload any, expect int) map[string]any {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	if !signedOK(resp.Header, raw) {
-		fail("%s %s: response signature does not verify", method, path)
+		fail("%s %s: HTTP %d, answer not signed with this app's secret: %s", method, path, resp.StatusCode, raw)
 	}
 	if resp.StatusCode != expect {
 		fail("%s %s: HTTP %d %s", method, path, resp.StatusCode, raw)
@@ -116,6 +116,9 @@ func waitEvent(kind, id string, seen map[any]bool) {
 }
 
 func main() {
+	if base == "" || appID == "" || secret == "" {
+		fail("set PAYMUX_URL, PAYMUX_APP_ID and PAYMUX_APP_SECRET")
+	}
 	time.AfterFunc(60*time.Second, func() { fail("overall timeout (60 s)") })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -12,7 +12,7 @@ import javax.crypto.Mac;
 import javax.crypto.spec.SecretKeySpec;
 
 public class Example {
-    static final String BASE = System.getenv("PAYMUX_URL").replaceAll("/$", ""), APP_ID = System.getenv("PAYMUX_APP_ID"),
+    static final String BASE = Objects.requireNonNullElse(System.getenv("PAYMUX_URL"), "").replaceAll("/$", ""), APP_ID = System.getenv("PAYMUX_APP_ID"),
         SECRET = System.getenv("PAYMUX_APP_SECRET");
     static final long WINDOW = 300; // seconds; the same window paymux allows for requests
     static final HttpClient HTTP = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
@@ -48,9 +48,10 @@ public class Example {
             .header("Content-Type", "application/json").build();
         HttpResponse<byte[]> res = HTTP.send(req, HttpResponse.BodyHandlers.ofByteArray());
         HttpHeaders h = res.headers();
-        if (!signedOk(h.firstValue("Paymux-Timestamp").orElse(null), h.firstValue("Paymux-Nonce").orElse(null),
-                h.firstValue("Paymux-Signature").orElse(null), res.body())) fail(method + " " + path + ": response signature does not verify");
         String text = new String(res.body(), StandardCharsets.UTF_8);
+        if (!signedOk(h.firstValue("Paymux-Timestamp").orElse(null), h.firstValue("Paymux-Nonce").orElse(null),
+                h.firstValue("Paymux-Signature").orElse(null), res.body()))
+            fail(method + " " + path + ": HTTP " + res.statusCode() + ", answer not signed with this app's secret: " + text);
         if (res.statusCode() != expect) fail(method + " " + path + ": HTTP " + res.statusCode() + " " + text);
         return text;
     }
@@ -99,7 +100,13 @@ public class Example {
         }
     }
 
-    public static void main(String[] args) throws Exception {
+    public static void main(String[] args) {
+        if (BASE.isEmpty() || APP_ID == null || SECRET == null) fail("set PAYMUX_URL, PAYMUX_APP_ID and PAYMUX_APP_SECRET");
+        try { run(); } catch (Exception e) { fail(e.toString()); } // the listener's thread would keep the JVM alive
+        System.exit(0);
+    }
+
+    static void run() throws Exception {
         Executors.newSingleThreadScheduledExecutor(r -> { Thread t = new Thread(r); t.setDaemon(true); return t; })
             .schedule(() -> fail("overall timeout (60 s)"), 65, TimeUnit.SECONDS);
         // The notify_url: a local listener that checks every notification before acknowledging it.
@@ -142,6 +149,5 @@ public class Example {
         if (!"succeeded".equals(s)) fail("refund is " + s);
         System.out.println("refund " + rid + " succeeded; payment refunded_amount=" + field(api("GET", "/v1/payments/" + pid, null, 200), "refunded_amount"));
         server.stop(0);
-        System.exit(0);
     }
 }

@@ -3,10 +3,11 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { createServer } from "node:http";
 
-const BASE = process.env.PAYMUX_URL.replace(/\/$/, "");
+const BASE = (process.env.PAYMUX_URL || "").replace(/\/$/, "");
 const APP_ID = process.env.PAYMUX_APP_ID, SECRET = process.env.PAYMUX_APP_SECRET;
 const WINDOW = 300; // seconds; the same window paymux allows for requests
 const fail = (msg) => { console.error(`FAIL ${msg}`); process.exit(1); };
+if (!BASE || !APP_ID || !SECRET) fail("set PAYMUX_URL, PAYMUX_APP_ID and PAYMUX_APP_SECRET");
 setTimeout(() => fail("overall timeout (60 s)"), 60_000).unref();
 
 // base64(HMAC-SHA256(secret, part1 "\n" part2 "\n" ... partN "\n")), over bytes.
@@ -32,7 +33,7 @@ async function api(method, path, payload, expect = [200]) {
       "Paymux-Signature": mac(method, path, ts, nonce, body), "Content-Type": "application/json" },
   });
   const raw = Buffer.from(await res.arrayBuffer());
-  if (!signedOk((h) => res.headers.get(h), raw)) fail(`${method} ${path}: response signature does not verify`);
+  if (!signedOk((h) => res.headers.get(h), raw)) fail(`${method} ${path}: HTTP ${res.status}, answer not signed with this app's secret: ${raw}`);
   if (!expect.includes(res.status)) fail(`${method} ${path}: HTTP ${res.status} ${raw}`);
   return JSON.parse(raw);
 }

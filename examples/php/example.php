@@ -6,6 +6,7 @@ $APP_ID = getenv('PAYMUX_APP_ID');
 $SECRET = getenv('PAYMUX_APP_SECRET');
 const WINDOW = 300; // seconds; the same window paymux allows for requests
 $DEADLINE = microtime(true) + 60;
+if (!$BASE || !$APP_ID || !$SECRET) fail('set PAYMUX_URL, PAYMUX_APP_ID and PAYMUX_APP_SECRET');
 
 function fail(string $msg): never { fwrite(STDERR, "FAIL $msg\n"); exit(1); }
 
@@ -43,7 +44,7 @@ function api(string $method, string $path, ?array $payload = null, int $expect =
     [$status, $h, $raw] = http($method, $BASE . $path, ["Paymux-App-Id: $APP_ID", "Paymux-Timestamp: $ts",
         "Paymux-Nonce: $nonce", 'Paymux-Signature: ' . mac($method, $path, $ts, $nonce, $body),
         'Content-Type: application/json'], $body);
-    if (!signed_ok($h, $raw)) fail("$method $path: response signature does not verify");
+    if (!signed_ok($h, $raw)) fail("$method $path: HTTP $status, answer not signed with this app's secret: $raw");
     if ($status !== $expect) fail("$method $path: HTTP $status $raw");
     return json_decode($raw, true);
 }

@@ -5,8 +5,10 @@ Standard library only. Config: PAYMUX_URL, PAYMUX_APP_ID, PAYMUX_APP_SECRET.
 import base64, hashlib, hmac, http.server, json, os, queue, secrets, sys, threading, time
 import signal, urllib.error, urllib.request
 
-BASE = os.environ["PAYMUX_URL"].rstrip("/")
-APP_ID, SECRET = os.environ["PAYMUX_APP_ID"], os.environ["PAYMUX_APP_SECRET"]
+BASE, APP_ID, SECRET = (os.environ.get(v, "") for v in ("PAYMUX_URL", "PAYMUX_APP_ID", "PAYMUX_APP_SECRET"))
+BASE = BASE.rstrip("/")
+if not (BASE and APP_ID and SECRET):
+    sys.exit("FAIL set PAYMUX_URL, PAYMUX_APP_ID and PAYMUX_APP_SECRET")
 WINDOW = 300  # seconds; the same window paymux allows for requests
 DEADLINE = time.monotonic() + 60
 signal.alarm(65)  # a hard stop even if a call hangs
@@ -40,7 +42,7 @@ def api(method: str, path: str, payload=None, expect=(200,)):
         resp = e
     status, raw = resp.status, resp.read()
     if not signed_ok(resp.headers, raw):
-        sys.exit(f"FAIL {method} {path}: response signature does not verify")
+        sys.exit(f"FAIL {method} {path}: HTTP {status}, answer not signed with this app's secret: {raw.decode()}")
     if status not in expect:
         sys.exit(f"FAIL {method} {path}: HTTP {status} {raw.decode()}")
     return json.loads(raw)
@@ -69,7 +71,7 @@ def wait_event(kind: str, obj_id: str, seen=set()) -> dict:
         try:
             ev = events.get(timeout=max(0.1, DEADLINE - time.monotonic()))
         except queue.Empty:
-            sys.exit(f"FAIL: no {kind} notification for {obj_id} in time")
+            sys.exit(f"FAIL no {kind} notification for {obj_id} in time")
         if ev["id"] in seen:  # delivery is at least once: drop duplicates by event id
             continue
         seen.add(ev["id"])
@@ -90,7 +92,7 @@ pid = payment["id"]
 print(f"created payment {pid} {payment['status']} code_url={payment['pay_params']['code_url']}")
 for path in (f"/v1/payments/{pid}", f"/v1/payments?merchant_order_no={order_no}"):
     if api("GET", path)["id"] != pid:
-        sys.exit(f"FAIL: GET {path} answered another payment")
+        sys.exit(f"FAIL GET {path} answered another payment")
 
 # Sandbox only: play the payer at the WeChat Pay simulator (not a merchant API call, not signed).
 sim = urllib.request.Request(f"{BASE}/sim/wechat/pay", data=json.dumps({"out_trade_no": pid}).encode(),
@@ -100,7 +102,7 @@ http_open(sim, timeout=15).read()
 wait_event("payment.succeeded", pid)
 paid = api("GET", f"/v1/payments/{pid}")
 if paid["status"] != "succeeded":
-    sys.exit(f"FAIL: payment is {paid['status']}")
+    sys.exit(f"FAIL payment is {paid['status']}")
 
 refund = api("POST", "/v1/refunds", {"payment_id": pid, "merchant_refund_no": f"{order_no}-r1",
                                      "amount": 500, "reason": "one cup returned"}, expect=(201,))
@@ -108,5 +110,5 @@ print(f"created refund {refund['id']} {refund['status']}")
 wait_event("refund.succeeded", refund["id"])
 final = api("GET", f"/v1/refunds/{refund['id']}")
 if final["status"] != "succeeded":
-    sys.exit(f"FAIL: refund is {final['status']}")
+    sys.exit(f"FAIL refund is {final['status']}")
 print(f"refund {final['id']} succeeded; payment refunded_amount={api('GET', f'/v1/payments/{pid}')['refunded_amount']}")
