@@ -22,7 +22,7 @@ Page({
   data: { orderNo: 'A-1001', amountText: '19.99', state: 'idle', message: '' },
 
   onPay() {
-    if (this.data.state === 'paying') return; // one payment sheet at a time
+    if (this.data.state === 'paying' || this.data.state === 'confirming') return; // one payment sheet at a time
     this.setData({ state: 'paying', message: '' });
     new Promise((resolve, reject) => wx.login({ success: resolve, fail: reject }))
       // The backend trades the code for the payer's openid (jscode2session) and creates
@@ -50,8 +50,8 @@ Page({
       success: () => this.confirm(paymentId, 10),
       fail: (res) => {
         if (res.errMsg && res.errMsg.indexOf('cancel') >= 0) {
-          // The payer closed the sheet. The payment stays open until it expires, so
-          // tapping "pay" again may create it again: paymux answers the same payment
+          // The payer closed the sheet. The payment stays open until it expires; tapping
+          // "pay" again repeats the same create, and paymux answers the same payment
           // for the same merchant_order_no and body.
           this.setData({ state: 'idle', message: '已取消支付' });
         } else {
@@ -64,14 +64,14 @@ Page({
   // Ask the backend (which asks paymux: GET /v1/payments/{id}) until the payment is final.
   confirm(paymentId, triesLeft) {
     this.setData({ state: 'confirming', message: '正在确认支付结果…' });
+    const again = () => setTimeout(() => this.confirm(paymentId, triesLeft - 1), 1000);
     request({ url: '/api/payments/' + paymentId, method: 'GET' })
       .then(({ status }) => {
         if (status === 'succeeded') return this.setData({ state: 'paid', message: '支付成功' });
         if (status === 'failed' || status === 'closed') return this.setData({ state: 'failed', message: '支付未完成' });
-        if (triesLeft > 0) return setTimeout(() => this.confirm(paymentId, triesLeft - 1), 1000);
+        if (triesLeft > 0) return again();
         this.setData({ state: 'idle', message: '支付结果确认中，请稍后在订单中查看' });
       })
-      .catch(() => (triesLeft > 0 ? setTimeout(() => this.confirm(paymentId, triesLeft - 1), 1000)
-        : this.setData({ state: 'idle', message: '网络异常，请稍后在订单中查看' })));
+      .catch(() => (triesLeft > 0 ? again() : this.setData({ state: 'idle', message: '网络异常，请稍后在订单中查看' })));
   },
 });
