@@ -138,10 +138,14 @@ func main() {
 	}
 	// Sandbox only: play the payer at the WeChat Pay simulator (not a merchant API call, not signed).
 	sim, err := client.Post(base+"/sim/wechat/pay", "application/json", strings.NewReader(`{"out_trade_no":"`+pid+`"}`))
-	if err != nil || sim.StatusCode != 200 {
-		fail("simulator pay: %v %v", err, sim)
+	if err != nil {
+		fail("simulator pay: %v", err)
 	}
+	simAnswer, _ := io.ReadAll(sim.Body)
 	sim.Body.Close()
+	if sim.StatusCode != 200 {
+		fail("simulator pay: HTTP %d %s", sim.StatusCode, simAnswer)
+	}
 	seen := map[any]bool{}
 	waitEvent("payment.succeeded", pid, seen)
 	if s := api("GET", "/v1/payments/"+pid, nil, 200)["status"]; s != "succeeded" {

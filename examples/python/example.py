@@ -1,7 +1,5 @@
-"""paymux merchant API example: create, query, pay (sandbox), notification, refund.
-
-Standard library only. Config: PAYMUX_URL, PAYMUX_APP_ID, PAYMUX_APP_SECRET.
-"""
+# paymux merchant API example: create, query, pay (sandbox), notification, refund.
+# Standard library only. Config: PAYMUX_URL, PAYMUX_APP_ID, PAYMUX_APP_SECRET.
 import base64, hashlib, hmac, http.server, json, os, queue, secrets, sys, threading, time
 import signal, urllib.error, urllib.request
 
@@ -11,6 +9,7 @@ if not (BASE and APP_ID and SECRET):
     sys.exit("FAIL set PAYMUX_URL, PAYMUX_APP_ID and PAYMUX_APP_SECRET")
 WINDOW = 300  # seconds; the same window paymux allows for requests
 DEADLINE = time.monotonic() + 60
+signal.signal(signal.SIGALRM, lambda *_: (print("FAIL overall timeout (60 s)", file=sys.stderr), os._exit(1)))
 signal.alarm(65)  # a hard stop even if a call hangs
 # No proxy, whatever the environment says: every URL here is local.
 http_open = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
@@ -22,14 +21,14 @@ def mac(*parts: bytes) -> str:
 
 
 def signed_ok(headers, body: bytes) -> bool:
-    """paymux signs responses and notifications: base64(HMAC(secret, "TS\\nNONCE\\nBODY\\n"))."""
+    # paymux signs answers and notifications over "TIMESTAMP\nNONCE\nBODY\n".
     ts, nonce, sig = (headers.get(h, "") for h in ("Paymux-Timestamp", "Paymux-Nonce", "Paymux-Signature"))
-    if not (ts.isdigit() and nonce and sig) or abs(time.time() - int(ts)) > WINDOW:
+    if not (ts.isdecimal() and nonce and sig) or abs(time.time() - int(ts)) > WINDOW:
         return False
     return hmac.compare_digest(mac(ts.encode(), nonce.encode(), body), sig)
 
 
-def api(method: str, path: str, payload=None, expect=(200,)):
+def api(method: str, path: str, payload=None, expect=200):
     body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
     ts, nonce = str(int(time.time())), secrets.token_hex(16)
     headers = {"Paymux-App-Id": APP_ID, "Paymux-Timestamp": ts, "Paymux-Nonce": nonce,
@@ -43,12 +42,12 @@ def api(method: str, path: str, payload=None, expect=(200,)):
     status, raw = resp.status, resp.read()
     if not signed_ok(resp.headers, raw):
         sys.exit(f"FAIL {method} {path}: HTTP {status}, answer not signed with this app's secret: {raw.decode()}")
-    if status not in expect:
+    if status != expect:
         sys.exit(f"FAIL {method} {path}: HTTP {status} {raw.decode()}")
     return json.loads(raw)
 
 
-events: "queue.Queue[dict]" = queue.Queue()
+events, seen = queue.Queue(), set()
 
 
 class Notify(http.server.BaseHTTPRequestHandler):
@@ -66,18 +65,16 @@ class Notify(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def wait_event(kind: str, obj_id: str, seen=set()) -> dict:
+def wait_event(kind: str, obj_id: str) -> None:
     while True:
         try:
             ev = events.get(timeout=max(0.1, DEADLINE - time.monotonic()))
         except queue.Empty:
             sys.exit(f"FAIL no {kind} notification for {obj_id} in time")
-        if ev["id"] in seen:  # delivery is at least once: drop duplicates by event id
-            continue
+        new = ev["id"] not in seen  # delivery is at least once: drop duplicates by event id
         seen.add(ev["id"])
-        if ev["type"] == kind and ev["data"]["id"] == obj_id:
-            print(f"verified notification {kind} {obj_id}")
-            return ev
+        if new and ev["type"] == kind and ev["data"]["id"] == obj_id:
+            return print(f"verified notification {kind} {obj_id}")
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Notify)
@@ -87,7 +84,7 @@ notify_url = f"http://127.0.0.1:{server.server_address[1]}/paymux/notify"
 order_no = f"py-{int(time.time())}-{secrets.token_hex(4)}"
 payment = api("POST", "/v1/payments", {
     "merchant_order_no": order_no, "amount": 1999, "channel": "wechat", "method": "native",
-    "description": "2 杯咖啡 (Python example)", "notify_url": notify_url}, expect=(201,))
+    "description": "2 杯咖啡 (Python example)", "notify_url": notify_url}, 201)
 pid = payment["id"]
 print(f"created payment {pid} {payment['status']} code_url={payment['pay_params']['code_url']}")
 for path in (f"/v1/payments/{pid}", f"/v1/payments?merchant_order_no={order_no}"):
@@ -105,7 +102,7 @@ if paid["status"] != "succeeded":
     sys.exit(f"FAIL payment is {paid['status']}")
 
 refund = api("POST", "/v1/refunds", {"payment_id": pid, "merchant_refund_no": f"{order_no}-r1",
-                                     "amount": 500, "reason": "one cup returned"}, expect=(201,))
+                                     "amount": 500, "reason": "one cup returned"}, 201)
 print(f"created refund {refund['id']} {refund['status']}")
 wait_event("refund.succeeded", refund["id"])
 final = api("GET", f"/v1/refunds/{refund['id']}")
