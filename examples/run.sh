@@ -2,14 +2,14 @@
 # Runs every merchant example (Node.js, Python, Java, Go, PHP) against a fresh
 # sandbox paymux on a free loopback port, one PASS/FAIL line each.
 #
-#   bash examples/run.sh            # uses target/debug/paymux
+#   bash examples/run.sh            # uses target/debug/paymux (under $CARGO_TARGET_DIR if set)
 #   PAYMUX_BIN=/path/to/paymux bash examples/run.sh
 #   bash examples/run.sh python go  # only some
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-bin=${PAYMUX_BIN:-$root/target/debug/paymux}
+bin=${PAYMUX_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/paymux}
 examples=("$@")
 [ ${#examples[@]} -gt 0 ] || examples=(node python java go php)
 per_example_timeout=${PAYMUX_EXAMPLE_TIMEOUT:-90}
