@@ -38,7 +38,13 @@ pub fn client(timeouts: Timeouts) -> Result<reqwest::Client, ChannelError> {
         .map_err(|e| ChannelError::Config(format!("HTTP client: {e}")))
 }
 
-/// The seconds of a `Retry-After` header, when it gives seconds.
+/// The longest wait a channel's `Retry-After` can impose. The header is
+/// read before any signature check, so it is outside input: a huge value
+/// must not suspend an account for years.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The seconds of a `Retry-After` header, when it gives seconds, at most
+/// [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     headers
         .get(http::header::RETRY_AFTER)?
@@ -47,5 +53,24 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         .trim()
         .parse::<u64>()
         .ok()
-        .map(Duration::from_secs)
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_bounded() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, "30".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            "18446744073709551615".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
 }

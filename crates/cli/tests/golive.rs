@@ -373,7 +373,7 @@ async fn from_sandbox_to_a_live_wechat_account() {
         // Serve for real (not sandbox) and take a payment through the account.
         let config = op.file(
             "paymux.toml",
-            "listen = \"127.0.0.1:0\"\nallow_insecure_public_url = true\nallow_http_notify_url = true\n[notifier]\npoll_interval_ms = 100\n",
+            "listen = \"127.0.0.1:0\"\nallow_insecure_public_url = true\nallow_http_notify_url = true\nallow_private_notify_url = true\n[notifier]\npoll_interval_ms = 100\n",
         );
         let (mut server, base) = op.serve(&config);
         let secret = merchant["app_secret"].as_str().unwrap();
@@ -556,7 +556,7 @@ async fn a_live_alipay_account() {
 
         let config = op.file(
             "paymux.toml",
-            "listen = \"127.0.0.1:0\"\nallow_insecure_public_url = true\nallow_http_notify_url = true\n[notifier]\npoll_interval_ms = 100\n",
+            "listen = \"127.0.0.1:0\"\nallow_insecure_public_url = true\nallow_http_notify_url = true\nallow_private_notify_url = true\n[notifier]\npoll_interval_ms = 100\n",
         );
         let (mut server, base) = op.serve(&config);
         let secret = merchant["app_secret"].as_str().unwrap();
@@ -722,7 +722,7 @@ async fn a_live_unionpay_account() {
 
         let config = op.file(
             "paymux.toml",
-            "listen = \"127.0.0.1:0\"\nallow_insecure_public_url = true\nallow_http_notify_url = true\n[notifier]\npoll_interval_ms = 100\n",
+            "listen = \"127.0.0.1:0\"\nallow_insecure_public_url = true\nallow_http_notify_url = true\nallow_private_notify_url = true\n[notifier]\npoll_interval_ms = 100\n",
         );
         let (mut server, base) = op.serve(&config);
         let secret = merchant["app_secret"].as_str().unwrap();

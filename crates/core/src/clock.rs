@@ -4,6 +4,30 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 
+/// `t + by`, saturating at the ends of time instead of panicking: a huge
+/// wait (a channel's `Retry-After`, a configured delay) must never crash a
+/// worker or wrap into the past.
+pub fn later(t: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
+    let bound = if by < Duration::zero() {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    };
+    t.checked_add_signed(by).unwrap_or(bound)
+}
+
+/// A standard duration as a signed one, capped at ten years (beyond that no
+/// wait paymux makes has any meaning).
+pub fn span(d: std::time::Duration) -> Duration {
+    const TEN_YEARS: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
+    Duration::from_std(d.min(TEN_YEARS)).unwrap_or(Duration::days(3660))
+}
+
+/// Configured seconds as a signed duration, capped like [`span`].
+pub fn seconds(secs: u64) -> Duration {
+    span(std::time::Duration::from_secs(secs))
+}
+
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }
@@ -39,5 +63,20 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod saturating_tests {
+    use super::*;
+
+    #[test]
+    fn later_saturates_instead_of_panicking() {
+        let now = Utc::now();
+        assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(later(now, Duration::MIN), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(later(now, Duration::seconds(5)), now + Duration::seconds(5));
+        assert_eq!(span(std::time::Duration::MAX), Duration::from_std(std::time::Duration::from_secs(10 * 366 * 86_400)).unwrap());
+        assert_eq!(seconds(u64::MAX), span(std::time::Duration::MAX));
     }
 }

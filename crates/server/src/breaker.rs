@@ -213,7 +213,8 @@ impl Breaker {
         let mut inner = self.lock();
         if let Outcome::RateLimited(wait) = outcome {
             let wait = wait.unwrap_or(Duration::from_secs(self.cfg.rate_limit_backoff_secs));
-            let until = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+            let wait = wait.min(paymux_channels::transport::MAX_RETRY_AFTER);
+            let until = paymux_core::clock::later(now, paymux_core::clock::span(wait));
             inner.backoff_until = Some(inner.backoff_until.map_or(until, |u| u.max(until)));
         }
         if permit.generation != inner.generation {
@@ -223,8 +224,8 @@ impl Breaker {
         let failed = outcome != Outcome::Success;
         match inner.state {
             BreakerState::Closed => {
-                let window = chrono::Duration::seconds(self.cfg.window_secs as i64);
-                if now >= inner.window_start + window {
+                let window = paymux_core::clock::seconds(self.cfg.window_secs);
+                if now >= paymux_core::clock::later(inner.window_start, window) {
                     inner.window_start = now;
                     inner.calls = 0;
                     inner.failures = 0;
@@ -276,7 +277,8 @@ impl Breaker {
         inner.trials_in_flight = 0;
         inner.trial_successes = 0;
         if state == BreakerState::Open {
-            inner.open_until = now + chrono::Duration::seconds(self.cfg.open_secs as i64);
+            inner.open_until =
+                paymux_core::clock::later(now, paymux_core::clock::seconds(self.cfg.open_secs));
         }
         let (account, operation) = (&self.labels.0, self.labels.1);
         match state {
@@ -503,5 +505,16 @@ mod tests {
             b.check(clock.now()).unwrap_err().retry_at,
             clock.now() + secs(5)
         );
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped_and_never_panics() {
+        let (clock, b) = setup();
+        // A channel (or whoever answers in its place) asks for forever.
+        call(&b, &clock, Outcome::RateLimited(Some(Duration::MAX)));
+        let refused = b.acquire(clock.now()).unwrap_err();
+        assert_eq!(refused.retry_at, clock.now() + secs(3600), "capped at an hour");
+        clock.advance(secs(3600));
+        assert!(b.acquire(clock.now()).is_ok());
     }
 }

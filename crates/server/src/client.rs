@@ -131,6 +131,7 @@ pub struct NotifyReceiver {
     pub url: String,
     events: tokio::sync::mpsc::UnboundedReceiver<ReceivedEvent>,
     accept: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -153,12 +154,17 @@ impl NotifyReceiver {
         let url = format!("http://{}/notify", listener.local_addr()?);
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         let accept = Arc::new(AtomicBool::new(true));
-        let (secret, accept2) = (secret.to_string(), accept.clone());
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (secret, accept2, delay2) = (secret.to_string(), accept.clone(), delay_ms.clone());
         let app = axum::Router::new().route(
             "/notify",
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 let (tx, secret, accept) = (tx.clone(), secret.clone(), accept2.clone());
+                let delay = std::time::Duration::from_millis(delay2.load(Ordering::SeqCst));
                 async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let h = |n: &str| {
                         headers
                             .get(n)
@@ -195,6 +201,7 @@ impl NotifyReceiver {
             url,
             events,
             accept,
+            delay_ms,
             task,
         })
     }
@@ -203,6 +210,14 @@ impl NotifyReceiver {
     pub fn set_accepting(&self, accept: bool) {
         self.accept
             .store(accept, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Answer only after `delay` from now on (a slow merchant).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            delay.as_millis().min(u128::from(u64::MAX)) as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
     }
 
     /// The next event received, if one arrives within `timeout`.

@@ -24,6 +24,13 @@ pub struct ServerConfig {
     pub allow_insecure_public_url: bool,
     /// Outside sandbox merchants' `notify_url`s must be https, unless this is set.
     pub allow_http_notify_url: bool,
+    /// Notifications may go to loopback, private, link-local and other
+    /// internal addresses (for local tests; logged loudly at every start).
+    /// Otherwise only public addresses are reached, and in sandbox loopback.
+    pub allow_private_notify_url: bool,
+    /// Host names notifications may reach whatever they resolve to (an
+    /// operator's own endpoints on the private network).
+    pub notify_allowed_hosts: Vec<String>,
     /// A PostgreSQL URL (`postgres://…`); without it paymux uses SQLite in the data directory.
     pub database_url: Option<SecretString>,
     /// The operator token of the admin API (`Authorization: Bearer …`).
@@ -40,6 +47,10 @@ pub struct ServerConfig {
     pub default_expiry_secs: i64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Connection, header, body and request time limits.
+    pub http: crate::http_limits::HttpLimits,
+    /// Failed merchant authentication, per client address and per app.
+    pub auth_failures: crate::api::auth_failures::AuthFailureLimits,
     pub notifier: NotifierConfig,
     pub poller: PollerConfig,
     pub breaker: BreakerConfig,
@@ -107,6 +118,9 @@ pub struct NotifierConfig {
     pub poll_interval_ms: u64,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Deliveries in flight at once for one merchant, so that one merchant's
+    /// dead endpoint never holds every slot.
+    pub per_merchant_concurrency: usize,
 }
 
 /// Status checks of open payments at their channel: polling for lost
@@ -235,6 +249,8 @@ impl Default for ServerConfig {
             sandbox: false,
             allow_insecure_public_url: false,
             allow_http_notify_url: false,
+            allow_private_notify_url: false,
+            notify_allowed_hosts: Vec::new(),
             admin_token: None,
             database_url: None,
             master_key_file: None,
@@ -242,6 +258,8 @@ impl Default for ServerConfig {
             timestamp_window_secs: 300,
             default_expiry_secs: 2 * 3600,
             max_body_bytes: 64 * 1024,
+            http: Default::default(),
+            auth_failures: Default::default(),
             notifier: NotifierConfig::default(),
             poller: PollerConfig::default(),
             breaker: BreakerConfig::default(),
@@ -258,6 +276,7 @@ impl Default for NotifierConfig {
             timeout_secs: 10,
             poll_interval_ms: 1000,
             concurrency: 16,
+            per_merchant_concurrency: 4,
         }
     }
 }
@@ -341,10 +360,29 @@ impl ServerConfig {
     /// Whether a merchant may use `notify_url`: https always; http in sandbox
     /// or when `allow_http_notify_url` is set.
     pub fn check_notify_url(&self, notify_url: &str) -> Result<(), String> {
-        if notify_url.starts_with("https://") || self.sandbox || self.allow_http_notify_url {
-            return Ok(());
+        if !(notify_url.starts_with("https://") || self.sandbox || self.allow_http_notify_url) {
+            return Err("notify_url: must be an https URL".into());
         }
-        Err("notify_url: must be an https URL".into())
+        // Addresses written into the URL are refused now; names are checked
+        // when they are resolved for each delivery.
+        if let Ok(url) = reqwest::Url::parse(notify_url) {
+            if self.notify_policy().check_url(&url).is_err() {
+                return Err(
+                    "notify_url: must not point at a loopback, private or other internal address"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Where merchant notifications may go.
+    pub fn notify_policy(&self) -> crate::outbound::NotifyPolicy {
+        crate::outbound::NotifyPolicy {
+            allow_loopback: self.sandbox,
+            allow_private: self.allow_private_notify_url,
+            allowed_hosts: self.notify_allowed_hosts.clone(),
+        }
     }
 }
 

@@ -20,6 +20,10 @@ pub enum ServerError {
     Crypto(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// Something that must never happen did (a bug, or a database changed
+    /// behind paymux's back).
+    #[error("invariant broken: {0}")]
+    Invariant(String),
 }
 
 /// Failures of a payment operation that the merchant API reports with their own code.

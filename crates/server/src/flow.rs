@@ -15,7 +15,8 @@ use crate::api::validate::CreatePayment;
 use crate::api::view;
 use crate::error::FlowError;
 use crate::guarded::Operation;
-use crate::AppState;
+use crate::locks::KeyGuard;
+use crate::{AppState, ServerError};
 
 pub const EVENT_PAYMENT_SUCCEEDED: &str = "payment.succeeded";
 
@@ -25,6 +26,7 @@ pub const EVENT_PAYMENT_SUCCEEDED: &str = "payment.succeeded";
 pub async fn create(
     state: &AppState,
     merchant_id: &str,
+    app_id: &str,
     req: CreatePayment,
 ) -> Result<(Payment, bool), FlowError> {
     let fingerprint = req.fingerprint();
@@ -68,6 +70,7 @@ pub async fn create(
         metadata: req.metadata.clone(),
         request_hash: fingerprint.clone(),
         channel_account_id: account.id.clone(),
+        app_id: Some(app_id.to_string()),
         pay_params: None,
         channel_trade_no: None,
         paid_at: None,
@@ -151,7 +154,7 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
     if payment.status != PaymentStatus::Created {
         return Ok(payment);
     }
-    let _order = state.order_locks.lock(payment.id.as_str()).await;
+    let order = state.order_locks.lock(payment.id.as_str()).await;
     let payment = reload(state, &payment.id).await?;
     if payment.status != PaymentStatus::Created {
         return Ok(payment);
@@ -169,7 +172,7 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
             match &prepared.trade {
                 // Settled in the same call (barcode): apply it like a callback,
                 // with the same amount check.
-                Some(trade) => apply_trade(state, pending, trade).await,
+                Some(trade) => apply_trade_with(state, Some(&order), pending, trade).await,
                 None => Ok(pending),
             }
         }
@@ -242,9 +245,22 @@ async fn reload(state: &AppState, id: &PaymentId) -> Result<Payment, FlowError> 
 
 /// Applies a channel's report about a trade (from a callback or a query).
 /// Duplicates are successes that change nothing; a report that contradicts
-/// the payment (wrong amount) changes nothing and is an error.
+/// the payment (wrong amount) changes nothing and is an error. The caller
+/// must not hold the order's lock (see [`apply_trade_with`]).
 pub async fn apply_trade(
     state: &AppState,
+    payment: Payment,
+    trade: &ChannelTrade,
+) -> Result<Payment, FlowError> {
+    apply_trade_with(state, None, payment, trade).await
+}
+
+/// [`apply_trade`] for a caller that may hold the order's lock already
+/// (`held`): the lock is taken only where it is needed and not held, never
+/// twice, which would wait forever.
+async fn apply_trade_with(
+    state: &AppState,
+    held: Option<&KeyGuard<'_>>,
     payment: Payment,
     trade: &ChannelTrade,
 ) -> Result<Payment, FlowError> {
@@ -272,7 +288,10 @@ pub async fn apply_trade(
     // channel, even if its answer never reached us: count it as prepared so
     // the payment can succeed instead of the report bouncing forever.
     let payment = if event == PaymentEvent::Paid && payment.status == PaymentStatus::Created {
-        mark_prepared(state, payment).await?
+        match held {
+            Some(order) => mark_prepared_locked(state, order, payment).await?,
+            None => mark_prepared(state, payment).await?,
+        }
     } else {
         payment
     };
@@ -298,7 +317,17 @@ pub async fn apply_trade(
 /// about it can be applied. It gets no pay_params: the payer already has
 /// them or never will.
 pub async fn mark_prepared(state: &AppState, payment: Payment) -> Result<Payment, FlowError> {
-    let _order = state.order_locks.lock(payment.id.as_str()).await;
+    let order = state.order_locks.lock(payment.id.as_str()).await;
+    mark_prepared_locked(state, &order, payment).await
+}
+
+/// [`mark_prepared`] under the order's lock, which the caller holds.
+async fn mark_prepared_locked(
+    state: &AppState,
+    order: &KeyGuard<'_>,
+    payment: Payment,
+) -> Result<Payment, FlowError> {
+    assert_eq!(order.key(), payment.id.as_str(), "the order lock held is this payment's");
     let payment = reload(state, &payment.id).await?;
     if payment.status != PaymentStatus::Created {
         return Ok(payment);
@@ -313,8 +342,14 @@ pub async fn mark_prepared(state: &AppState, payment: Payment) -> Result<Payment
     .await
 }
 
+/// How often one step may lose a race before giving up: each lost race
+/// means the payment moved on a legal edge, and there are fewer edges than
+/// this between `created` and any final status.
+const MAX_LOST_RACES: usize = 8;
+
 /// One step of the state machine, persisted with a compare-and-set. An event
-/// that already happened returns the payment unchanged.
+/// that already happened returns the payment unchanged. When another writer
+/// moved the payment first, the event is applied again to where it is now.
 async fn move_to(
     state: &AppState,
     payment: &Payment,
@@ -322,76 +357,90 @@ async fn move_to(
     patch: TransitionPatch,
     notify: Option<&str>,
 ) -> Result<Payment, FlowError> {
-    let to = match payment.status.on(event) {
-        Ok(Step::Already) => return Ok(payment.clone()),
-        Ok(Step::Move(to)) => to,
-        Err(e) => {
-            tracing::error!(payment_id = %payment.id, error = %e, "channel report contradicts the payment");
-            return Err(FlowError::InvalidState(format!(
-                "payment is {}: {e}",
-                payment.status
-            )));
-        }
-    };
-    let now = state.clock.now();
-    let outbox = notify.map(|event_type| {
-        let after = Payment {
-            status: to,
-            pay_params: patch
-                .pay_params
-                .clone()
-                .or_else(|| payment.pay_params.clone()),
-            channel_trade_no: patch
-                .channel_trade_no
-                .clone()
-                .or_else(|| payment.channel_trade_no.clone()),
-            paid_at: patch.paid_at.or(payment.paid_at),
-            updated_at: now,
-            ..payment.clone()
-        };
-        let id = new_id("evt");
-        NewEvent {
-            payload: view::event(&id, event_type, now, &after),
-            id,
-            merchant_id: payment.merchant_id.clone(),
-            payment_id: payment.id.clone(),
-            refund_id: None,
-            event_type: event_type.to_string(),
-            notify_url: payment.notify_url.clone(),
-            created_at: now,
-        }
-    });
-    match state
-        .store
-        .transition(
-            &payment.id,
-            payment.status,
-            to,
-            &patch,
-            outbox.as_ref(),
-            now,
-        )
-        .await?
-    {
-        Transition::Applied(after) => {
-            metrics::counter!("paymux_payment_transitions_total", "to" => to.as_str()).increment(1);
-            tracing::info!(payment_id = %after.id, from = %payment.status, to = %to, "payment status changed");
-            if outbox.is_some() {
-                state.outbox_wakeup.notify_one();
+    let mut payment = payment.clone();
+    for _ in 0..MAX_LOST_RACES {
+        let to = match payment.status.on(event) {
+            Ok(Step::Already) => return Ok(payment),
+            Ok(Step::Move(to)) => to,
+            Err(e) => {
+                tracing::error!(payment_id = %payment.id, error = %e, "channel report contradicts the payment");
+                return Err(FlowError::InvalidState(format!(
+                    "payment is {}: {e}",
+                    payment.status
+                )));
             }
-            Ok(after)
+        };
+        let now = state.clock.now();
+        let outbox = notify.map(|event_type| outbox_event(&payment, to, &patch, event_type, now));
+        match state
+            .store
+            .transition(
+                &payment.id,
+                payment.status,
+                to,
+                &patch,
+                outbox.as_ref(),
+                now,
+            )
+            .await?
+        {
+            Transition::Applied(after) => {
+                metrics::counter!("paymux_payment_transitions_total", "to" => to.as_str())
+                    .increment(1);
+                tracing::info!(payment_id = %after.id, from = %payment.status, to = %to, "payment status changed");
+                if outbox.is_some() {
+                    state.outbox_wakeup.notify_one();
+                }
+                return Ok(after);
+            }
+            Transition::Unchanged(current) => payment = current,
         }
-        // Someone else moved it first: apply the event to where it is now.
-        Transition::Unchanged(current) => {
-            Box::pin(move_to(state, &current, event, patch, notify)).await
-        }
+    }
+    Err(FlowError::Internal(ServerError::Invariant(format!(
+        "payment {} lost {MAX_LOST_RACES} races in a row for one step",
+        payment.id
+    ))))
+}
+
+/// The outbox row reporting the payment as it will be after moving to `to`.
+fn outbox_event(
+    payment: &Payment,
+    to: PaymentStatus,
+    patch: &TransitionPatch,
+    event_type: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NewEvent {
+    let after = Payment {
+        status: to,
+        pay_params: patch
+            .pay_params
+            .clone()
+            .or_else(|| payment.pay_params.clone()),
+        channel_trade_no: patch
+            .channel_trade_no
+            .clone()
+            .or_else(|| payment.channel_trade_no.clone()),
+        paid_at: patch.paid_at.or(payment.paid_at),
+        updated_at: now,
+        ..payment.clone()
+    };
+    let id = new_id("evt");
+    NewEvent {
+        payload: view::event(&id, event_type, now, &after),
+        id,
+        merchant_id: payment.merchant_id.clone(),
+        payment_id: payment.id.clone(),
+        refund_id: None,
+        event_type: event_type.to_string(),
+        notify_url: payment.notify_url.clone(),
+        created_at: now,
     }
 }
 
 /// Closes a payment at the channel, then here. A payment the channel says was
 /// paid is marked paid instead, and the close is refused.
 pub async fn close(state: &AppState, payment: Payment) -> Result<Payment, FlowError> {
-    let _order = state.order_locks.lock(payment.id.as_str()).await;
+    let order = state.order_locks.lock(payment.id.as_str()).await;
     let payment = reload(state, &payment.id).await?;
     match payment.status {
         PaymentStatus::Closed => return Ok(payment),
@@ -413,7 +462,7 @@ pub async fn close(state: &AppState, payment: Payment) -> Result<Payment, FlowEr
                 .await
                 .map_err(unavailable)?;
             if trade.state == TradeState::Paid {
-                let paid = apply_trade(state, payment, &trade).await?;
+                let paid = apply_trade_with(state, Some(&order), payment, &trade).await?;
                 return Err(FlowError::InvalidState(format!(
                     "payment is {} and cannot be closed",
                     paid.status

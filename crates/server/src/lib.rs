@@ -12,10 +12,12 @@ pub mod config;
 pub mod error;
 pub mod flow;
 pub mod guarded;
+pub mod http_limits;
 pub mod locks;
 pub mod merchants;
 pub mod notifier;
 pub mod ops;
+pub mod outbound;
 pub mod refunds;
 pub mod sandbox;
 pub mod secrets;
@@ -89,6 +91,13 @@ pub async fn start_with_clock(
         tracing::warn!("Real channels call back only over https; use this for local tests only.");
         tracing::warn!("{line}");
     }
+    if config.allow_private_notify_url {
+        let line = "!".repeat(72);
+        tracing::warn!("{line}");
+        tracing::warn!("allow_private_notify_url: notifications may reach loopback, private and");
+        tracing::warn!("metadata addresses. Use this for local tests only.");
+        tracing::warn!("{line}");
+    }
     if !config.sandbox && config.allow_http_notify_url {
         tracing::warn!(
             "allow_http_notify_url: merchants may receive notifications over plain http"
@@ -112,11 +121,11 @@ pub async fn start_with_clock(
     }
 
     let app = router(state.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(http_limits::serve(
+        listener,
+        app,
+        state.config.http.clone(),
+    )));
     tracing::info!(%addr, backend = state.store.backend(), "paymux listening");
     Ok(Running { addr, state, tasks })
 }
@@ -149,5 +158,9 @@ pub fn router(state: AppState) -> Router {
             paymux_sim::unionpay::router(sandbox.unionpay.clone()),
         );
     }
-    app.with_state(state)
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        http_limits::limit,
+    ))
+    .with_state(state)
 }

@@ -41,6 +41,13 @@ impl KeyedLocks {
     }
 }
 
+impl KeyGuard<'_> {
+    /// The key this guard holds.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());

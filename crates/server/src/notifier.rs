@@ -7,37 +7,102 @@
 //! are retried on the configured schedule; after the last one the event is
 //! marked dead and stays for an operator to see.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use paymux_store::OutboxEvent;
-use tokio::sync::Semaphore;
+use paymux_store::{EventClaim, OutboxEvent};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use crate::signing::{self, HEADER_APP_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use crate::AppState;
 
-/// How long a claimed event stays reserved beyond the delivery timeout. A
-/// worker that dies mid-delivery delays that event by at most the lease.
+/// How long a claimed event stays reserved beyond the delivery timeout: the
+/// delivery always ends (by its timeout) before its lease does, and the
+/// lease is renewed while it runs, so an event being delivered is never
+/// claimed a second time. A worker that dies mid-delivery delays that event
+/// by at most the lease.
 const LEASE_MARGIN_SECS: u64 = 5;
 const BATCH: u32 = 64;
 
+/// Deliveries in flight, per merchant: the claim leaves out merchants whose
+/// slots are full, so one merchant's dead endpoint holds at most
+/// `per_merchant_concurrency` of the `concurrency` slots.
+#[derive(Default)]
+struct InFlight {
+    total: usize,
+    by_merchant: HashMap<String, usize>,
+}
+
 pub async fn run(state: AppState) {
     let cfg = state.config.notifier.clone();
-    let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let lease = chrono::Duration::seconds((cfg.timeout_secs + LEASE_MARGIN_SECS) as i64);
+    let slots = cfg.concurrency.max(1);
+    let per_merchant = cfg.per_merchant_concurrency.clamp(1, slots);
+    let lease = chrono::Duration::seconds((cfg.timeout_secs.max(1) + LEASE_MARGIN_SECS) as i64);
+    let in_flight = Arc::new(Mutex::new(InFlight::default()));
+    let finished = Arc::new(Notify::new());
+    let mut deliveries = JoinSet::new();
     loop {
+        // Reap finished deliveries so the set stays as small as what runs.
+        while deliveries.try_join_next().is_some() {}
+        let (free, skip) = {
+            let f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let skip: Vec<String> = f
+                .by_merchant
+                .iter()
+                .filter(|(_, n)| **n >= per_merchant)
+                .map(|(m, _)| m.clone())
+                .collect();
+            (slots.saturating_sub(f.total), skip)
+        };
+        if free == 0 {
+            finished.notified().await;
+            continue;
+        }
+        // Claim no more than can start now: a claimed event never waits for
+        // a slot while its lease runs out.
+        let claim = EventClaim {
+            limit: (free as u32).min(BATCH),
+            per_merchant: per_merchant as u32,
+            skip_merchants: skip,
+        };
         let now = state.clock.now();
-        match state.store.claim_due_events(now, lease, BATCH).await {
+        match state.store.claim_events(now, lease, &claim).await {
             Ok(events) if !events.is_empty() => {
                 for event in events {
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
+                    let merchant = event.merchant_id.clone();
+                    let has_slot = {
+                        let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                        let n = f.by_merchant.entry(merchant.clone()).or_default();
+                        let has_slot = *n < per_merchant;
+                        if has_slot {
+                            *n += 1;
+                            f.total += 1;
+                        }
+                        has_slot
                     };
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        deliver(&state, event).await;
-                        drop(permit);
+                    if !has_slot {
+                        // Claimed in the same round as the merchant's last
+                        // free slot: release it for a later round.
+                        let _ = state.store.renew_event_lease(&event.id, now).await;
+                        continue;
+                    }
+                    let (state, in_flight, finished) =
+                        (state.clone(), in_flight.clone(), finished.clone());
+                    deliveries.spawn(async move {
+                        deliver_leased(&state, event, lease).await;
+                        let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                        f.total -= 1;
+                        if let Some(n) = f.by_merchant.get_mut(&merchant) {
+                            *n -= 1;
+                            if *n == 0 {
+                                f.by_merchant.remove(&merchant);
+                            }
+                        }
+                        drop(f);
+                        finished.notify_one();
                     });
                 }
                 continue;
@@ -47,7 +112,29 @@ pub async fn run(state: AppState) {
         }
         tokio::select! {
             _ = state.outbox_wakeup.notified() => {}
+            _ = finished.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(cfg.poll_interval_ms)) => {}
+        }
+    }
+}
+
+/// Delivers one claimed event, renewing its lease every third of it while
+/// the delivery runs.
+async fn deliver_leased(state: &AppState, event: OutboxEvent, lease: chrono::Duration) {
+    let renew_every = (lease / 3).to_std().unwrap_or(Duration::from_secs(1));
+    let id = event.id.clone();
+    let delivery = deliver(state, event);
+    tokio::pin!(delivery);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    loop {
+        tokio::select! {
+            () = &mut delivery => return,
+            _ = ticker.tick() => {
+                let until = crate::workers::later(state.clock.now(), lease);
+                if let Err(e) = state.store.renew_event_lease(&id, until).await {
+                    tracing::warn!(event_id = %id, error = %e, "notifier: cannot renew a lease");
+                }
+            }
         }
     }
 }
@@ -69,20 +156,22 @@ pub async fn deliver(state: &AppState, event: OutboxEvent) {
         Err(error) => match state.config.notifier.delay_after(attempts as usize) {
             Some(delay) => {
                 metrics::counter!("paymux_notifications_total", "result" => "retry").increment(1);
-                tracing::warn!(event_id = %event.id, attempts, %error, retry_in = ?delay, "merchant notification failed");
-                let next =
-                    now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(6));
+                tracing::warn!(event_id = %event.id, merchant_id = %event.merchant_id, attempts, %error, retry_in = ?delay, "merchant notification failed");
+                let next = crate::workers::later(
+                    now,
+                    chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(6)),
+                );
                 state
                     .store
-                    .mark_event_failed(&event.id, attempts, next, error)
+                    .mark_event_failed(&event.id, attempts, next, error.public)
                     .await
             }
             None => {
                 metrics::counter!("paymux_notifications_total", "result" => "dead").increment(1);
-                tracing::error!(event_id = %event.id, attempts, %error, "merchant notification abandoned");
+                tracing::error!(event_id = %event.id, merchant_id = %event.merchant_id, attempts, %error, "merchant notification abandoned");
                 state
                     .store
-                    .mark_event_dead(&event.id, attempts, error)
+                    .mark_event_dead(&event.id, attempts, error.public)
                     .await
             }
         },
@@ -93,24 +182,84 @@ pub async fn deliver(state: &AppState, event: OutboxEvent) {
     }
 }
 
-async fn send(state: &AppState, event: &OutboxEvent) -> Result<(), String> {
-    let apps = state
+/// Why a delivery failed, in two forms: the full cause for the operator's
+/// log, and a generic text for the merchant's `last_error`, which must not
+/// tell a scanner whether something listened at an address.
+struct Failure {
+    detail: String,
+    public: &'static str,
+}
+
+impl Failure {
+    fn internal(detail: impl Into<String>) -> Self {
+        Failure {
+            detail: detail.into(),
+            public: "not delivered: paymux could not prepare the notification",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        300..=399 => "not delivered: notify_url answered a redirect, which is not followed",
+        400..=499 => "not delivered: notify_url answered 4xx",
+        _ => "not delivered: notify_url answered 5xx or another non-2xx status",
+    }
+}
+
+/// The app whose secret signs an event: the one that created its payment,
+/// or (for payments older than that record, or an app since removed) the
+/// merchant's oldest.
+async fn signing_app(
+    state: &AppState,
+    event: &OutboxEvent,
+) -> Result<Option<paymux_store::App>, paymux_store::StoreError> {
+    let payment = state.store.payment(&event.payment_id).await?;
+    if let Some(app_id) = payment.and_then(|p| p.app_id) {
+        if let Some(app) = state.store.app(&app_id).await? {
+            return Ok(Some(app));
+        }
+    }
+    Ok(state
         .store
         .merchant_apps(&event.merchant_id)
+        .await?
+        .into_iter()
+        .next())
+}
+
+async fn send(state: &AppState, event: &OutboxEvent) -> Result<(), Failure> {
+    let url = reqwest::Url::parse(&event.notify_url).map_err(|e| Failure {
+        detail: format!("notify_url does not parse: {e}"),
+        public: "not delivered: notify_url is not a valid URL",
+    })?;
+    let blocked = |detail: String| Failure {
+        detail,
+        public: "not delivered: notify_url is not an allowed destination",
+    };
+
+    let app = signing_app(state, event)
         .await
-        .map_err(|e| e.to_string())?;
-    let app = apps.first().ok_or("merchant has no app to sign with")?;
-    let body = serde_json::to_vec(&event.payload).map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::internal(e.to_string()))?
+        .ok_or_else(|| Failure::internal("merchant has no app to sign with"))?;
+    let body = serde_json::to_vec(&event.payload).map_err(|e| Failure::internal(e.to_string()))?;
     let timestamp = state.clock.now().timestamp().to_string();
     let nonce = signing::new_nonce();
     let signature = signing::sign_response(&app.secret, &timestamp, &nonce, &body);
     let response = state
         .http
-        .post(&event.notify_url)
+        .post(url)
+        .map_err(|b| blocked(b.to_string()))?
         .header("content-type", "application/json")
         .header(
             HEADER_APP_ID,
-            HeaderValue::from_str(&app.app_id).map_err(|e| e.to_string())?,
+            HeaderValue::from_str(&app.app_id).map_err(|e| Failure::internal(e.to_string()))?,
         )
         .header(HEADER_TIMESTAMP, timestamp)
         .header(HEADER_NONCE, nonce)
@@ -118,13 +267,20 @@ async fn send(state: &AppState, event: &OutboxEvent) -> Result<(), String> {
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| match crate::outbound::blocked_cause(&e) {
+            Some(b) => blocked(b.to_string()),
+            None => Failure {
+                detail: format!("request failed: {e:?}"),
+                public: "not delivered: no answer from notify_url",
+            },
+        })?;
+    let status = response.status().as_u16();
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!(
-            "merchant answered HTTP {}",
-            response.status().as_u16()
-        ))
+        Err(Failure {
+            detail: format!("merchant answered HTTP {status}"),
+            public: status_text(status),
+        })
     }
 }

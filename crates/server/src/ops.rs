@@ -59,10 +59,17 @@ async fn render_metrics() -> impl IntoResponse {
 pub async fn purge_nonces_periodically(state: AppState) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        match state.store.purge_nonces(state.clock.now()).await {
+        let now = state.clock.now();
+        match state.store.purge_nonces(now).await {
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired nonces purged"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "nonce purge failed"),
+        }
+        let before = paymux_core::clock::later(now, -crate::api::idempotency::KEY_WINDOW);
+        match state.store.purge_idempotency_records(before).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "old idempotency keys purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "idempotency key purge failed"),
         }
     }
 }

@@ -174,6 +174,30 @@ pub async fn apply(
     refund: Refund,
     reported: &ChannelRefund,
 ) -> Result<Refund, FlowError> {
+    // A refund has one edge out of `processing`: losing more races than
+    // this means something other than a race.
+    const MAX_LOST_RACES: usize = 4;
+    let mut refund = refund;
+    for _ in 0..MAX_LOST_RACES {
+        match apply_once(state, refund, reported).await? {
+            Ok(settled) => return Ok(settled),
+            // Another report won the race; apply this one to where it got.
+            Err(current) => refund = current,
+        }
+    }
+    Err(FlowError::Internal(crate::ServerError::Invariant(format!(
+        "refund {} lost {MAX_LOST_RACES} races in a row",
+        reported.out_refund_no
+    ))))
+}
+
+/// One try of [`apply`]: `Ok(refund)` when done, `Err(current)` when another
+/// writer moved the refund first.
+async fn apply_once(
+    state: &AppState,
+    refund: Refund,
+    reported: &ChannelRefund,
+) -> Result<Result<Refund, Refund>, FlowError> {
     if reported.out_refund_no != refund.id {
         return Err(FlowError::Invalid(format!(
             "the channel reported refund {}, not {}",
@@ -181,7 +205,7 @@ pub async fn apply(
         )));
     }
     let event = match reported.state {
-        RefundState::Processing => return Ok(refund),
+        RefundState::Processing => return Ok(Ok(refund)),
         RefundState::Succeeded => RefundEvent::Refunded,
         RefundState::Failed => RefundEvent::RefundFailed,
     };
@@ -195,7 +219,7 @@ pub async fn apply(
         }
     }
     let to = match refund.status.on(event) {
-        Ok(None) => return Ok(refund),
+        Ok(None) => return Ok(Ok(refund)),
         Ok(Some(to)) => to,
         Err(e) => {
             tracing::error!(refund_id = %refund.id, error = %e, "channel report contradicts the refund");
@@ -247,9 +271,8 @@ pub async fn apply(
                 .increment(1);
             tracing::info!(refund_id = %r.id, status = %r.status, "refund settled");
             state.outbox_wakeup.notify_one();
-            Ok(r)
+            Ok(Ok(r))
         }
-        // Another report won the race; apply this one to where it got.
-        RefundTransition::Unchanged(current) => Box::pin(apply(state, current, reported)).await,
+        RefundTransition::Unchanged(current) => Ok(Err(current)),
     }
 }

@@ -7,6 +7,7 @@ use paymux_core::Clock;
 use paymux_store::Store;
 use tokio::sync::Notify;
 
+use crate::api::auth_failures::AuthFailures;
 use crate::channels::ChannelRegistry;
 use crate::locks::KeyedLocks;
 use crate::{ServerConfig, ServerError};
@@ -25,8 +26,11 @@ pub struct AppState {
     pub order_locks: Arc<KeyedLocks>,
     /// Wakes the notifier when a transition wrote an outbox row.
     pub outbox_wakeup: Arc<Notify>,
-    /// Outgoing HTTP to merchants (notifications).
-    pub http: reqwest::Client,
+    /// Outgoing HTTP to merchants (notifications), reaching only the
+    /// addresses [`crate::outbound::NotifyPolicy`] allows, never redirected.
+    pub http: crate::outbound::NotifyClient,
+    /// Failed merchant authentications, for the log, metrics and back-off.
+    pub auth_failures: Arc<AuthFailures>,
     pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
 }
 
@@ -37,11 +41,12 @@ impl AppState {
         clock: Arc<dyn Clock>,
         public_url: String,
     ) -> Result<Self, ServerError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(config.notifier.timeout_secs))
-            .build()
-            .map_err(|e| ServerError::Config(format!("http client: {e}")))?;
+        let http = crate::outbound::notify_client(
+            Arc::new(config.notify_policy()),
+            Duration::from_secs(config.notifier.timeout_secs.max(1)),
+        )
+        .map_err(|e| ServerError::Config(format!("http client: {e}")))?;
+        let auth_failures = Arc::new(AuthFailures::new(config.auth_failures.clone()));
         let sandbox = config
             .sandbox
             .then(|| Arc::new(crate::sandbox::Sandbox::with_clock(clock.clone())));
@@ -64,6 +69,7 @@ impl AppState {
             order_locks: Arc::new(KeyedLocks::default()),
             outbox_wakeup: Arc::new(Notify::new()),
             http,
+            auth_failures,
             sandbox,
         })
     }

@@ -379,7 +379,13 @@ on_every_backend!(forged_callbacks_are_rejected_and_change_nothing, |db| {
     let mut app = spawn_app(&db, |_| {}).await;
     let created = app.create("ORDER-FORGED").await;
     let id = created.body["id"].as_str().unwrap().to_string();
-    for fault in ["bad_signature", "tampered_ciphertext", "stale_timestamp"] {
+    for fault in [
+        "bad_signature",
+        "tampered_ciphertext",
+        "stale_timestamp",
+        "other_mchid",
+        "other_appid",
+    ] {
         let answer = app
             .sim_pay(json!({"out_trade_no": id, "fault": fault}))
             .await;
@@ -698,3 +704,88 @@ on_every_backend!(
         app.server.stop();
     }
 );
+
+on_every_backend!(one_idempotency_key_runs_one_request_at_a_time, |db| {
+    let app = spawn_app(&db, |_| {}).await;
+    // Every WeChat call takes a second, so the first request is still
+    // running when the others arrive.
+    app.set_faults("wechat", &json!({"latency_rate": 1.0, "latency_ms": 1000}))
+        .await;
+    let keyed = |o: Value| {
+        let client = app.client.clone();
+        async move {
+            let auth = Auth {
+                idempotency_key: Some("key-race".into()),
+                ..Default::default()
+            };
+            client
+                .send(Method::POST, "/v1/payments", o.to_string().into_bytes(), auth)
+                .await
+                .unwrap()
+        }
+    };
+    let first = tokio::spawn(keyed(order("ORDER-RACE-1", &app.receiver.url)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The same key with another order: refused, never a second payment.
+    let other = keyed(order("ORDER-RACE-2", &app.receiver.url)).await;
+    assert_eq!(
+        (other.status, other.error_code()),
+        (409, Some("IDEMPOTENCY_CONFLICT")),
+        "{}",
+        other.body
+    );
+    // The same request again while the first runs: in progress.
+    let repeat = keyed(order("ORDER-RACE-1", &app.receiver.url)).await;
+    assert_eq!(
+        (repeat.status, repeat.error_code()),
+        (409, Some("REQUEST_IN_PROGRESS")),
+        "{}",
+        repeat.body
+    );
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 201, "{}", first.body);
+    app.clear_faults("wechat").await;
+    // Once answered, a repeat gets the same answer.
+    let replayed = keyed(order("ORDER-RACE-1", &app.receiver.url)).await;
+    assert_eq!((replayed.status, &replayed.body), (201, &first.body));
+    let second = app
+        .client
+        .get("/v1/payments?merchant_order_no=ORDER-RACE-2")
+        .await
+        .unwrap();
+    assert_eq!(second.status, 404, "no payment for the refused order");
+    app.server.stop();
+});
+
+on_every_backend!(notifications_are_signed_by_the_app_that_made_the_payment, |db| {
+    let app = spawn_app(&db, |_| {}).await;
+    // A second app of the same merchant (say, its H5 shop beside its
+    // mini-program) creates a payment.
+    let first = db.store.app(&app.client.app_id).await.unwrap().unwrap();
+    let second = paymux_server::merchants::create_app(
+        &*db.store,
+        &paymux_core::SystemClock,
+        &first.merchant_id,
+    )
+    .await
+    .unwrap();
+    let mut receiver = paymux_server::client::NotifyReceiver::start(&second.secret)
+        .await
+        .unwrap();
+    let client = MerchantClient::new(&app.server.base_url(), &second.app_id, &second.secret);
+    let created = client
+        .post("/v1/payments", &order("ORDER-H5", &receiver.url))
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    app.sim_pay(json!({"out_trade_no": id})).await;
+    let event = receiver
+        .next(Duration::from_secs(5))
+        .await
+        .expect("notified");
+    assert!(event.signature_ok, "signed with the second app's secret");
+    assert!(event.acknowledged);
+    assert_eq!(event.body["data"]["id"], id.as_str());
+    app.server.stop();
+});

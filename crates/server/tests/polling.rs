@@ -335,3 +335,42 @@ on_every_backend!(
         app.app.server.stop();
     }
 );
+
+on_every_backend!(
+    closing_a_payment_whose_prepay_answer_was_lost_but_was_paid_does_not_hang,
+    |db| {
+        // The prepay reached WeChat but its answer was lost (the payment is
+        // still `created` here), the payer paid, and the merchant closes it.
+        // Closing holds the order's lock, learns from WeChat that it was
+        // paid, and must settle it without taking that lock a second time.
+        let mut app = spawn_app(&db, |c| c.poller.first_delay_secs = 3600).await;
+        let id = lost_prepay(&app, &db, "LOST-CLOSE-1", true).await;
+        let (status, paid) = app.sim_pay(&id, 0).await;
+        assert_eq!(status, 200, "{paid}");
+        let close = tokio::time::timeout(
+            Duration::from_secs(10),
+            app.client.post(&format!("/v1/payments/{id}/close"), &json!({})),
+        )
+        .await
+        .expect("the close answers instead of waiting on its own lock")
+        .unwrap();
+        assert_eq!(
+            (close.status, close.error_code()),
+            (409, Some("INVALID_STATE")),
+            "{}",
+            close.body
+        );
+        assert_eq!(app.status(&id).await, "succeeded");
+        app.notified_once(&id).await;
+        // The order is not left locked: a second close answers too.
+        let again = tokio::time::timeout(
+            Duration::from_secs(10),
+            app.client.post(&format!("/v1/payments/{id}/close"), &json!({})),
+        )
+        .await
+        .expect("the order lock was released")
+        .unwrap();
+        assert_eq!(again.status, 409, "{}", again.body);
+        app.app.server.stop();
+    }
+);

@@ -220,11 +220,19 @@ async fn every_method_prepares_pays_and_notifies() {
 
 #[tokio::test]
 async fn close_of_an_unpaid_or_unknown_order_succeeds() {
-    let (_, host) = start_sim().await;
+    let (sim, host) = start_sim().await;
     let ch = register(&host).await;
     let req = request(PayMethod::Native, "http://127.0.0.1:9/notify");
     ch.prepay(&req).await.unwrap();
     ch.close(&req.out_trade_no).await.unwrap();
+    // UnionPay has no close: the order stays unpaid, at UnionPay and in
+    // what the client reads back (its payTimeout ends it there).
+    let trade = ch.query(&req.out_trade_no).await.unwrap();
+    assert_ne!(trade.state, TradeState::Paid, "{trade:?}");
+    let books = sim.trades(&req.out_trade_no.replace('_', ""));
+    let books = if books.is_empty() { sim.trades(&req.out_trade_no) } else { books };
+    assert_eq!(books.len(), 1, "the simulator knows the order");
+    assert_eq!(books[0].state, paymux_sim::SimTradeState::Unpaid);
     ch.close(&PaymentId::generate().to_string()).await.unwrap();
     // The probe: an order that does not exist, answered and signed.
     ch.probe().await.unwrap();

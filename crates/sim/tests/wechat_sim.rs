@@ -538,6 +538,8 @@ async fn faulty_callbacks_are_rejected() {
         (Fault::BadSignature, "bad_signature"),
         (Fault::TamperedCiphertext, "tampered_ciphertext"),
         (Fault::StaleTimestamp, "stale_timestamp"),
+        (Fault::OtherMchid, "other_mchid"),
+        (Fault::OtherAppid, "other_appid"),
     ] {
         let no = order_no("fault");
         ch.prepay(&request(&no, PayMethod::Native, &notify_url))
@@ -555,6 +557,9 @@ async fn faulty_callbacks_are_rejected() {
             Fault::BadSignature => matches!(err, ChannelError::InvalidSignature(_)),
             Fault::TamperedCiphertext => matches!(err, ChannelError::Decrypt),
             Fault::StaleTimestamp => matches!(err, ChannelError::StaleTimestamp(_)),
+            // A genuine callback for another merchant number or app is not ours.
+            Fault::OtherMchid => matches!(&err, ChannelError::Protocol(m) if m.contains("mchid")),
+            Fault::OtherAppid => matches!(&err, ChannelError::Protocol(m) if m.contains("appid")),
         };
         assert!(expected, "{name}: {err:?}");
     }

@@ -197,7 +197,27 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
+    ) -> Result<Vec<OutboxEvent>> {
+        let claim = EventClaim {
+            limit,
+            per_merchant: limit,
+            skip_merchants: Vec::new(),
+        };
+        self.claim_events(now, lease, &claim).await
+    }
+    /// Like [`Store::claim_due_events`], fairly: at most
+    /// `claim.per_merchant` events of any one merchant, none of the
+    /// merchants in `claim.skip_merchants` (those whose deliveries already
+    /// fill their slots), oldest due first.
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        claim: &EventClaim,
     ) -> Result<Vec<OutboxEvent>>;
+    /// Extends the lease of an event being delivered to `until`. `false` if
+    /// the event was acknowledged or abandoned meanwhile.
+    async fn renew_event_lease(&self, id: &str, until: DateTime<Utc>) -> Result<bool>;
     /// The merchant acknowledged the event on attempt number `attempts`; it is
     /// never delivered again.
     async fn mark_event_delivered(&self, id: &str, attempts: i32, now: DateTime<Utc>)
@@ -238,9 +258,24 @@ pub trait Store: Send + Sync + 'static {
         merchant_id: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>>;
-    /// Saves the response to a keyed request. Returns `false` if a record for
-    /// the key already existed (the first one stays).
+    /// Saves a record for a key (a reservation, status
+    /// [`IdempotencyRecord::IN_PROGRESS`], before the request runs). Returns
+    /// `false` if a record for the key already existed (the first one stays).
     async fn save_idempotency_record(&self, record: &IdempotencyRecord) -> Result<bool>;
+    /// Replaces the key's reservation made at `record.created_at` with the
+    /// answer. `false` if that reservation is gone.
+    async fn complete_idempotency_record(&self, record: &IdempotencyRecord) -> Result<bool>;
+    /// Deletes the key's reservation made at `reserved_at` (its request
+    /// failed, or it was left by a crash), so the key can be used again. An
+    /// answer stored under the key is never deleted this way.
+    async fn release_idempotency_key(
+        &self,
+        merchant_id: &str,
+        key: &str,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Deletes keys and answers created before `before`; returns how many.
+    async fn purge_idempotency_records(&self, before: DateTime<Utc>) -> Result<u64>;
 }
 
 /// Opens the store named by a URL: `postgres://…` or `sqlite://PATH` / a plain file path.

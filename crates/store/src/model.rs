@@ -120,6 +120,9 @@ pub struct Payment {
     /// same `merchant_order_no` is an idempotency conflict.
     pub request_hash: String,
     pub channel_account_id: String,
+    /// The app that created the payment; its secret signs the payment's
+    /// notifications (`None` for payments older than this field).
+    pub app_id: Option<String>,
     pub pay_params: Option<serde_json::Value>,
     /// The channel's transaction id, once paid.
     pub channel_trade_no: Option<String>,
@@ -200,6 +203,14 @@ pub struct OutboxEvent {
     pub last_error: Option<String>,
 }
 
+/// What a notifier asks of [`crate::Store::claim_events`].
+#[derive(Debug, Clone, Default)]
+pub struct EventClaim {
+    pub limit: u32,
+    pub per_merchant: u32,
+    pub skip_merchants: Vec<String>,
+}
+
 /// A refund of (part of) a paid payment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refund {
@@ -266,13 +277,25 @@ pub struct DueRefund {
     pub poll_attempts: i32,
 }
 
-/// The stored answer to a request made with an `Idempotency-Key`.
+/// The stored answer to a request made with an `Idempotency-Key`, or the
+/// reservation of the key while its first request runs
+/// ([`IdempotencyRecord::IN_PROGRESS`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdempotencyRecord {
     pub merchant_id: String,
     pub key: String,
     pub request_hash: String,
+    /// The answer's HTTP status, or [`IdempotencyRecord::IN_PROGRESS`].
     pub status: u16,
     pub body: Vec<u8>,
     pub created_at: DateTime<Utc>,
+}
+
+impl IdempotencyRecord {
+    /// The status of a reservation: the key's first request is running.
+    pub const IN_PROGRESS: u16 = 0;
+
+    pub fn in_progress(&self) -> bool {
+        self.status == Self::IN_PROGRESS
+    }
 }

@@ -10,7 +10,7 @@ use paymux_core::{ChannelKind, PaymentId, PaymentStatus, RefundStatus};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 
 use crate::row::{self, get, Cols};
-use crate::shared::{self, event_updated, lease_end, sort_due, updated};
+use crate::shared::{self, check_edge, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -300,9 +300,9 @@ impl Store for PgStore {
             "INSERT INTO payments (id, merchant_id, merchant_order_no, amount_minor, currency,
                 channel, method, status, description, notify_url, payer, metadata, request_hash,
                 channel_account_id, pay_params, channel_trade_no, paid_at, expires_at,
-                created_at, updated_at)
+                created_at, updated_at, app_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19, $20)
+                $17, $18, $19, $20, $21)
              ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
         )
         .bind(p.id.as_str())
@@ -325,6 +325,7 @@ impl Store for PgStore {
         .bind(p.expires_at)
         .bind(p.created_at)
         .bind(p.updated_at)
+        .bind(&p.app_id)
         .execute(&self.pool)
         .await
         .map_err(|e| StoreError::unique(e, "payment"))?
@@ -370,6 +371,7 @@ impl Store for PgStore {
         event: Option<&NewEvent>,
         now: DateTime<Utc>,
     ) -> Result<Transition> {
+        check_edge(from, to)?;
         let mut tx = self.pool.begin().await?;
         // A concurrent transition of the same payment blocks on the row lock
         // and, once the winner commits, re-checks `status = from` and misses.
@@ -675,34 +677,59 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn claim_due_events(
+    async fn claim_events(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
-        limit: u32,
+        claim: &EventClaim,
     ) -> Result<Vec<OutboxEvent>> {
         let until = lease_end(now, lease)?;
-        // SKIP LOCKED: rows another node is claiming right now are passed
-        // over, not waited for; rows it already claimed fail the lease check.
+        // The window ranks each merchant's due events so no merchant takes
+        // more than its share. SKIP LOCKED: rows another node is claiming
+        // right now are passed over, not waited for; rows it already claimed
+        // fail the lease check, which the UPDATE makes again on the locked row.
         let rows = sqlx::query(
-            "UPDATE events SET locked_until = $2
-             WHERE id IN (
-                SELECT id FROM events
+            "WITH ranked AS (
+                SELECT id, ROW_NUMBER() OVER (PARTITION BY merchant_id
+                                              ORDER BY next_attempt_at, created_at, id) AS nth
+                FROM events
                 WHERE delivered_at IS NULL AND NOT dead AND next_attempt_at <= $1
                   AND (locked_until IS NULL OR locked_until <= $1)
-                ORDER BY next_attempt_at, created_at, id
+                  AND merchant_id <> ALL($5)),
+             picked AS (
+                SELECT e.id FROM events e JOIN ranked r ON r.id = e.id
+                WHERE r.nth <= $4
+                ORDER BY e.next_attempt_at, e.created_at, e.id
                 LIMIT $3
-                FOR UPDATE SKIP LOCKED)
-             RETURNING *",
+                FOR UPDATE OF e SKIP LOCKED)
+             UPDATE events SET locked_until = $2
+             FROM picked
+             WHERE events.id = picked.id AND events.delivered_at IS NULL AND NOT events.dead
+               AND (events.locked_until IS NULL OR events.locked_until <= $1)
+             RETURNING events.*",
         )
         .bind(now)
         .bind(until)
-        .bind(i64::from(limit))
+        .bind(i64::from(claim.limit))
+        .bind(i64::from(claim.per_merchant.max(1)))
+        .bind(&claim.skip_merchants)
         .fetch_all(&self.pool)
         .await?;
         let mut events = rows.iter().map(row::event).collect::<Result<Vec<_>>>()?;
         sort_due(&mut events);
         Ok(events)
+    }
+
+    async fn renew_event_lease(&self, id: &str, until: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE events SET locked_until = $2
+             WHERE id = $1 AND delivered_at IS NULL AND NOT dead",
+        )
+        .bind(id)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn mark_event_delivered(
@@ -842,6 +869,47 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_idempotency_record(&self, r: &IdempotencyRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET status = $3, body = $4
+             WHERE merchant_id = $1 AND key = $2 AND status = 0 AND created_at = $5",
+        )
+        .bind(&r.merchant_id)
+        .bind(&r.key)
+        .bind(i32::from(r.status))
+        .bind(&r.body)
+        .bind(r.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        merchant_id: &str,
+        key: &str,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys
+             WHERE merchant_id = $1 AND key = $2 AND status = 0 AND created_at = $3",
+        )
+        .bind(merchant_id)
+        .bind(key)
+        .bind(reserved_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge_idempotency_records(&self, before: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

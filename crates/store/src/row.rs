@@ -124,6 +124,7 @@ pub(crate) fn payment(r: &impl Cols) -> Result<Payment> {
         metadata: r.json("metadata")?,
         request_hash: r.text("request_hash")?,
         channel_account_id: r.text("channel_account_id")?,
+        app_id: r.opt_text("app_id")?,
         pay_params: r.opt_json("pay_params")?,
         channel_trade_no: r.opt_text("channel_trade_no")?,
         paid_at: r.opt_ts("paid_at")?,

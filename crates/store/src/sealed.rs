@@ -330,13 +330,17 @@ impl Store for SealedStore {
             .await
     }
 
-    async fn claim_due_events(
+    async fn claim_events(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
-        limit: u32,
+        claim: &EventClaim,
     ) -> Result<Vec<OutboxEvent>> {
-        self.inner.claim_due_events(now, lease, limit).await
+        self.inner.claim_events(now, lease, claim).await
+    }
+
+    async fn renew_event_lease(&self, id: &str, until: DateTime<Utc>) -> Result<bool> {
+        self.inner.renew_event_lease(id, until).await
     }
 
     async fn mark_event_delivered(
@@ -447,5 +451,24 @@ impl Store for SealedStore {
 
     async fn save_idempotency_record(&self, record: &IdempotencyRecord) -> Result<bool> {
         self.inner.save_idempotency_record(record).await
+    }
+
+    async fn complete_idempotency_record(&self, record: &IdempotencyRecord) -> Result<bool> {
+        self.inner.complete_idempotency_record(record).await
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        merchant_id: &str,
+        key: &str,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.inner
+            .release_idempotency_key(merchant_id, key, reserved_at)
+            .await
+    }
+
+    async fn purge_idempotency_records(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.inner.purge_idempotency_records(before).await
     }
 }

@@ -2,8 +2,22 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use paymux_core::PaymentStatus;
+
 use crate::model::{OutboxEvent, Payment, Refund, RefundInserted};
 use crate::{Result, StoreError};
+
+/// A transition must be an edge of the payment state machine: the store
+/// does not trust its caller to have asked the machine.
+pub(crate) fn check_edge(from: PaymentStatus, to: PaymentStatus) -> Result<()> {
+    if from.can_move_to(to) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "a payment cannot move from {from} to {to}"
+        )))
+    }
+}
 
 /// When a lease taken at `now` runs out.
 pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {

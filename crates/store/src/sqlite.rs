@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 
 use crate::row::{self, get, Cols};
-use crate::shared::{self, event_updated, lease_end, sort_due, updated};
+use crate::shared::{self, check_edge, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
 const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
@@ -356,9 +356,9 @@ impl Store for SqliteStore {
             "INSERT INTO payments (id, merchant_id, merchant_order_no, amount_minor, currency,
                 channel, method, status, description, notify_url, payer, metadata, request_hash,
                 channel_account_id, pay_params, channel_trade_no, paid_at, expires_at,
-                created_at, updated_at)
+                created_at, updated_at, app_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                ?17, ?18, ?19, ?20)
+                ?17, ?18, ?19, ?20, ?21)
              ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
         )
         .bind(p.id.as_str())
@@ -381,6 +381,7 @@ impl Store for SqliteStore {
         .bind(micros(p.expires_at))
         .bind(micros(p.created_at))
         .bind(micros(p.updated_at))
+        .bind(&p.app_id)
         .execute(&self.writer)
         .await
         .map_err(|e| StoreError::unique(e, "payment"))?
@@ -426,6 +427,7 @@ impl Store for SqliteStore {
         event: Option<&NewEvent>,
         now: DateTime<Utc>,
     ) -> Result<Transition> {
+        check_edge(from, to)?;
         // IMMEDIATE: take the write lock at BEGIN, so the transaction can
         // never fail later on a read-to-write lock upgrade.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
@@ -715,33 +717,56 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn claim_due_events(
+    async fn claim_events(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
-        limit: u32,
+        claim: &EventClaim,
     ) -> Result<Vec<OutboxEvent>> {
         let until = lease_end(now, lease)?;
+        let skip = serde_json::to_string(&claim.skip_merchants)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
         // One statement on the single writer connection: selecting and
-        // leasing cannot interleave with another claimer.
+        // leasing cannot interleave with another claimer. The window ranks
+        // each merchant's due events so no merchant takes more than its share.
         let rows = sqlx::query(
             "UPDATE events SET locked_until = ?2
              WHERE id IN (
-                SELECT id FROM events
-                WHERE delivered_at IS NULL AND dead = 0 AND next_attempt_at <= ?1
-                  AND (locked_until IS NULL OR locked_until <= ?1)
+                SELECT id FROM (
+                    SELECT id, next_attempt_at, created_at,
+                           ROW_NUMBER() OVER (PARTITION BY merchant_id
+                                              ORDER BY next_attempt_at, created_at, id) AS nth
+                    FROM events
+                    WHERE delivered_at IS NULL AND dead = 0 AND next_attempt_at <= ?1
+                      AND (locked_until IS NULL OR locked_until <= ?1)
+                      AND merchant_id NOT IN (SELECT value FROM json_each(?5)))
+                WHERE nth <= ?4
                 ORDER BY next_attempt_at, created_at, id
                 LIMIT ?3)
              RETURNING *",
         )
         .bind(micros(now))
         .bind(micros(until))
-        .bind(i64::from(limit))
+        .bind(i64::from(claim.limit))
+        .bind(i64::from(claim.per_merchant.max(1)))
+        .bind(skip)
         .fetch_all(&self.writer)
         .await?;
         let mut events = rows.iter().map(row::event).collect::<Result<Vec<_>>>()?;
         sort_due(&mut events);
         Ok(events)
+    }
+
+    async fn renew_event_lease(&self, id: &str, until: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE events SET locked_until = ?2
+             WHERE id = ?1 AND delivered_at IS NULL AND dead = 0",
+        )
+        .bind(id)
+        .bind(micros(until))
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn mark_event_delivered(
@@ -881,6 +906,47 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_idempotency_record(&self, r: &IdempotencyRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET status = ?3, body = ?4
+             WHERE merchant_id = ?1 AND key = ?2 AND status = 0 AND created_at = ?5",
+        )
+        .bind(&r.merchant_id)
+        .bind(&r.key)
+        .bind(i32::from(r.status))
+        .bind(&r.body)
+        .bind(micros(r.created_at))
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        merchant_id: &str,
+        key: &str,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys
+             WHERE merchant_id = ?1 AND key = ?2 AND status = 0 AND created_at = ?3",
+        )
+        .bind(merchant_id)
+        .bind(key)
+        .bind(micros(reserved_at))
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge_idempotency_records(&self, before: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
+            .bind(micros(before))
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -67,6 +67,7 @@ fn payment(m: &Merchant, a: &ChannelAccount, order_no: &str) -> Payment {
         metadata: json!({"table": 7, "tags": ["a", "b"]}),
         request_hash: "hash-1".into(),
         channel_account_id: a.id.clone(),
+        app_id: None,
         pay_params: Some(json!({"prepay_id": "wx201410272009395522657a690389285100"})),
         channel_trade_no: Some("4200000001".into()),
         paid_at: Some(t0() + Duration::microseconds(1)),
@@ -633,6 +634,65 @@ async fn concurrent_identical_inserts_create_one_payment() {
 }
 
 #[tokio::test]
+async fn transition_refuses_an_edge_the_machine_does_not_have() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let (_, _, p) = setup(s).await;
+        let e = event_for(&p, t0());
+        // created → succeeded skips pending: refused, nothing written.
+        let err = s
+            .transition(
+                &p.id,
+                PaymentStatus::Created,
+                PaymentStatus::Succeeded,
+                &TransitionPatch::default(),
+                Some(&e),
+                t0(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{}: {err}", db.backend);
+        let now = s.payment(&p.id).await.unwrap().unwrap();
+        assert_eq!(now.status, PaymentStatus::Created);
+        assert!(s.events_for_payment(&p.id).await.unwrap().is_empty());
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
+async fn the_database_refuses_refunding_more_than_was_paid() {
+    use sqlx::Connection;
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let (_, _, p) = setup(s).await;
+        let over = "UPDATE payments SET refunded_minor = amount_minor + 1 WHERE id = ";
+        let exact = "UPDATE payments SET refunded_minor = amount_minor WHERE id = ";
+        let sql = |q: &str| format!("{q}'{}'", p.id.as_str());
+        let (refused, allowed) = match db.backend {
+            "sqlite" => {
+                let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                (
+                    sqlx::raw_sql(&sql(over)).execute(&mut c).await.is_err(),
+                    sqlx::raw_sql(&sql(exact)).execute(&mut c).await.is_ok(),
+                )
+            }
+            _ => {
+                let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                (
+                    sqlx::raw_sql(&sql(over)).execute(&mut c).await.is_err(),
+                    sqlx::raw_sql(&sql(exact)).execute(&mut c).await.is_ok(),
+                )
+            }
+        };
+        assert!(refused, "{}: refunded beyond the amount", db.backend);
+        assert!(allowed, "{}: refunded exactly the amount", db.backend);
+    }
+    cleanup(dbs).await;
+}
+
+#[tokio::test]
 async fn transition_is_a_compare_and_set_with_its_event() {
     let dbs = testing::backends().await;
     for db in &dbs {
@@ -778,6 +838,7 @@ async fn concurrent_identical_transitions_apply_once() {
     let dbs = testing::backends().await;
     for db in &dbs {
         let (_, _, p) = setup(db.store.as_ref()).await;
+        let p = to_pending(db.store.as_ref(), &p).await;
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let store = Arc::clone(&db.store);
@@ -792,7 +853,7 @@ async fn concurrent_identical_transitions_apply_once() {
                     store
                         .transition(
                             &p.id,
-                            PaymentStatus::Created,
+                            PaymentStatus::Pending,
                             PaymentStatus::Succeeded,
                             &patch,
                             Some(&e),
@@ -1156,6 +1217,51 @@ async fn idempotency_records_keep_the_first_answer() {
     cleanup(dbs).await;
 }
 
+#[tokio::test]
+async fn idempotency_reservations_complete_release_and_purge() {
+    let dbs = testing::backends().await;
+    for db in &dbs {
+        let s = db.store.as_ref();
+        let reserved = IdempotencyRecord {
+            merchant_id: "mch_1".into(),
+            key: "key-r".into(),
+            request_hash: "h1".into(),
+            status: IdempotencyRecord::IN_PROGRESS,
+            body: Vec::new(),
+            created_at: t0(),
+        };
+        assert!(s.save_idempotency_record(&reserved).await.unwrap());
+        assert!(!s.save_idempotency_record(&reserved).await.unwrap(), "{}: reserved once", db.backend);
+        // Releasing someone else's reservation (another time) does nothing.
+        assert!(!s.release_idempotency_key("mch_1", "key-r", t0() + secs(1)).await.unwrap());
+        let answered = IdempotencyRecord {
+            status: 201,
+            body: b"{}".to_vec(),
+            ..reserved.clone()
+        };
+        assert!(s.complete_idempotency_record(&answered).await.unwrap());
+        assert!(!s.complete_idempotency_record(&answered).await.unwrap(), "completed once");
+        assert!(
+            !s.release_idempotency_key("mch_1", "key-r", t0()).await.unwrap(),
+            "an answer is never released"
+        );
+        assert_eq!(s.idempotency_record("mch_1", "key-r").await.unwrap(), Some(answered));
+
+        let crashed = IdempotencyRecord {
+            key: "key-c".into(),
+            ..reserved.clone()
+        };
+        assert!(s.save_idempotency_record(&crashed).await.unwrap());
+        assert!(s.release_idempotency_key("mch_1", "key-c", t0()).await.unwrap());
+        assert_eq!(s.idempotency_record("mch_1", "key-c").await.unwrap(), None);
+
+        assert_eq!(s.purge_idempotency_records(t0()).await.unwrap(), 0);
+        assert_eq!(s.purge_idempotency_records(t0() + secs(1)).await.unwrap(), 1);
+        assert_eq!(s.idempotency_record("mch_1", "key-r").await.unwrap(), None);
+    }
+    cleanup(dbs).await;
+}
+
 /// The ids of the payments a claim returned.
 fn due_ids(due: &[DuePayment]) -> Vec<PaymentId> {
     due.iter().map(|d| d.payment.id.clone()).collect()
@@ -1318,12 +1424,32 @@ async fn concurrent_poll_claimers_never_share_a_payment() {
 // --- refunds --------------------------------------------------------------------
 
 /// A `succeeded` payment of 12 345 fen.
-async fn paid_payment(store: &dyn Store) -> (Merchant, Payment) {
-    let (m, _, p) = setup(store).await;
+/// Moves a `created` payment to `pending`, as an accepted prepay does.
+async fn to_pending(store: &dyn Store, p: &Payment) -> Payment {
     let t = store
         .transition(
             &p.id,
             PaymentStatus::Created,
+            PaymentStatus::Pending,
+            &TransitionPatch::default(),
+            None,
+            t0(),
+        )
+        .await
+        .unwrap();
+    let Transition::Applied(p) = t else {
+        panic!("{t:?}")
+    };
+    p
+}
+
+async fn paid_payment(store: &dyn Store) -> (Merchant, Payment) {
+    let (m, _, p) = setup(store).await;
+    let p = to_pending(store, &p).await;
+    let t = store
+        .transition(
+            &p.id,
+            PaymentStatus::Pending,
             PaymentStatus::Succeeded,
             &TransitionPatch::default(),
             None,

@@ -59,10 +59,12 @@ impl SignatureHeaders {
             .timestamp
             .parse()
             .map_err(|_| ChannelError::InvalidSignature("timestamp is not a number".into()))?;
-        let skew = (now.timestamp() - ts).abs();
-        if skew > sign::MAX_CLOCK_SKEW_SECS {
+        // Checked: a timestamp near i64::MIN must not wrap into the window.
+        let skew = now.timestamp().checked_sub(ts).and_then(i64::checked_abs);
+        if !skew.is_some_and(|s| s <= sign::MAX_CLOCK_SKEW_SECS) {
             return Err(ChannelError::StaleTimestamp(format!(
-                "timestamp {ts} is {skew} s away from now"
+                "timestamp {ts} is more than {} s away from now",
+                sign::MAX_CLOCK_SKEW_SECS
             )));
         }
         Ok(())

@@ -28,6 +28,20 @@ impl WechatPay {
         }
         let t: Transaction = serde_json::from_slice(&plain)
             .map_err(|e| ChannelError::Protocol(format!("callback transaction: {e}")))?;
+        // A genuine callback for another merchant number or app (signed by
+        // the same platform key) is not ours to act on.
+        if t.mchid.as_deref() != Some(self.config.mchid.as_str()) {
+            return Err(ChannelError::Protocol(format!(
+                "callback for mchid {:?}, this account is {}",
+                t.mchid, self.config.mchid
+            )));
+        }
+        if t.appid.as_deref() != Some(self.config.appid.as_str()) {
+            return Err(ChannelError::Protocol(format!(
+                "callback for appid {:?}, this account is {}",
+                t.appid, self.config.appid
+            )));
+        }
         Ok(Notification {
             event_id: notify.id,
             event_type: notify.event_type,

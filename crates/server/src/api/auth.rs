@@ -24,22 +24,43 @@ pub struct Caller {
 
 const NONCE_LEN: std::ops::RangeInclusive<usize> = 8..=64;
 
+/// The largest answer paymux signs (its own JSON; far above any it makes).
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ip = crate::http_limits::remote_addr(&req).map(|a| a.ip());
+    let started = std::time::Instant::now();
+    // Answers to requests that did not authenticate are never signed: an
+    // outsider who knows an app id must not obtain a body signed with its
+    // secret (a merchant would verify it like a notification).
+    if let Some(wait) = state.auth_failures.blocked(ip, started) {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_AUTH_FAILURES",
+            "too many failed authentications from this address; wait before trying again",
+        );
+        e.retry_after = Some(wait.as_secs().max(1));
+        return e.into_response();
+    }
+    let refuse = |e: ApiError, app_id: Option<&str>| {
+        state.auth_failures.record(ip, app_id, e.code, started);
+        e.into_response()
+    };
     let (mut parts, body) = req.into_parts();
     let app = match lookup_app(&state, &parts.headers).await {
         Ok(app) => app,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => return refuse(e, None),
         Err(e) => return e.into_response(),
     };
-    let body = match to_bytes(body, state.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            let e = ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                format!("request body exceeds {} bytes", state.config.max_body_bytes),
-            );
-            return sign(&state, &app.secret, e.into_response()).await;
-        }
+    // The body was buffered within the limit by `http_limits::limit`; the
+    // bound here only keeps this function safe on its own.
+    let Ok(body) = to_bytes(body, state.config.max_body_bytes).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("request body exceeds {} bytes", state.config.max_body_bytes),
+        )
+        .into_response();
     };
     let path_and_query = parts
         .uri
@@ -60,7 +81,8 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     .await
     {
         Ok(secret) => secret,
-        Err(e) => return sign(&state, &app.secret, e.into_response()).await,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => return refuse(e, Some(&app.app_id)),
+        Err(e) => return e.into_response(),
     };
     parts.extensions.insert(Caller {
         app_id: app.app_id.clone(),
@@ -122,7 +144,10 @@ async fn check(
     let ts: i64 = timestamp.parse().map_err(|_| {
         ApiError::unauthorized("TIMESTAMP_EXPIRED", "Paymux-Timestamp is not unix seconds")
     })?;
-    if (now.timestamp() - ts).abs() > window {
+    // Checked arithmetic: a timestamp near i64::MIN must not wrap into the
+    // window (and its nonce must not expire at once).
+    let skew = now.timestamp().checked_sub(ts).and_then(i64::checked_abs);
+    if !skew.is_some_and(|s| s <= window) {
         return Err(ApiError::unauthorized(
             "TIMESTAMP_EXPIRED",
             format!("Paymux-Timestamp is more than {window}s away from the server clock"),
@@ -130,7 +155,10 @@ async fn check(
     }
     // The nonce must be remembered as long as a request carrying this timestamp
     // could still be accepted.
-    let expires_at = chrono::DateTime::from_timestamp(ts + window + 1, 0).unwrap_or(now);
+    let expires_at = ts
+        .checked_add(window.saturating_add(1))
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .unwrap_or(now);
     let fresh = state
         .store
         .use_nonce(&app.app_id, nonce, now, expires_at.max(now))
@@ -156,7 +184,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Adds the response-signature headers over the exact body bytes sent.
 pub async fn sign(state: &AppState, secret: &str, response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
-    let Ok(body) = to_bytes(body, usize::MAX).await else {
+    let Ok(body) = to_bytes(body, MAX_RESPONSE_BYTES).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let timestamp = state.clock.now().timestamp().to_string();

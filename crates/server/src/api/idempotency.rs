@@ -1,6 +1,7 @@
 //! `Idempotency-Key`: the first answer to a keyed POST is stored and replayed
 //! for every repeat with the same body; a different body under the same key is
 //! a conflict. Server errors are not stored, so a failed attempt can be retried.
+//! Keys are kept for [`KEY_WINDOW`].
 
 use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -31,7 +32,17 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
+/// How long a key and its answer are kept (then the key may be used again).
+pub const KEY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
 /// Runs `handler` once per key: repeats get the stored answer.
+///
+/// The key is reserved (committed) before the handler runs, so two requests
+/// with one key racing each other never both run: the second answers 409
+/// `REQUEST_IN_PROGRESS` while the first is running, and the first's answer
+/// once it is stored. A server error releases the key, so the request can
+/// be retried; a reservation left by a crash is taken over once it is older
+/// than twice the request timeout.
 pub async fn once<F>(
     state: &AppState,
     merchant_id: &str,
@@ -45,39 +56,101 @@ where
 {
     let Some(key) = key else { return handler.await };
     let request_hash = sha256_hex(&[method_and_path.as_bytes(), b"\n", body].concat());
-    match state.store.idempotency_record(merchant_id, &key).await {
-        Ok(Some(record)) if record.request_hash == request_hash => return replay(record),
-        Ok(Some(_)) => {
-            return ApiError::idempotency_conflict(
-                "Idempotency-Key was used with a different request",
-            )
-            .into_response()
-        }
-        Ok(None) => {}
-        Err(e) => return ApiError::from(FlowError::from(e)).into_response(),
-    }
-    let response = handler.await;
-    if response.status().is_server_error() {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let record = IdempotencyRecord {
+    let reservation = IdempotencyRecord {
         merchant_id: merchant_id.to_string(),
         key,
         request_hash,
-        status: parts.status.as_u16(),
-        body: bytes.to_vec(),
+        status: IdempotencyRecord::IN_PROGRESS,
+        body: Vec::new(),
         created_at: state.clock.now(),
     };
-    // If another request with the same key won the race, its answer stands
-    // for later repeats; this one is still a correct answer to this request.
-    if let Err(e) = state.store.save_idempotency_record(&record).await {
-        tracing::warn!(error = %e, "could not store idempotency record");
+    match reserve(state, &reservation).await {
+        Ok(None) => {}
+        Ok(Some(answer)) => return answer,
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    let response = handler.await;
+    if response.status().is_server_error() {
+        if let Err(e) = state
+            .store
+            .release_idempotency_key(merchant_id, &reservation.key, reservation.created_at)
+            .await
+        {
+            // The reservation stays until it is stale; a retry waits for that.
+            tracing::warn!(error = %e, "could not release an idempotency key");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_STORED_ANSWER).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let record = IdempotencyRecord {
+        status: parts.status.as_u16(),
+        body: bytes.to_vec(),
+        ..reservation
+    };
+    match state.store.complete_idempotency_record(&record).await {
+        Ok(true) => {}
+        // Taken over as stale meanwhile: the other request's answer stands
+        // for later repeats; this one is still a correct answer to this one.
+        Ok(false) => tracing::warn!(key = %record.key, "idempotency reservation was taken over"),
+        Err(e) => tracing::warn!(error = %e, "could not store idempotency record"),
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The largest answer stored for a key (paymux's own JSON, far below this).
+const MAX_STORED_ANSWER: usize = 1024 * 1024;
+
+/// Reserves the key: `None` when this request may run, or the answer for a
+/// repeat (the stored answer, a conflict, or "in progress").
+async fn reserve(
+    state: &AppState,
+    reservation: &IdempotencyRecord,
+) -> Result<Option<Response>, FlowError> {
+    let stale_after = chrono::Duration::milliseconds(
+        i64::try_from(state.config.http.request_timeout_ms.saturating_mul(2)).unwrap_or(i64::MAX),
+    );
+    // Two tries: the second after taking over a stale reservation.
+    for _ in 0..2 {
+        if state.store.save_idempotency_record(reservation).await? {
+            return Ok(None);
+        }
+        let Some(existing) = state
+            .store
+            .idempotency_record(&reservation.merchant_id, &reservation.key)
+            .await?
+        else {
+            continue; // released meanwhile: try again
+        };
+        if existing.request_hash != reservation.request_hash {
+            return Ok(Some(
+                ApiError::idempotency_conflict("Idempotency-Key was used with a different request")
+                    .into_response(),
+            ));
+        }
+        if !existing.in_progress() {
+            return Ok(Some(replay(existing)));
+        }
+        let stale = paymux_core::clock::later(existing.created_at, stale_after) < reservation.created_at;
+        if !stale {
+            let mut e = ApiError::new(
+                StatusCode::CONFLICT,
+                "REQUEST_IN_PROGRESS",
+                "a request with this Idempotency-Key is still running; repeat it later",
+            );
+            e.retry_after = Some(1);
+            return Ok(Some(e.into_response()));
+        }
+        state
+            .store
+            .release_idempotency_key(&reservation.merchant_id, &reservation.key, existing.created_at)
+            .await?;
+    }
+    Err(FlowError::Conflict(
+        "Idempotency-Key is contended; repeat the request".into(),
+    ))
 }
 
 fn replay(record: IdempotencyRecord) -> Response {

@@ -1,6 +1,7 @@
 //! The merchant API: `/v1/...`, authenticated and signed both ways.
 
 pub mod auth;
+pub mod auth_failures;
 pub mod error;
 pub mod events;
 pub mod idempotency;

@@ -40,7 +40,7 @@ pub async fn create(
             if let Err(e) = state.config.check_notify_url(&req.notify_url) {
                 return ApiError::invalid(e).into_response();
             }
-            match flow::create(&state, &caller.merchant_id, req).await {
+            match flow::create(&state, &caller.merchant_id, &caller.app_id, req).await {
                 Ok((payment, true)) => {
                     (StatusCode::CREATED, Json(view::payment(&payment))).into_response()
                 }

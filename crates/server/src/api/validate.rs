@@ -84,7 +84,10 @@ impl CreatePayment {
             .map_err(|_| ApiError::invalid("amount: must be greater than 0"))?;
         let channel: ChannelKind = text(&obj, "channel", 1, 16)?
             .parse()
-            .map_err(|_| ApiError::invalid("channel: must be one of: wechat, alipay"))?;
+            .map_err(|_| {
+                let all: Vec<&str> = ChannelKind::ALL.iter().map(|c| c.as_str()).collect();
+                ApiError::invalid(format!("channel: must be one of: {}", all.join(", ")))
+            })?;
         let method: PayMethod = text(&obj, "method", 1, 16)?.parse().map_err(|_| {
             ApiError::invalid(format!(
                 "method: must be one of: {}",
@@ -419,6 +422,12 @@ mod tests {
             o.insert("currency".into(), "USD".into());
         })
         .starts_with("currency"));
+        let channel = error_for(|o| {
+            o.insert("channel".into(), "paypal".into());
+        });
+        for name in ["wechat", "alipay", "unionpay"] {
+            assert!(channel.contains(name), "{channel}");
+        }
         assert!(error_for(|o| {
             o.insert("notify_url".into(), "ftp://x".into());
         })

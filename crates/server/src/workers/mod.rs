@@ -19,8 +19,8 @@ const BATCH: u32 = 32;
 /// The loop both status-check workers run: claim due items under a lease
 /// (`claim(state, now, first_check_before, lease, limit)`), check each with
 /// at most `[poller] concurrency` in flight, and come back at once after a
-/// full batch or after `[poller] interval_ms` otherwise. Runs until the
-/// process ends.
+/// full batch or after `[poller] interval_ms` otherwise. Runs until its
+/// task is aborted, which aborts the checks in flight with it.
 pub(crate) async fn run_checks<T, Claim, ClaimFut, Check, CheckFut>(
     state: AppState,
     what: &'static str,
@@ -37,7 +37,11 @@ pub(crate) async fn run_checks<T, Claim, ClaimFut, Check, CheckFut>(
     let cfg = state.config.poller.clone();
     let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let first_delay = secs(cfg.first_delay_secs);
+    // Owned here, so that ending this loop (the server stopping) ends the
+    // checks in flight too.
+    let mut checks = tokio::task::JoinSet::new();
     loop {
+        while checks.try_join_next().is_some() {}
         let now = state.clock.now();
         let first_check_before = now
             .checked_sub_signed(first_delay)
@@ -50,7 +54,7 @@ pub(crate) async fn run_checks<T, Claim, ClaimFut, Check, CheckFut>(
                         return;
                     };
                     let checking = check(state.clone(), item);
-                    tokio::spawn(async move {
+                    checks.spawn(async move {
                         checking.await;
                         drop(permit);
                     });
@@ -66,13 +70,4 @@ pub(crate) async fn run_checks<T, Claim, ClaimFut, Check, CheckFut>(
     }
 }
 
-/// Configured seconds as a signed duration (absurdly large values are capped).
-pub(crate) fn secs(secs: u64) -> chrono::Duration {
-    chrono::Duration::from_std(Duration::from_secs(secs))
-        .unwrap_or_else(|_| chrono::Duration::days(3650))
-}
-
-/// `t + by`, saturating at the end of time.
-pub(crate) fn later(t: DateTime<Utc>, by: chrono::Duration) -> DateTime<Utc> {
-    t.checked_add_signed(by).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
+pub(crate) use paymux_core::clock::{later, seconds as secs};

@@ -117,18 +117,22 @@ impl TestApp {
         assert_eq!(r.status(), 204);
     }
 
-    /// The value of the breaker state gauge of an account's operation
-    /// (0 closed, 1 open, 2 half-open), from `/metrics`.
-    pub async fn breaker_gauge(&self, account_id: &str, operation: &str) -> Option<f64> {
-        let text = self
-            .http
+    /// What `/metrics` shows now.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.server.base_url()))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The value of the breaker state gauge of an account's operation
+    /// (0 closed, 1 open, 2 half-open), from `/metrics`.
+    pub async fn breaker_gauge(&self, account_id: &str, operation: &str) -> Option<f64> {
+        let text = self.metrics_text().await;
         let account = format!("account=\"{account_id}\"");
         let op = format!("operation=\"{operation}\"");
         text.lines()

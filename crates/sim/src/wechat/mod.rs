@@ -86,6 +86,11 @@ pub enum Fault {
     TamperedCiphertext,
     /// Correctly signed, with a timestamp ten minutes in the past.
     StaleTimestamp,
+    /// Genuine in every way, but the transaction is another merchant
+    /// number's (a platform key signs every merchant's callbacks).
+    OtherMchid,
+    /// Genuine in every way, but the transaction is another app's.
+    OtherAppid,
 }
 
 /// `POST /pay`: the payer pays an order.
@@ -408,7 +413,12 @@ impl WechatSim {
             .merchant(&order.body.mchid)
             .ok_or_else(|| SimError::Internal("merchant vanished".into()))?;
         let notification_id = order.notification_id.clone().unwrap_or_default();
-        let transaction = Self::transaction_of(&order);
+        let mut transaction = Self::transaction_of(&order);
+        match req.fault {
+            Some(Fault::OtherMchid) => transaction.mchid = Some("1900009999".into()),
+            Some(Fault::OtherAppid) => transaction.appid = Some("wx0000000000other".into()),
+            _ => {}
+        }
         let mut copies = Vec::new();
         for _ in 0..req.callbacks {
             let (body, hdrs) =
