@@ -19,6 +19,56 @@ use crate::locks::KeyGuard;
 use crate::{AppState, ServerError};
 
 pub const EVENT_PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+pub const EVENT_PAYMENT_FAILED: &str = "payment.failed";
+pub const EVENT_PAYMENT_CLOSED: &str = "payment.closed";
+
+/// Why a payment was closed (or failed), as its event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The merchant closed it (`POST /v1/payments/{id}/close`).
+    Merchant,
+    /// Its `expires_at` passed unpaid.
+    Expired,
+    /// Its prepay never reached the channel.
+    NotPrepared,
+    /// The channel reported it closed or failed.
+    Channel,
+    /// The channel refused to prepare it.
+    ChannelRefused,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Merchant => "merchant",
+            CloseReason::Expired => "expired",
+            CloseReason::NotPrepared => "not_prepared",
+            CloseReason::Channel => "channel",
+            CloseReason::ChannelRefused => "channel_refused",
+        }
+    }
+}
+
+/// The merchant event a step writes: its type and, for a close or a
+/// failure, why.
+#[derive(Debug, Clone, Copy)]
+struct Notice {
+    event_type: &'static str,
+    reason: Option<CloseReason>,
+}
+
+impl Notice {
+    fn of(to: PaymentStatus, reason: CloseReason) -> Option<Notice> {
+        let event_type = match to {
+            PaymentStatus::Succeeded => EVENT_PAYMENT_SUCCEEDED,
+            PaymentStatus::Failed => EVENT_PAYMENT_FAILED,
+            PaymentStatus::Closed => EVENT_PAYMENT_CLOSED,
+            PaymentStatus::Created | PaymentStatus::Pending => return None,
+        };
+        let reason = (to != PaymentStatus::Succeeded).then_some(reason);
+        Some(Notice { event_type, reason })
+    }
+}
 
 /// Creates the payment (or finds the one with the same order number) and makes
 /// sure it is prepared at the channel. Returns the payment and whether this
@@ -183,7 +233,7 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
                 &payment,
                 PaymentEvent::PrepayRejected,
                 TransitionPatch::default(),
-                None,
+                Notice::of(PaymentStatus::Failed, CloseReason::ChannelRefused),
             )
             .await?;
             Err(FlowError::ChannelRejected(format!("{code}: {message}")))
@@ -302,14 +352,8 @@ async fn apply_trade_with(
             .or_else(|| (event == PaymentEvent::Paid).then(|| state.clock.now())),
         ..Default::default()
     };
-    move_to(
-        state,
-        &payment,
-        event,
-        patch,
-        Some(EVENT_PAYMENT_SUCCEEDED).filter(|_| event == PaymentEvent::Paid),
-    )
-    .await
+    let notice = Notice::of(PaymentStatus::target(event), CloseReason::Channel);
+    move_to(state, &payment, event, patch, notice).await
 }
 
 /// A `created` payment that the channel turned out to know (the answer to
@@ -355,7 +399,7 @@ async fn move_to(
     payment: &Payment,
     event: PaymentEvent,
     patch: TransitionPatch,
-    notify: Option<&str>,
+    notify: Option<Notice>,
 ) -> Result<Payment, FlowError> {
     let mut payment = payment.clone();
     for _ in 0..MAX_LOST_RACES {
@@ -371,7 +415,7 @@ async fn move_to(
             }
         };
         let now = state.clock.now();
-        let outbox = notify.map(|event_type| outbox_event(&payment, to, &patch, event_type, now));
+        let outbox = notify.map(|notice| outbox_event(&payment, to, &patch, notice, now));
         match state
             .store
             .transition(
@@ -407,9 +451,10 @@ fn outbox_event(
     payment: &Payment,
     to: PaymentStatus,
     patch: &TransitionPatch,
-    event_type: &str,
+    notice: Notice,
     now: chrono::DateTime<chrono::Utc>,
 ) -> NewEvent {
+    let event_type = notice.event_type;
     let after = Payment {
         status: to,
         pay_params: patch
@@ -426,7 +471,7 @@ fn outbox_event(
     };
     let id = new_id("evt");
     NewEvent {
-        payload: view::event(&id, event_type, now, &after),
+        payload: view::event(&id, event_type, now, &after, notice.reason.map(CloseReason::as_str)),
         id,
         merchant_id: payment.merchant_id.clone(),
         payment_id: payment.id.clone(),
@@ -439,7 +484,11 @@ fn outbox_event(
 
 /// Closes a payment at the channel, then here. A payment the channel says was
 /// paid is marked paid instead, and the close is refused.
-pub async fn close(state: &AppState, payment: Payment) -> Result<Payment, FlowError> {
+pub async fn close(
+    state: &AppState,
+    payment: Payment,
+    reason: CloseReason,
+) -> Result<Payment, FlowError> {
     let order = state.order_locks.lock(payment.id.as_str()).await;
     let payment = reload(state, &payment.id).await?;
     match payment.status {
@@ -477,7 +526,7 @@ pub async fn close(state: &AppState, payment: Payment) -> Result<Payment, FlowEr
         &payment,
         PaymentEvent::Closed,
         TransitionPatch::default(),
-        None,
+        Notice::of(PaymentStatus::Closed, reason),
     )
     .await
 }

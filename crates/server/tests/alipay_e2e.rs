@@ -399,3 +399,33 @@ on_every_backend!(alipay_sandbox_accounts_survive_a_restart, |db| {
     assert_eq!(app.status(&id).await, "succeeded");
     app.server.stop();
 });
+
+on_every_backend!(a_payment_the_channel_refuses_is_reported_failed, |db| {
+    let mut app = common::spawn_app(&db, |_| {}).await;
+    // A payment code Alipay cannot read: the trade is refused.
+    let mut o = order("ALI-REFUSED", "barcode", &app.receiver.url);
+    o["payer"] = json!({"auth_code": "12345"});
+    let r = app.client.post("/v1/payments", &o).await.unwrap();
+    assert_eq!((r.status, r.error_code()), (502, Some("CHANNEL_REJECTED")), "{}", r.body);
+    let found = app
+        .client
+        .get("/v1/payments?merchant_order_no=ALI-REFUSED")
+        .await
+        .unwrap();
+    assert_eq!(found.body["status"], "failed", "{}", found.body);
+    let event = app
+        .receiver
+        .next(Duration::from_secs(5))
+        .await
+        .expect("payment.failed delivered");
+    assert!(event.signature_ok);
+    assert_eq!(event.body["type"], "payment.failed");
+    assert_eq!(event.body["reason"], "channel_refused");
+    assert_eq!(event.body["data"]["id"], found.body["id"]);
+    assert!(app
+        .receiver
+        .next(Duration::from_millis(300))
+        .await
+        .is_none());
+    app.server.stop();
+});

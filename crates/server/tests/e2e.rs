@@ -477,7 +477,7 @@ on_every_backend!(notifications_are_retried_until_acknowledged, |db| {
 on_every_backend!(
     every_method_prepares_and_close_closes_at_the_channel,
     |db| {
-        let app = spawn_app(&db, |_| {}).await;
+        let mut app = spawn_app(&db, |_| {}).await;
         for (method, field) in [
             ("native", "code_url"),
             ("h5", "h5_url"),
@@ -524,6 +524,20 @@ on_every_backend!(
             .unwrap();
         assert!(!r.status().is_success());
         assert_eq!(app.status(&id).await, "closed");
+        // The merchant hears of the close once, with who closed it.
+        let event = app
+            .receiver
+            .next(Duration::from_secs(5))
+            .await
+            .expect("payment.closed delivered");
+        assert_eq!(event.body["type"], "payment.closed");
+        assert_eq!(event.body["reason"], "merchant");
+        assert_eq!(event.body["data"]["id"], id.as_str());
+        assert!(app
+            .receiver
+            .next(Duration::from_millis(300))
+            .await
+            .is_none());
         app.server.stop();
     }
 );
@@ -558,7 +572,9 @@ on_every_backend!(operational_endpoints_answer, |db| {
         .await
         .unwrap();
     assert_eq!(missing["error"]["code"], "NOT_FOUND");
-    let r = app.client.get("/v1/payments").await.unwrap();
+    let r = app.client.get("/v1/payments?limit=0").await.unwrap();
+    assert_eq!((r.status, r.error_code()), (400, Some("INVALID_REQUEST")));
+    let r = app.client.get("/v1/payments?bogus=1").await.unwrap();
     assert_eq!((r.status, r.error_code()), (400, Some("INVALID_REQUEST")));
     let spec: Value = app
         .http

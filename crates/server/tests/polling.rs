@@ -195,6 +195,17 @@ on_every_backend!(an_unpaid_payment_is_closed_when_it_expires, |db| {
     let (status, body) = app.sim_pay(&id, 1).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "ORDER_CLOSED", "{body}");
+    // The merchant learns it without polling, once.
+    let event = app
+        .receiver
+        .next(Duration::from_secs(5))
+        .await
+        .expect("payment.closed delivered");
+    assert!(event.signature_ok);
+    assert_eq!(event.body["type"], "payment.closed");
+    assert_eq!(event.body["reason"], "expired");
+    assert_eq!(event.body["data"]["id"], id.as_str());
+    assert_eq!(event.body["data"]["status"], "closed");
     assert!(app
         .receiver
         .next(Duration::from_millis(300))
@@ -327,6 +338,9 @@ on_every_backend!(
         let id = app.create_alipay("ALI-WAP-1", "wap", 60).await;
         app.clock.advance(chrono::Duration::seconds(61));
         app.wait_status(&id, "closed").await;
+        let event = app.receiver.next(Duration::from_secs(5)).await.expect("notified");
+        assert_eq!(event.body["type"], "payment.closed");
+        assert_eq!(event.body["reason"], "expired");
         assert!(app
             .receiver
             .next(Duration::from_millis(300))

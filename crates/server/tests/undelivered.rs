@@ -200,6 +200,14 @@ on_every_backend!(event_listing_is_scoped_and_validated, |db| {
     let got = app.receiver.next(Duration::from_secs(10)).await.unwrap();
     assert!(got.acknowledged);
     assert_eq!(got.body["id"], event_id.as_str());
+    // The merchant's 2xx is recorded a moment after it is sent.
+    for _ in 0..50 {
+        let e = db.store.event(&event_id).await.unwrap().unwrap();
+        if e.delivered_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, _) = app
         .admin(reqwest::Method::POST, &format!("/events/{event_id}/retry"))
         .await;

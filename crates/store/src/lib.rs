@@ -102,6 +102,10 @@ pub trait Store: Send + Sync + 'static {
     /// `(merchant_id, merchant_order_no)`.
     async fn insert_payment(&self, payment: &Payment) -> Result<Inserted>;
     async fn payment(&self, id: &PaymentId) -> Result<Option<Payment>>;
+    /// One page of the merchant's payments matching the query, newest first.
+    async fn list_payments(&self, query: &PaymentQuery) -> Result<Vec<Payment>>;
+    /// One page of the merchant's refunds matching the query, newest first.
+    async fn list_refunds(&self, query: &RefundQuery) -> Result<Vec<Refund>>;
     async fn payment_by_order_no(
         &self,
         merchant_id: &str,

@@ -39,6 +39,10 @@ const SQLITE: &[Migration] = &[
         version: 6,
         sql: include_str!("../migrations/sqlite/0006_payment_app_refund_bound.sql"),
     },
+    Migration {
+        version: 7,
+        sql: include_str!("../migrations/sqlite/0007_listing_indexes.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -65,6 +69,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 6,
         sql: include_str!("../migrations/postgres/0006_payment_app_refund_bound.sql"),
+    },
+    Migration {
+        version: 7,
+        sql: include_str!("../migrations/postgres/0007_listing_indexes.sql"),
     },
 ];
 

@@ -203,6 +203,36 @@ pub struct OutboxEvent {
     pub last_error: Option<String>,
 }
 
+/// A page of a merchant's payments, newest first (by id: ids are ULIDs, so
+/// a page never shifts when newer payments arrive).
+#[derive(Debug, Clone, Default)]
+pub struct PaymentQuery {
+    pub merchant_id: String,
+    pub status: Option<PaymentStatus>,
+    pub channel: Option<ChannelKind>,
+    pub method: Option<PayMethod>,
+    /// Created at or after.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_to: Option<DateTime<Utc>>,
+    pub order_no_prefix: Option<String>,
+    /// Only payments older than this one (the last of the previous page).
+    pub starting_after: Option<PaymentId>,
+    pub limit: u32,
+}
+
+/// A page of a merchant's refunds, newest first, like [`PaymentQuery`].
+#[derive(Debug, Clone, Default)]
+pub struct RefundQuery {
+    pub merchant_id: String,
+    pub status: Option<RefundStatus>,
+    pub payment_id: Option<PaymentId>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+    pub starting_after: Option<String>,
+    pub limit: u32,
+}
+
 /// What a notifier asks of [`crate::Store::claim_events`].
 #[derive(Debug, Clone, Default)]
 pub struct EventClaim {

@@ -285,6 +285,14 @@ impl Store for SealedStore {
         self.inner.payment(id).await
     }
 
+    async fn list_payments(&self, query: &PaymentQuery) -> Result<Vec<Payment>> {
+        self.inner.list_payments(query).await
+    }
+
+    async fn list_refunds(&self, query: &RefundQuery) -> Result<Vec<Refund>> {
+        self.inner.list_refunds(query).await
+    }
+
     async fn payment_by_order_no(
         &self,
         merchant_id: &str,

@@ -404,6 +404,58 @@ impl Store for SqliteStore {
         row.as_ref().map(row::payment).transpose()
     }
 
+    async fn list_payments(&self, q: &PaymentQuery) -> Result<Vec<Payment>> {
+        let rows = sqlx::query(
+            "SELECT * FROM payments
+             WHERE merchant_id = ?1
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR channel = ?3)
+               AND (?4 IS NULL OR method = ?4)
+               AND (?5 IS NULL OR created_at >= ?5)
+               AND (?6 IS NULL OR created_at < ?6)
+               AND (?7 IS NULL OR substr(merchant_order_no, 1, length(?7)) = ?7)
+               AND (?8 IS NULL OR id < ?8)
+             ORDER BY id DESC
+             LIMIT ?9",
+        )
+        .bind(&q.merchant_id)
+        .bind(q.status.map(|s| s.as_str()))
+        .bind(q.channel.map(|c| c.as_str()))
+        .bind(q.method.map(|m| m.as_str()))
+        .bind(q.created_from.map(micros))
+        .bind(q.created_to.map(micros))
+        .bind(&q.order_no_prefix)
+        .bind(q.starting_after.as_ref().map(|id| id.as_str()))
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(row::payment).collect()
+    }
+
+    async fn list_refunds(&self, q: &RefundQuery) -> Result<Vec<Refund>> {
+        let rows = sqlx::query(
+            "SELECT * FROM refunds
+             WHERE merchant_id = ?1
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR payment_id = ?3)
+               AND (?4 IS NULL OR created_at >= ?4)
+               AND (?5 IS NULL OR created_at < ?5)
+               AND (?6 IS NULL OR id < ?6)
+             ORDER BY id DESC
+             LIMIT ?7",
+        )
+        .bind(&q.merchant_id)
+        .bind(q.status.map(|s| s.as_str()))
+        .bind(q.payment_id.as_ref().map(|id| id.as_str()))
+        .bind(q.created_from.map(micros))
+        .bind(q.created_to.map(micros))
+        .bind(&q.starting_after)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(row::refund).collect()
+    }
+
     async fn payment_by_order_no(
         &self,
         merchant_id: &str,

@@ -5,6 +5,7 @@ pub mod auth_failures;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod listing;
 pub mod payments;
 pub mod refund_request;
 pub mod refunds;

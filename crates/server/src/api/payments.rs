@@ -7,12 +7,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use paymux_core::PaymentId;
-use paymux_store::Payment;
+use paymux_store::{Payment, PaymentQuery};
 use serde::Deserialize;
 
 use super::auth::Caller;
 use super::validate::CreatePayment;
-use super::{idempotency, view, ApiError};
+use super::{idempotency, listing, view, ApiError};
 use crate::error::FlowError;
 use crate::{flow, AppState};
 
@@ -64,19 +64,41 @@ pub async fn get(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FindQuery {
     merchant_order_no: Option<String>,
+    status: Option<String>,
+    channel: Option<String>,
+    method: Option<String>,
+    merchant_order_no_prefix: Option<String>,
+    limit: Option<u32>,
+    starting_after: Option<String>,
+    created_from: Option<String>,
+    created_to: Option<String>,
 }
 
+impl FindQuery {
+    fn page(&self) -> listing::Page {
+        listing::Page {
+            limit: self.limit,
+            starting_after: self.starting_after.clone(),
+            created_from: self.created_from.clone(),
+            created_to: self.created_to.clone(),
+        }
+    }
+}
+
+/// `GET /v1/payments?merchant_order_no=…` finds one payment; without it,
+/// lists the merchant's payments newest first, filtered and paged.
 pub async fn find(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<FindQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {e}")))?;
-    let order_no = q
-        .merchant_order_no
-        .ok_or_else(|| ApiError::invalid("merchant_order_no: required query parameter"))?;
+    let Some(order_no) = q.merchant_order_no.clone() else {
+        return list(&state, &caller, q).await;
+    };
     let payment = state
         .store
         .payment_by_order_no(&caller.merchant_id, &order_no)
@@ -101,7 +123,7 @@ pub async fn close(
     idempotency::once(&state, &caller.merchant_id, key, &path, &body, async {
         let result = async {
             let payment = owned_payment(&state, &caller, &id).await?;
-            Ok::<_, ApiError>(flow::close(&state, payment).await?)
+            Ok::<_, ApiError>(flow::close(&state, payment, flow::CloseReason::Merchant).await?)
         };
         match result.await {
             Ok(payment) => Json(view::payment(&payment)).into_response(),
@@ -109,6 +131,42 @@ pub async fn close(
         }
     })
     .await
+}
+
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    q: FindQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bounds = q.page().bounds()?;
+    let starting_after = match q.starting_after.as_deref() {
+        Some(id) => Some(
+            PaymentId::parse(id)
+                .map_err(|_| ApiError::invalid("starting_after: must be a payment id"))?,
+        ),
+        None => None,
+    };
+    let query = PaymentQuery {
+        merchant_id: caller.merchant_id.clone(),
+        status: listing::parsed(
+            "status",
+            q.status.as_deref(),
+            "created, pending, succeeded, failed, closed",
+        )?,
+        channel: listing::parsed("channel", q.channel.as_deref(), "wechat, alipay, unionpay")?,
+        method: listing::parsed("method", q.method.as_deref(), "a payment method")?,
+        created_from: bounds.created_from,
+        created_to: bounds.created_to,
+        order_no_prefix: q.merchant_order_no_prefix,
+        starting_after,
+        limit: bounds.fetch,
+    };
+    let rows = state
+        .store
+        .list_payments(&query)
+        .await
+        .map_err(FlowError::from)?;
+    Ok(Json(listing::page(rows, bounds.limit, view::payment)))
 }
 
 /// The payment, if it exists and belongs to the caller (others' payments are

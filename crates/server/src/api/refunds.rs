@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::refund_request::CreateRefund;
-use super::{idempotency, view, ApiError};
+use super::{idempotency, listing, view, ApiError};
 use crate::error::FlowError;
 use crate::{refunds, AppState};
 
@@ -71,19 +71,65 @@ pub async fn get(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FindQuery {
     merchant_refund_no: Option<String>,
+    status: Option<String>,
+    payment_id: Option<String>,
+    limit: Option<u32>,
+    starting_after: Option<String>,
+    created_from: Option<String>,
+    created_to: Option<String>,
 }
 
+impl FindQuery {
+    fn page(&self) -> listing::Page {
+        listing::Page {
+            limit: self.limit,
+            starting_after: self.starting_after.clone(),
+            created_from: self.created_from.clone(),
+            created_to: self.created_to.clone(),
+        }
+    }
+}
+
+/// `GET /v1/refunds?merchant_refund_no=…` finds one refund; without it,
+/// lists the merchant's refunds newest first, filtered and paged.
 pub async fn find(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<FindQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {e}")))?;
-    let no = q
-        .merchant_refund_no
-        .ok_or_else(|| ApiError::invalid("merchant_refund_no: required query parameter"))?;
+    let Some(no) = q.merchant_refund_no.clone() else {
+        let bounds = q.page().bounds()?;
+        let payment_id = match q.payment_id.as_deref() {
+            Some(id) => Some(
+                paymux_core::PaymentId::parse(id)
+                    .map_err(|_| ApiError::invalid("payment_id: must be a payment id"))?,
+            ),
+            None => None,
+        };
+        let query = paymux_store::RefundQuery {
+            merchant_id: caller.merchant_id.clone(),
+            status: listing::parsed(
+                "status",
+                q.status.as_deref(),
+                "processing, succeeded, failed",
+            )?,
+            payment_id,
+            created_from: bounds.created_from,
+            created_to: bounds.created_to,
+            starting_after: q.starting_after.clone(),
+            limit: bounds.fetch,
+        };
+        let rows = state
+            .store
+            .list_refunds(&query)
+            .await
+            .map_err(FlowError::from)?;
+        return Ok(Json(listing::page(rows, bounds.limit, view::refund)));
+    };
     let refund: Refund = state
         .store
         .refund_by_no(&caller.merchant_id, &no)

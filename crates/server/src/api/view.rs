@@ -32,13 +32,24 @@ pub fn payment(p: &Payment) -> Value {
 }
 
 /// The body POSTed to the merchant's `notify_url` for an event.
-pub fn event(id: &str, event_type: &str, created_at: DateTime<Utc>, p: &Payment) -> Value {
-    json!({
+/// A payment event; closes and failures say why (`reason`).
+pub fn event(
+    id: &str,
+    event_type: &str,
+    created_at: DateTime<Utc>,
+    p: &Payment,
+    reason: Option<&str>,
+) -> Value {
+    let mut e = json!({
         "id": id,
         "type": event_type,
         "created_at": time(created_at),
         "data": payment(p),
-    })
+    });
+    if let Some(reason) = reason {
+        e["reason"] = reason.into();
+    }
+    e
 }
 
 pub fn refund(r: &Refund) -> Value {

@@ -166,7 +166,7 @@ async fn poll(
                 return Ok(payment);
             }
             tracing::info!(payment_id = %payment.id, "prepay never reached the channel; closing the payment");
-            close(state, payment).await
+            close(state, payment, flow::CloseReason::NotPrepared).await
         }
         Err(ChannelError::NotFound) => {
             tracing::warn!(payment_id = %payment.id, "the channel does not know a prepared payment");
@@ -190,14 +190,18 @@ async fn expire(state: &AppState, payment: Payment) -> Result<Payment, FlowError
         Err(e) => return Err(flow::unavailable(e)),
     }
     tracing::info!(payment_id = %payment.id, "payment expired; closing it");
-    close(state, payment).await
+    close(state, payment, flow::CloseReason::Expired).await
 }
 
 /// [`flow::close`], where "cannot be closed because it was paid meanwhile"
 /// is a settled payment, not an error.
-async fn close(state: &AppState, payment: Payment) -> Result<Payment, FlowError> {
+async fn close(
+    state: &AppState,
+    payment: Payment,
+    reason: flow::CloseReason,
+) -> Result<Payment, FlowError> {
     let id = payment.id.clone();
-    match flow::close(state, payment).await {
+    match flow::close(state, payment, reason).await {
         Err(FlowError::InvalidState(why)) => match state.store.payment(&id).await? {
             Some(current) if current.status.is_terminal() => Ok(current),
             _ => Err(FlowError::InvalidState(why)),

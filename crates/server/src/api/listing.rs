@@ -1,0 +1,88 @@
+//! Listing a merchant's payments and refunds: filters, newest first, and
+//! cursor pages (`limit`, `starting_after`). The cursor is an id and ids
+//! are ULIDs, so a page never shifts or repeats while new objects arrive:
+//! they are newer than every cursor already handed out.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::ApiError;
+
+/// Objects per page when `limit` is not given, and at most.
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+/// The query parameters every listing shares.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub limit: Option<u32>,
+    pub starting_after: Option<String>,
+    /// RFC 3339; created at or after.
+    pub created_from: Option<String>,
+    /// RFC 3339; created before.
+    pub created_to: Option<String>,
+}
+
+/// The checked form of [`Page`]. `fetch` is one more than the page, to learn
+/// whether there is another.
+pub struct Bounds {
+    pub limit: u32,
+    pub fetch: u32,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+impl Page {
+    pub fn bounds(&self) -> Result<Bounds, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "limit: must be 1-{MAX_LIMIT}"
+            )));
+        }
+        Ok(Bounds {
+            limit,
+            fetch: limit + 1,
+            created_from: time("created_from", self.created_from.as_deref())?,
+            created_to: time("created_to", self.created_to.as_deref())?,
+        })
+    }
+}
+
+fn time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::invalid(format!(
+                        "{name}: must be an RFC 3339 time like 2026-12-01T08:00:00+08:00"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// A filter value parsed as the type it names (`status=closed`).
+pub fn parsed<T: FromStr>(name: &str, value: Option<&str>, allowed: &str) -> Result<Option<T>, ApiError> {
+    value
+        .map(|v| {
+            v.parse()
+                .map_err(|_| ApiError::invalid(format!("{name}: must be one of: {allowed}")))
+        })
+        .transpose()
+}
+
+/// `{"object": "list", "data": [...], "has_more": …}` from one more row than
+/// the page holds.
+pub fn page<T>(mut rows: Vec<T>, limit: u32, view: impl Fn(&T) -> Value) -> Value {
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    json!({
+        "object": "list",
+        "data": rows.iter().map(view).collect::<Vec<_>>(),
+        "has_more": has_more,
+    })
+}
