@@ -73,14 +73,13 @@ impl ChannelRegistry {
             self.clock.clone(),
             self.sandbox.as_ref(),
         )?;
-        if self.breakers.enabled() {
-            client = Arc::new(GuardedChannel::new(
-                client,
-                &account.id,
-                self.breakers.clone(),
-                self.clock.clone(),
-            ));
-        }
+        client = Arc::new(GuardedChannel::new(
+            client,
+            account.channel.as_str(),
+            &account.id,
+            self.breakers.clone(),
+            self.clock.clone(),
+        ));
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         Ok(clients.entry(account.id.clone()).or_insert(client).clone())
     }

@@ -88,9 +88,12 @@ impl Breakers {
     }
 }
 
-/// The decorator itself.
+/// The decorator itself: every call is timed and counted
+/// ([`crate::observe::channel_call`]), and goes through its breaker when
+/// breakers are enabled.
 pub struct GuardedChannel {
     inner: Arc<dyn Channel>,
+    channel: &'static str,
     account_id: String,
     breakers: Arc<Breakers>,
     clock: Arc<dyn Clock>,
@@ -99,12 +102,14 @@ pub struct GuardedChannel {
 impl GuardedChannel {
     pub fn new(
         inner: Arc<dyn Channel>,
+        channel: &'static str,
         account_id: &str,
         breakers: Arc<Breakers>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         GuardedChannel {
             inner,
+            channel,
             account_id: account_id.to_string(),
             breakers,
             clock,
@@ -116,9 +121,22 @@ impl GuardedChannel {
         op: Operation,
         call: impl Future<Output = Result<T, ChannelError>>,
     ) -> Result<T, ChannelError> {
+        let started = std::time::Instant::now();
+        if !self.breakers.enabled() {
+            let result = call.await;
+            self.observe(op, &result, started);
+            return result;
+        }
         let breaker = self.breakers.get(&self.account_id, op);
         let now = self.clock.now();
-        let permit = breaker.acquire(now).map_err(|r| refused(r, now))?;
+        let permit = match breaker.acquire(now) {
+            Ok(permit) => permit,
+            Err(r) => {
+                let result = Err(refused(r, now));
+                self.observe(op, &result, started);
+                return result;
+            }
+        };
         let result = call.await;
         let outcome = match &result {
             Err(ChannelError::RateLimited { retry_after }) => Outcome::RateLimited(*retry_after),
@@ -126,7 +144,20 @@ impl GuardedChannel {
             _ => Outcome::Success,
         };
         permit.record(outcome, self.clock.now());
+        self.observe(op, &result, started);
         result
+    }
+
+    fn observe<T>(&self, op: Operation, result: &Result<T, ChannelError>, started: std::time::Instant) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(ChannelError::Rejected { .. }) => "rejected",
+            Err(ChannelError::NotFound) => "not_found",
+            Err(ChannelError::RateLimited { .. }) => "rate_limited",
+            Err(ChannelError::CircuitOpen { .. }) => "suspended",
+            Err(_) => "failed",
+        };
+        crate::observe::channel_call(self.channel, op.as_str(), outcome, started.elapsed());
     }
 }
 

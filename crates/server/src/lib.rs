@@ -16,6 +16,7 @@ pub mod http_limits;
 pub mod locks;
 pub mod merchants;
 pub mod notifier;
+pub mod observe;
 pub mod ops;
 pub mod outbound;
 pub mod refunds;
@@ -115,6 +116,7 @@ pub async fn start_with_clock(
         tasks.push(tokio::spawn(notifier::run(state.clone())));
     }
     tasks.push(tokio::spawn(ops::purge_nonces_periodically(state.clone())));
+    tasks.push(tokio::spawn(observe::watch_backlog(state.clone())));
     if state.config.poller.enabled {
         tasks.push(tokio::spawn(workers::poller::run(state.clone())));
         tasks.push(tokio::spawn(workers::refund_checks::run(state.clone())));
@@ -158,9 +160,11 @@ pub fn router(state: AppState) -> Router {
             paymux_sim::unionpay::router(sandbox.unionpay.clone()),
         );
     }
-    app.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        http_limits::limit,
-    ))
-    .with_state(state)
+    app.route_layer(axum::middleware::from_fn(observe::http_metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http_limits::limit,
+        ))
+        .layer(axum::middleware::from_fn(observe::request_id))
+        .with_state(state)
 }

@@ -36,6 +36,10 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is (`sqlite` or `postgres`), for logs and benchmarks.
     fn backend(&self) -> &'static str;
 
+    /// Counts of what is waiting: events not acknowledged, open payments,
+    /// processing refunds.
+    async fn backlog(&self) -> Result<Backlog>;
+
     /// Answers whether the database is reachable (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 

@@ -233,6 +233,16 @@ pub struct RefundQuery {
     pub limit: u32,
 }
 
+/// What is waiting, for the operator's gauges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Backlog {
+    pub undelivered_events: i64,
+    pub dead_events: i64,
+    pub oldest_undelivered: Option<DateTime<Utc>>,
+    pub open_payments: i64,
+    pub processing_refunds: i64,
+}
+
 /// What a notifier asks of [`crate::Store::claim_events`].
 #[derive(Debug, Clone, Default)]
 pub struct EventClaim {

@@ -75,6 +75,27 @@ impl Store for PgStore {
         "postgres"
     }
 
+    async fn backlog(&self) -> Result<Backlog> {
+        use sqlx::Row;
+        let row = sqlx::query(
+            "SELECT
+                (SELECT COUNT(*) FROM events WHERE delivered_at IS NULL AND NOT dead) AS undelivered,
+                (SELECT COUNT(*) FROM events WHERE delivered_at IS NULL AND NOT (NOT dead)) AS dead,
+                (SELECT MIN(created_at) FROM events WHERE delivered_at IS NULL AND NOT dead) AS oldest,
+                (SELECT COUNT(*) FROM payments WHERE status IN ('created', 'pending')) AS open,
+                (SELECT COUNT(*) FROM refunds WHERE status = 'processing') AS processing",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Backlog {
+            undelivered_events: row.try_get("undelivered")?,
+            dead_events: row.try_get("dead")?,
+            oldest_undelivered: row.try_get::<Option<DateTime<Utc>>, _>("oldest")?,
+            open_payments: row.try_get("open")?,
+            processing_refunds: row.try_get("processing")?,
+        })
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

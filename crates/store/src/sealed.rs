@@ -157,6 +157,10 @@ impl Store for SealedStore {
         self.inner.backend()
     }
 
+    async fn backlog(&self) -> Result<Backlog> {
+        self.inner.backlog().await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

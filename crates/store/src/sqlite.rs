@@ -133,6 +133,30 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    async fn backlog(&self) -> Result<Backlog> {
+        use sqlx::Row;
+        let row = sqlx::query(
+            "SELECT
+                (SELECT COUNT(*) FROM events WHERE delivered_at IS NULL AND dead = 0) AS undelivered,
+                (SELECT COUNT(*) FROM events WHERE delivered_at IS NULL AND NOT (dead = 0)) AS dead,
+                (SELECT MIN(created_at) FROM events WHERE delivered_at IS NULL AND dead = 0) AS oldest,
+                (SELECT COUNT(*) FROM payments WHERE status IN ('created', 'pending')) AS open,
+                (SELECT COUNT(*) FROM refunds WHERE status = 'processing') AS processing",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(Backlog {
+            undelivered_events: row.try_get("undelivered")?,
+            dead_events: row.try_get("dead")?,
+            oldest_undelivered: row
+                .try_get::<Option<i64>, _>("oldest")?
+                .map(|v| from_micros("oldest", v))
+                .transpose()?,
+            open_payments: row.try_get("open")?,
+            processing_refunds: row.try_get("processing")?,
+        })
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())

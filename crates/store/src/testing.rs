@@ -136,9 +136,18 @@ fn unreachable(admin_url: &str, why: &str) -> Option<TestDb> {
     if std::env::var("PAYMUX_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
         panic!("PostgreSQL not reachable at {admin_url} ({why}) and PAYMUX_REQUIRE_SERVICES=1");
     }
-    eprintln!(
-        "SKIP: PostgreSQL not reachable at {admin_url} ({why}); \
-         set PAYMUX_REQUIRE_SERVICES=1 to require it"
+    // Written to the process's stderr directly, not through `eprintln!`,
+    // which the test harness captures and hides for a passing test: a
+    // skipped backend must show in a normal `cargo test` run.
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED on PostgreSQL: {test} (not reachable at {admin_url}: {why}; \
+         set PAYMUX_REQUIRE_SERVICES=1 to require it)"
     );
     None
 }

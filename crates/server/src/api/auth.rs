@@ -84,6 +84,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         Err(e) if e.status == StatusCode::UNAUTHORIZED => return refuse(e, Some(&app.app_id)),
         Err(e) => return e.into_response(),
     };
+    tracing::Span::current().record("merchant_id", app.merchant_id.as_str());
     parts.extensions.insert(Caller {
         app_id: app.app_id.clone(),
         merchant_id: app.merchant_id.clone(),
