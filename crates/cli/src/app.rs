@@ -18,6 +18,23 @@ pub enum AppCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Make an app sign its requests with its own key pair: paymux keeps only
+    /// the public key, the merchant the private one. Answers and
+    /// notifications are still signed with the app secret.
+    SetRequestKey {
+        app_id: String,
+        /// ed25519 or rsa-sha256 (RSASSA-PKCS1-v1_5, SHA-256, 2048 bits or more).
+        #[arg(long, required_unless_present = "clear")]
+        alg: Option<String>,
+        /// A PEM file holding the public key (BEGIN PUBLIC KEY).
+        #[arg(long, required_unless_present = "clear")]
+        public_key: Option<std::path::PathBuf>,
+        /// Sign with the app secret again.
+        #[arg(long, conflicts_with_all = ["alg", "public_key"])]
+        clear: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Give an app a new secret (shown once). The old one keeps verifying
     /// requests during the grace period.
     RotateSecret {
@@ -34,6 +51,32 @@ pub enum AppCommand {
 
 pub async fn run(command: AppCommand) -> Result<(), String> {
     let (app, json, note) = match command {
+        AppCommand::SetRequestKey {
+            app_id,
+            alg,
+            public_key,
+            clear,
+            db,
+        } => {
+            let key = match (clear, alg, public_key) {
+                (true, _, _) => None,
+                (false, Some(alg), Some(path)) => Some(paymux_store::RequestKey {
+                    alg: alg.parse()?,
+                    public_key_pem: std::fs::read_to_string(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                }),
+                _ => return Err("give --alg and --public-key, or --clear".into()),
+            };
+            let store = db.open_for_secrets().await?;
+            merchants::set_app_request_key(&*store, &app_id, key.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            match key {
+                Some(k) => println!("{app_id} now signs its requests with its {} key.", k.alg.as_str()),
+                None => println!("{app_id} now signs its requests with its secret."),
+            }
+            return Ok(());
+        }
         AppCommand::Create { merchant, json, db } => {
             let store = db.open_for_secrets().await?;
             let app = merchants::create_app(&*store, &SystemClock, &merchant)

@@ -13,6 +13,9 @@ pub struct MerchantClient {
     pub base_url: String,
     pub app_id: String,
     pub secret: String,
+    /// Signs requests with this Ed25519 key instead of the secret (the
+    /// secret still checks the answers).
+    ed25519: Option<std::sync::Arc<aws_lc_rs::signature::Ed25519KeyPair>>,
     http: reqwest::Client,
 }
 
@@ -47,8 +50,17 @@ impl MerchantClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             app_id: app_id.to_string(),
             secret: secret.to_string(),
+            ed25519: None,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The same client, signing its requests with an Ed25519 key (PKCS#8).
+    pub fn with_ed25519_key(mut self, pkcs8: &[u8]) -> Result<Self, String> {
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8)
+            .map_err(|e| format!("Ed25519 key: {e}"))?;
+        self.ed25519 = Some(std::sync::Arc::new(pair));
+        Ok(self)
     }
 
     pub async fn get(&self, path: &str) -> Result<ApiResponse, reqwest::Error> {
@@ -79,15 +91,26 @@ impl MerchantClient {
             .unwrap_or_else(|| chrono::Utc::now().timestamp())
             .to_string();
         let nonce = auth.nonce.unwrap_or_else(signing::new_nonce);
-        let signature = auth.signature.unwrap_or_else(|| {
-            signing::sign_request(
+        let signature = auth.signature.unwrap_or_else(|| match &self.ed25519 {
+            Some(pair) => {
+                use base64::Engine;
+                let message = signing::request_message(
+                    method.as_str(),
+                    path_and_query,
+                    &timestamp,
+                    &nonce,
+                    &body,
+                );
+                base64::engine::general_purpose::STANDARD.encode(pair.sign(&message).as_ref())
+            }
+            None => signing::sign_request(
                 &self.secret,
                 method.as_str(),
                 path_and_query,
                 &timestamp,
                 &nonce,
                 &body,
-            )
+            ),
         });
         let mut req = self
             .http

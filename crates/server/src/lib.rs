@@ -20,6 +20,7 @@ pub mod observe;
 pub mod ops;
 pub mod outbound;
 pub mod refunds;
+pub mod request_keys;
 pub mod sandbox;
 pub mod secrets;
 pub mod signing;

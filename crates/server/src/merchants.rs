@@ -1,7 +1,7 @@
 //! Merchants and their API credentials.
 
 use paymux_core::{new_id, Clock};
-use paymux_store::{App, Merchant, Store};
+use paymux_store::{App, Merchant, RequestKey, Store};
 
 use crate::ServerError;
 
@@ -63,6 +63,21 @@ pub const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
 /// `grace_secs` (0: it stops at once), so clients can switch without
 /// failed requests. A previous secret still in its grace period is dropped.
 /// The new secret is returned once, here.
+/// Makes an app sign its requests with a key pair (the public half given
+/// as SPKI PEM), or with its secret again when `key` is `None`.
+pub async fn set_app_request_key(
+    store: &dyn Store,
+    app_id: &str,
+    key: Option<RequestKey>,
+) -> Result<(), ServerError> {
+    if let Some(k) = &key {
+        crate::request_keys::parse(k.alg, &k.public_key_pem).map_err(ServerError::Config)?;
+    }
+    store.update_app_request_key(app_id, key.as_ref()).await?;
+    tracing::info!(app_id, alg = key.as_ref().map(|k| k.alg.as_str()), "app request key set");
+    Ok(())
+}
+
 pub async fn rotate_app_secret(
     store: &dyn Store,
     clock: &dyn Clock,

@@ -40,7 +40,8 @@ fn verify(secret: &str, msg: &[u8], signature_b64: &str) -> bool {
     .is_ok()
 }
 
-fn request_message(
+/// The bytes a request signature covers, whatever the algorithm.
+pub fn request_message(
     method: &str,
     path_and_query: &str,
     ts: &str,

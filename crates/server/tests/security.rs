@@ -474,3 +474,62 @@ on_every_backend!(a_slow_merchant_never_gets_an_acknowledged_event_again, |db| {
     assert!(seen.values().all(|n| *n == 1), "each exactly once: {seen:?}");
     app.server.stop();
 });
+
+on_every_backend!(an_app_with_an_ed25519_key_pays_and_its_secret_alone_no_longer_signs, |db| {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use base64::Engine;
+    let mut app = spawn_app(&db, |_| {}).await;
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let spki = pair.public_key().as_der().unwrap();
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(spki.as_ref())
+    );
+    paymux_server::merchants::set_app_request_key(
+        &*db.store,
+        &app.client.app_id,
+        Some(paymux_store::RequestKey {
+            alg: paymux_store::RequestKeyAlg::Ed25519,
+            public_key_pem: pem,
+        }),
+    )
+    .await
+    .unwrap();
+    // A key that is not Ed25519 is refused when it is set.
+    assert!(paymux_server::merchants::set_app_request_key(
+        &*db.store,
+        &app.client.app_id,
+        Some(paymux_store::RequestKey {
+            alg: paymux_store::RequestKeyAlg::Ed25519,
+            public_key_pem: "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".into(),
+        }),
+    )
+    .await
+    .is_err());
+
+    // Signed with the secret only: refused.
+    let r = app
+        .client
+        .post("/v1/payments", &order("ORDER-ED-HMAC", &app.receiver.url))
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.error_code()), (401, Some("INVALID_SIGNATURE")), "{}", r.body);
+
+    // Signed with the private key: a payment, answered and notified under the secret.
+    let keyed = app.client.clone().with_ed25519_key(pkcs8.as_ref()).unwrap();
+    let r = keyed
+        .post("/v1/payments", &order("ORDER-ED", &app.receiver.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.signature_ok, "the answer is signed with the app secret");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let (status, paid) = app.pay_at("wechat", &json!({"out_trade_no": id})).await;
+    assert_eq!(status, 200, "{paid}");
+    let event = app.receiver.next(Duration::from_secs(5)).await.expect("notified");
+    assert!(event.signature_ok);
+    assert_eq!(event.body["data"]["id"], id.as_str());
+    app.server.stop();
+});

@@ -58,6 +58,9 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces an app's secrets (current and previous, with its expiry).
     /// [`StoreError::NotFound`] if there is no such app.
     async fn update_app_secrets(&self, app: &App) -> Result<()>;
+    /// Sets (or, with `None`, removes) the key an app signs its requests
+    /// with. [`StoreError::NotFound`] if there is no such app.
+    async fn update_app_request_key(&self, app_id: &str, key: Option<&RequestKey>) -> Result<()>;
 
     async fn insert_channel_account(&self, account: &ChannelAccount) -> Result<()>;
     /// Every channel account, or the merchant's, oldest first, enabled or not.

@@ -43,6 +43,10 @@ const SQLITE: &[Migration] = &[
         version: 7,
         sql: include_str!("../migrations/sqlite/0007_listing_indexes.sql"),
     },
+    Migration {
+        version: 8,
+        sql: include_str!("../migrations/sqlite/0008_app_request_keys.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -73,6 +77,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 7,
         sql: include_str!("../migrations/postgres/0007_listing_indexes.sql"),
+    },
+    Migration {
+        version: 8,
+        sql: include_str!("../migrations/postgres/0008_app_request_keys.sql"),
     },
 ];
 

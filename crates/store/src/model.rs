@@ -22,6 +22,44 @@ pub struct App {
     /// `previous_secret_expires_at`, so merchants can roll the new one out.
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// The app signs its requests with this key pair's private half instead
+    /// of the secret (which still signs paymux's answers and notifications).
+    pub request_key: Option<RequestKey>,
+}
+
+/// A merchant's public key for request signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub alg: RequestKeyAlg,
+    /// SubjectPublicKeyInfo PEM (`BEGIN PUBLIC KEY`).
+    pub public_key_pem: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKeyAlg {
+    Ed25519,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, at least 2048 bits.
+    RsaSha256,
+}
+
+impl RequestKeyAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKeyAlg::Ed25519 => "ed25519",
+            RequestKeyAlg::RsaSha256 => "rsa-sha256",
+        }
+    }
+}
+
+impl std::str::FromStr for RequestKeyAlg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ed25519" => Ok(RequestKeyAlg::Ed25519),
+            "rsa-sha256" => Ok(RequestKeyAlg::RsaSha256),
+            other => Err(format!("{other:?} is not ed25519 or rsa-sha256")),
+        }
+    }
 }
 
 impl App {
@@ -39,6 +77,7 @@ impl App {
             created_at,
             previous_secret: None,
             previous_secret_expires_at: None,
+            request_key: None,
         }
     }
 

@@ -13,7 +13,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use crate::model::{
     App, ChannelAccount, IdempotencyRecord, Merchant, OutboxEvent, Payment, Refund,
 };
-use crate::{Result, StoreError};
+use crate::{RequestKey, Result, StoreError};
 
 /// Typed column access over one backend's row.
 pub(crate) trait Cols {
@@ -65,6 +65,15 @@ pub(crate) fn app(r: &impl Cols) -> Result<App> {
         created_at: r.ts("created_at")?,
         previous_secret: r.opt_text("previous_secret")?,
         previous_secret_expires_at: r.opt_ts("previous_secret_expires_at")?,
+        request_key: match (r.opt_text("request_key_alg")?, r.opt_text("request_key_pem")?) {
+            (Some(alg), Some(pem)) => Some(RequestKey {
+                alg: alg
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("apps.request_key_alg: {e}")))?,
+                public_key_pem: pem,
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -204,6 +204,11 @@ impl Store for SealedStore {
         self.inner.insert_app(&self.seal_app(app)?).await
     }
 
+    async fn update_app_request_key(&self, app_id: &str, key: Option<&RequestKey>) -> Result<()> {
+        // A public key is no secret: stored as it is.
+        self.inner.update_app_request_key(app_id, key).await
+    }
+
     async fn update_app_secrets(&self, app: &App) -> Result<()> {
         self.inner.update_app_secrets(&self.seal_app(app)?).await
     }

@@ -246,6 +246,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn update_app_request_key(&self, app_id: &str, key: Option<&RequestKey>) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE apps SET request_key_alg = ?2, request_key_pem = ?3 WHERE app_id = ?1",
+        )
+        .bind(app_id)
+        .bind(key.map(|k| k.alg.as_str()))
+        .bind(key.map(|k| k.public_key_pem.as_str()))
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("app {app_id}")));
+        }
+        Ok(())
+    }
+
     async fn update_app_secrets(&self, app: &App) -> Result<()> {
         let rows = sqlx::query(
             "UPDATE apps SET secret = ?2, previous_secret = ?3,

@@ -126,21 +126,37 @@ async fn check(
     // A GET carries no body, whatever the client sent.
     let body = if method == "GET" { &[][..] } else { body };
     let now = state.clock.now();
-    // The current secret, or the previous one while its grace period lasts.
-    let Some(secret) = app.valid_secrets(now).find(|secret| {
-        signing::verify_request(
-            secret,
-            method,
-            path_and_query,
-            timestamp,
-            nonce,
-            body,
-            signature,
-        )
-    }) else {
-        return Err(bad_sig("signature does not match the request"));
+    let secret = match &app.request_key {
+        // An app with its own key pair is verified with its public key only
+        // (no fallback to the secret); its answers are still signed with
+        // the secret, which the merchant uses to check them.
+        Some(key) => {
+            let message = signing::request_message(method, path_and_query, timestamp, nonce, body);
+            if !crate::request_keys::verify(key, &message, signature) {
+                return Err(bad_sig(&format!(
+                    "signature does not verify with the app's {} public key",
+                    key.alg.as_str()
+                )));
+            }
+            app.secret.clone()
+        }
+        // The current secret, or the previous one while its grace period lasts.
+        None => app
+            .valid_secrets(now)
+            .find(|secret| {
+                signing::verify_request(
+                    secret,
+                    method,
+                    path_and_query,
+                    timestamp,
+                    nonce,
+                    body,
+                    signature,
+                )
+            })
+            .ok_or_else(|| bad_sig("signature does not match the request"))?
+            .to_string(),
     };
-    let secret = secret.to_string();
     let window = state.config.timestamp_window_secs;
     let ts: i64 = timestamp.parse().map_err(|_| {
         ApiError::unauthorized("TIMESTAMP_EXPIRED", "Paymux-Timestamp is not unix seconds")
