@@ -26,14 +26,29 @@ impl Default for Timeouts {
 /// A client with both timeouts set, shared by every account (one connection
 /// pool per channel host).
 pub fn client(timeouts: Timeouts) -> Result<reqwest::Client, ChannelError> {
+    client_trusting(timeouts, None)
+}
+
+/// [`client`], also trusting the certificates of a PEM bundle (a sandbox
+/// served over its own TLS reaches its in-process simulators through it).
+pub fn client_trusting(
+    timeouts: Timeouts,
+    extra_roots_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, ChannelError> {
     if timeouts.connect.is_zero() || timeouts.request.is_zero() {
         return Err(ChannelError::Config(
             "channel HTTP timeouts must be greater than zero".into(),
         ));
     }
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(timeouts.connect)
-        .timeout(timeouts.request)
+        .timeout(timeouts.request);
+    if let Some(pem) = extra_roots_pem {
+        let roots = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ChannelError::Config(format!("trusted certificates: {e}")))?;
+        builder = builder.tls_certs_merge(roots);
+    }
+    builder
         .build()
         .map_err(|e| ChannelError::Config(format!("HTTP client: {e}")))
 }

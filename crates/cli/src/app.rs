@@ -35,6 +35,19 @@ pub enum AppCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Serve an app only over mutual TLS with this client certificate (needs
+    /// tls_cert_file, tls_key_file and client_ca_file on the server).
+    BindClientCert {
+        app_id: String,
+        /// The client certificate, PEM.
+        #[arg(long, required_unless_present = "clear")]
+        cert: Option<std::path::PathBuf>,
+        /// Serve the app without a client certificate again.
+        #[arg(long, conflicts_with = "cert")]
+        clear: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Give an app a new secret (shown once). The old one keeps verifying
     /// requests during the grace period.
     RotateSecret {
@@ -51,6 +64,30 @@ pub enum AppCommand {
 
 pub async fn run(command: AppCommand) -> Result<(), String> {
     let (app, json, note) = match command {
+        AppCommand::BindClientCert {
+            app_id,
+            cert,
+            clear,
+            db,
+        } => {
+            let pem = match (clear, cert) {
+                (true, _) => None,
+                (false, Some(path)) => Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                ),
+                (false, None) => return Err("give --cert or --clear".into()),
+            };
+            let store = db.open_for_secrets().await?;
+            let bound = merchants::bind_app_client_cert(&*store, &app_id, pem.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            match bound {
+                Some(fp) => println!("{app_id} is served only with the client certificate sha256:{fp}."),
+                None => println!("{app_id} is served without a client certificate."),
+            }
+            return Ok(());
+        }
         AppCommand::SetRequestKey {
             app_id,
             alg,

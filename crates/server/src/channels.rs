@@ -36,12 +36,16 @@ pub struct SandboxTrust {
 }
 
 impl ChannelRegistry {
+    /// `extra_roots_pem`: certificates channel calls also trust (a sandbox
+    /// serving its own TLS, whose simulators are reached through it).
     pub fn new(
         clock: Arc<dyn Clock>,
         http_config: &ChannelHttpConfig,
         breaker: BreakerConfig,
+        extra_roots_pem: Option<&[u8]>,
     ) -> Result<Self, ChannelError> {
-        let http = paymux_channels::transport::client(http_config.timeouts())?;
+        let http =
+            paymux_channels::transport::client_trusting(http_config.timeouts(), extra_roots_pem)?;
         Ok(ChannelRegistry {
             http,
             breakers: Arc::new(Breakers::new(breaker, clock.clone())),

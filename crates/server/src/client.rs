@@ -55,6 +55,12 @@ impl MerchantClient {
         }
     }
 
+    /// The same client over another HTTP client (TLS roots, a client certificate).
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+
     /// The same client, signing its requests with an Ed25519 key (PKCS#8).
     pub fn with_ed25519_key(mut self, pkcs8: &[u8]) -> Result<Self, String> {
         let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8)

@@ -47,6 +47,14 @@ pub struct ServerConfig {
     pub default_expiry_secs: i64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Serve HTTPS with this certificate chain (PEM) and key (PEM).
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// Verify client certificates issued under this CA (PEM): mutual TLS.
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// Refuse every TLS connection without a client certificate (a listener
+    /// for the merchant API only: channels present none when calling back).
+    pub client_cert_required: bool,
     /// Connection, header, body and request time limits.
     pub http: crate::http_limits::HttpLimits,
     /// Failed merchant authentication, per client address and per app.
@@ -258,6 +266,10 @@ impl Default for ServerConfig {
             timestamp_window_secs: 300,
             default_expiry_secs: 2 * 3600,
             max_body_bytes: 64 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+            client_cert_required: false,
             http: Default::default(),
             auth_failures: Default::default(),
             notifier: NotifierConfig::default(),
@@ -333,6 +345,7 @@ impl ServerConfig {
     pub fn effective_public_url(&self, addr: SocketAddr) -> Result<String, String> {
         let url = match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
+            None if self.tls_cert_file.is_some() => format!("https://{addr}"),
             None if self.sandbox || self.allow_insecure_public_url => format!("http://{addr}"),
             None => {
                 return Err(
@@ -374,6 +387,22 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The TLS files, when paymux serves HTTPS itself.
+    pub fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, String> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca_file.clone(),
+                client_cert_required: self.client_cert_required,
+            })),
+            (None, None) if self.client_ca_file.is_none() && !self.client_cert_required => Ok(None),
+            _ => Err("tls_cert_file and tls_key_file go together, and client_ca_file and \
+                      client_cert_required need them"
+                .into()),
+        }
     }
 
     /// Where merchant notifications may go.

@@ -55,13 +55,18 @@ impl Default for HttpLimits {
 }
 
 /// Accepts connections until the task is aborted, each served by hyper with
-/// the header timeout, and each holding one of `max_connections` slots for
-/// as long as it is open.
-pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) {
+/// the header timeout (which also bounds a TLS handshake), and each holding
+/// one of `max_connections` slots for as long as it is open.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let header_timeout = Duration::from_millis(limits.header_read_timeout_ms.max(1));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms.max(1)));
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
     // Connections are owned by this task: aborting it (stopping the server)
     // ends them too.
     let mut connections = tokio::task::JoinSet::new();
@@ -79,26 +84,64 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) {
                 continue;
             }
         };
-        let app = app.clone();
-        let conn = http.serve_connection(
-            TokioIo::new(stream),
-            hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(remote));
-                let app = app.clone();
-                async move {
-                    let res: Result<Response, Infallible> =
-                        app.oneshot(req.map(Body::new)).await;
-                    res
-                }
-            }),
-        );
+        let (app, http, tls) = (app.clone(), http.clone(), tls.clone());
         connections.spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => serve_one(&http, stream, app, remote, None).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let cert = tls_stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| crate::tls::ClientCert(crate::tls::fingerprint(c.as_ref())));
+                            serve_one(&http, tls_stream, app, remote, cert).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TLS handshake refused");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
             drop(slot);
         });
     }
+}
+
+/// Serves one connection; every request carries the client's address and,
+/// over TLS, the client certificate it presented.
+async fn serve_one<IO>(
+    http: &hyper::server::conn::http1::Builder,
+    io: IO,
+    app: Router,
+    remote: SocketAddr,
+    cert: Option<crate::tls::ClientCert>,
+) -> Result<(), hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    http.serve_connection(
+        TokioIo::new(io),
+        hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(remote));
+            if let Some(cert) = &cert {
+                req.extensions_mut().insert(cert.clone());
+            }
+            let app = app.clone();
+            async move {
+                let res: Result<Response, Infallible> = app.oneshot(req.map(Body::new)).await;
+                res
+            }
+        }),
+    )
+    .await
 }
 
 /// The client's address, when the request came through [`serve`].

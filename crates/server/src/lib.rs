@@ -25,6 +25,7 @@ pub mod sandbox;
 pub mod secrets;
 pub mod signing;
 pub mod state;
+pub mod tls;
 pub mod undelivered;
 pub mod workers;
 
@@ -49,9 +50,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// The base URL the server answers on, e.g. `http://127.0.0.1:8080`.
+    /// The base URL the server answers on, e.g. `http://127.0.0.1:8080`
+    /// (`https://` when it serves TLS itself).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.config.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops the listener and the workers at once, like a crash would: whatever
@@ -81,6 +88,10 @@ pub async fn start_with_clock(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, ServerError> {
+    let tls = match config.tls_files().map_err(ServerError::Config)? {
+        Some(files) => Some(tls::acceptor(&files).map_err(ServerError::Config)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let public_url = config
@@ -128,6 +139,7 @@ pub async fn start_with_clock(
         listener,
         app,
         state.config.http.clone(),
+        tls,
     )));
     tracing::info!(%addr, backend = state.store.backend(), "paymux listening");
     Ok(Running { addr, state, tasks })

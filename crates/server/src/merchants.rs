@@ -78,6 +78,24 @@ pub async fn set_app_request_key(
     Ok(())
 }
 
+/// Binds an app to a client certificate (PEM): its requests are then served
+/// only over mutual TLS with exactly that certificate. `None` unbinds it.
+pub async fn bind_app_client_cert(
+    store: &dyn Store,
+    app_id: &str,
+    cert_pem: Option<&str>,
+) -> Result<Option<String>, ServerError> {
+    let fingerprint = cert_pem
+        .map(crate::tls::pem_fingerprint)
+        .transpose()
+        .map_err(ServerError::Config)?;
+    store
+        .update_app_client_cert(app_id, fingerprint.as_deref())
+        .await?;
+    tracing::info!(app_id, bound = fingerprint.is_some(), "app client certificate set");
+    Ok(fingerprint)
+}
+
 pub async fn rotate_app_secret(
     store: &dyn Store,
     clock: &dyn Clock,

@@ -50,8 +50,20 @@ impl AppState {
         let sandbox = config
             .sandbox
             .then(|| Arc::new(crate::sandbox::Sandbox::with_clock(clock.clone())));
-        let mut channels =
-            ChannelRegistry::new(clock.clone(), &config.channel_http, config.breaker.clone())?;
+        // A sandbox serving HTTPS calls its own simulators over that TLS:
+        // it trusts the certificates it serves (put the issuing CA in the file).
+        let own_chain = match (&config.tls_cert_file, config.sandbox) {
+            (Some(path), true) => Some(std::fs::read(path).map_err(|e| {
+                ServerError::Config(format!("{}: {e}", path.display()))
+            })?),
+            _ => None,
+        };
+        let mut channels = ChannelRegistry::new(
+            clock.clone(),
+            &config.channel_http,
+            config.breaker.clone(),
+            own_chain.as_deref(),
+        )?;
         if let Some(s) = &sandbox {
             let unionpay = s.unionpay.platform();
             channels = channels.with_sandbox_trust(crate::channels::SandboxTrust {

@@ -61,6 +61,9 @@ pub trait Store: Send + Sync + 'static {
     /// Sets (or, with `None`, removes) the key an app signs its requests
     /// with. [`StoreError::NotFound`] if there is no such app.
     async fn update_app_request_key(&self, app_id: &str, key: Option<&RequestKey>) -> Result<()>;
+    /// Binds (or, with `None`, unbinds) an app to a client certificate.
+    /// [`StoreError::NotFound`] if there is no such app.
+    async fn update_app_client_cert(&self, app_id: &str, sha256: Option<&str>) -> Result<()>;
 
     async fn insert_channel_account(&self, account: &ChannelAccount) -> Result<()>;
     /// Every channel account, or the merchant's, oldest first, enabled or not.

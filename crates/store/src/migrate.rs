@@ -47,6 +47,10 @@ const SQLITE: &[Migration] = &[
         version: 8,
         sql: include_str!("../migrations/sqlite/0008_app_request_keys.sql"),
     },
+    Migration {
+        version: 9,
+        sql: include_str!("../migrations/sqlite/0009_app_client_cert.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -81,6 +85,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 8,
         sql: include_str!("../migrations/postgres/0008_app_request_keys.sql"),
+    },
+    Migration {
+        version: 9,
+        sql: include_str!("../migrations/postgres/0009_app_client_cert.sql"),
     },
 ];
 

@@ -25,6 +25,9 @@ pub struct App {
     /// The app signs its requests with this key pair's private half instead
     /// of the secret (which still signs paymux's answers and notifications).
     pub request_key: Option<RequestKey>,
+    /// The client certificate (SHA-256 of its DER, hex) every request of the
+    /// app must come with, over mutual TLS.
+    pub client_cert_sha256: Option<String>,
 }
 
 /// A merchant's public key for request signatures.
@@ -78,6 +81,7 @@ impl App {
             previous_secret: None,
             previous_secret_expires_at: None,
             request_key: None,
+            client_cert_sha256: None,
         }
     }
 

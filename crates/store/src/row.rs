@@ -74,6 +74,7 @@ pub(crate) fn app(r: &impl Cols) -> Result<App> {
             }),
             _ => None,
         },
+        client_cert_sha256: r.opt_text("client_cert_sha256")?,
     })
 }
 

@@ -209,6 +209,10 @@ impl Store for SealedStore {
         self.inner.update_app_request_key(app_id, key).await
     }
 
+    async fn update_app_client_cert(&self, app_id: &str, sha256: Option<&str>) -> Result<()> {
+        self.inner.update_app_client_cert(app_id, sha256).await
+    }
+
     async fn update_app_secrets(&self, app: &App) -> Result<()> {
         self.inner.update_app_secrets(&self.seal_app(app)?).await
     }

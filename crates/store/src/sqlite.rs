@@ -261,6 +261,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn update_app_client_cert(&self, app_id: &str, sha256: Option<&str>) -> Result<()> {
+        let done = sqlx::query("UPDATE apps SET client_cert_sha256 = ?2 WHERE app_id = ?1")
+            .bind(app_id)
+            .bind(sha256)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("app {app_id}")));
+        }
+        Ok(())
+    }
+
     async fn update_app_secrets(&self, app: &App) -> Result<()> {
         let rows = sqlx::query(
             "UPDATE apps SET secret = ?2, previous_secret = ?3,

@@ -70,6 +70,16 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     // The response is signed with the secret the request was signed with:
     // during a rotation's grace period a client still on the previous
     // secret can verify our answers too.
+    if let Some(bound) = &app.client_cert_sha256 {
+        let presented = parts.extensions.get::<crate::tls::ClientCert>();
+        if presented.map(|c| &c.0) != Some(bound) {
+            let e = ApiError::unauthorized(
+                "CLIENT_CERT_REQUIRED",
+                "this app is served only over mutual TLS with its own client certificate",
+            );
+            return refuse(e, Some(&app.app_id));
+        }
+    }
     let secret = match check(
         &state,
         &app,
