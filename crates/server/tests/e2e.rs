@@ -741,7 +741,14 @@ on_every_backend!(one_idempotency_key_runs_one_request_at_a_time, |db| {
         }
     };
     let first = tokio::spawn(keyed(order("ORDER-RACE-1", &app.receiver.url)));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until the first request holds the key.
+    let merchant = db.store.app(&app.client.app_id).await.unwrap().unwrap().merchant_id;
+    for _ in 0..100 {
+        if db.store.idempotency_record(&merchant, "key-race").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The same key with another order: refused, never a second payment.
     let other = keyed(order("ORDER-RACE-2", &app.receiver.url)).await;
     assert_eq!(
