@@ -140,12 +140,20 @@ pub async fn check(args: ServeArgs) -> Result<(), String> {
 /// A new sandbox with no merchant gets one, so the API can be tried at once.
 /// Its credentials are printed here, once, like `paymux merchant create` does.
 async fn first_sandbox_merchant(store: &dyn paymux_store::Store) -> Result<(), String> {
-    if !store
-        .list_merchants()
-        .await
-        .map_err(|e| e.to_string())?
-        .is_empty()
-    {
+    let merchants = store.list_merchants().await.map_err(|e| e.to_string())?;
+    if let Some(first) = merchants.first() {
+        // Secrets are shown only when made; say how to get working ones again.
+        let apps = store
+            .merchant_apps(&first.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let app_id = apps.first().map_or("<none>", |a| a.app_id.as_str());
+        println!(
+            "Sandbox merchant {} (app {app_id}). Its secret was shown when it was made; \
+             lost it? `paymux app rotate-secret {app_id} --grace-seconds 0` prints a new one, \
+             `paymux merchant create` makes another merchant.",
+            first.id
+        );
         return Ok(());
     }
     let (merchant, app) = paymux_server::merchants::create_merchant(

@@ -705,3 +705,27 @@ async fn injected_faults_reach_the_client_as_wechat_sends_them() {
     assert_eq!(r.status(), 204);
     assert_eq!(ch.query(&no).await.unwrap().state, TradeState::NotPaid);
 }
+
+#[tokio::test]
+async fn a_registered_merchant_shows_its_public_key_and_never_its_apiv3_key() {
+    let (_sim, host, m, _ch) = setup().await;
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{host}/sim/wechat/merchants/{}", m.config.mchid))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["mchid"], m.config.mchid.as_str());
+    assert_eq!(body["serial_no"], m.config.serial_no.as_str());
+    let pem = body["public_key_pem"].as_str().unwrap();
+    assert!(pem.contains("BEGIN"), "{pem}");
+    assert!(!body.to_string().contains(&m.config.apiv3_key), "the APIv3 key is never shown");
+    let missing = http
+        .get(format!("{host}/sim/wechat/merchants/0000000000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

@@ -34,6 +34,7 @@ where
 {
     let control = Router::new()
         .route("/merchants", post(add_merchant))
+        .route("/merchants/{mchid}", get(show_merchant))
         .route("/platform", get(platform))
         .route("/pay", post(pay))
         .route("/refunds", get(list_refunds))
@@ -245,6 +246,25 @@ async fn add_merchant(State(sim): State<Arc<WechatSim>>, Json(m): Json<SimMercha
         Err(e) => (
             StatusCode::BAD_REQUEST,
             Json(serde_json::json!({ "code": "PARAM_ERROR", "message": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// A registered merchant as the simulator knows it: its number, its
+/// certificate serial and its public key (to check a `paySign` by hand).
+/// Never the APIv3 key.
+async fn show_merchant(State(sim): State<Arc<WechatSim>>, Path(mchid): Path<String>) -> Response {
+    match sim.merchant(&mchid) {
+        Some(m) => Json(serde_json::json!({
+            "mchid": m.info.mchid,
+            "serial_no": m.info.serial_no,
+            "public_key_pem": m.info.public_key_pem,
+        }))
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "code": "RESOURCE_NOT_EXISTS", "message": "no such merchant" })),
         )
             .into_response(),
     }
