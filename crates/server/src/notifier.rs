@@ -36,6 +36,29 @@ struct InFlight {
     by_merchant: HashMap<String, usize>,
 }
 
+/// One delivery's slot, given back when the delivery ends however it ends
+/// (finished, panicked or aborted with the server).
+struct Slot {
+    in_flight: Arc<Mutex<InFlight>>,
+    merchant: String,
+    finished: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        f.total = f.total.saturating_sub(1);
+        if let Some(n) = f.by_merchant.get_mut(&self.merchant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                f.by_merchant.remove(&self.merchant);
+            }
+        }
+        drop(f);
+        self.finished.notify_one();
+    }
+}
+
 pub async fn run(state: AppState) {
     let cfg = state.config.notifier.clone();
     let slots = cfg.concurrency.max(1);
@@ -89,20 +112,15 @@ pub async fn run(state: AppState) {
                         let _ = state.store.renew_event_lease(&event.id, now).await;
                         continue;
                     }
-                    let (state, in_flight, finished) =
-                        (state.clone(), in_flight.clone(), finished.clone());
+                    let slot = Slot {
+                        in_flight: in_flight.clone(),
+                        merchant,
+                        finished: finished.clone(),
+                    };
+                    let state = state.clone();
                     deliveries.spawn(async move {
+                        let _slot = slot;
                         deliver_leased(&state, event, lease).await;
-                        let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-                        f.total -= 1;
-                        if let Some(n) = f.by_merchant.get_mut(&merchant) {
-                            *n -= 1;
-                            if *n == 0 {
-                                f.by_merchant.remove(&merchant);
-                            }
-                        }
-                        drop(f);
-                        finished.notify_one();
                     });
                 }
                 continue;
