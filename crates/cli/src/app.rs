@@ -83,7 +83,9 @@ pub async fn run(command: AppCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             match bound {
-                Some(fp) => println!("{app_id} is served only with the client certificate sha256:{fp}."),
+                Some(fp) => {
+                    println!("{app_id} is served only with the client certificate sha256:{fp}.")
+                }
                 None => println!("{app_id} is served without a client certificate."),
             }
             return Ok(());
@@ -109,7 +111,10 @@ pub async fn run(command: AppCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             match key {
-                Some(k) => println!("{app_id} now signs its requests with its {} key.", k.alg.as_str()),
+                Some(k) => println!(
+                    "{app_id} now signs its requests with its {} key.",
+                    k.alg.as_str()
+                ),
                 None => println!("{app_id} now signs its requests with its secret."),
             }
             return Ok(());

@@ -76,7 +76,10 @@ mod saturating_tests {
         assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
         assert_eq!(later(now, Duration::MIN), DateTime::<Utc>::MIN_UTC);
         assert_eq!(later(now, Duration::seconds(5)), now + Duration::seconds(5));
-        assert_eq!(span(std::time::Duration::MAX), Duration::from_std(std::time::Duration::from_secs(10 * 366 * 86_400)).unwrap());
+        assert_eq!(
+            span(std::time::Duration::MAX),
+            Duration::from_std(std::time::Duration::from_secs(10 * 366 * 86_400)).unwrap()
+        );
         assert_eq!(seconds(u64::MAX), span(std::time::Duration::MAX));
     }
 }

@@ -513,7 +513,11 @@ mod tests {
         // A channel (or whoever answers in its place) asks for forever.
         call(&b, &clock, Outcome::RateLimited(Some(Duration::MAX)));
         let refused = b.acquire(clock.now()).unwrap_err();
-        assert_eq!(refused.retry_at, clock.now() + secs(3600), "capped at an hour");
+        assert_eq!(
+            refused.retry_at,
+            clock.now() + secs(3600),
+            "capped at an hour"
+        );
         clock.advance(secs(3600));
         assert!(b.acquire(clock.now()).is_ok());
     }

@@ -399,9 +399,11 @@ impl ServerConfig {
                 client_cert_required: self.client_cert_required,
             })),
             (None, None) if self.client_ca_file.is_none() && !self.client_cert_required => Ok(None),
-            _ => Err("tls_cert_file and tls_key_file go together, and client_ca_file and \
+            _ => Err(
+                "tls_cert_file and tls_key_file go together, and client_ca_file and \
                       client_cert_required need them"
-                .into()),
+                    .into(),
+            ),
         }
     }
 

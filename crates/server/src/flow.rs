@@ -371,7 +371,11 @@ async fn mark_prepared_locked(
     order: &KeyGuard<'_>,
     payment: Payment,
 ) -> Result<Payment, FlowError> {
-    assert_eq!(order.key(), payment.id.as_str(), "the order lock held is this payment's");
+    assert_eq!(
+        order.key(),
+        payment.id.as_str(),
+        "the order lock held is this payment's"
+    );
     let payment = reload(state, &payment.id).await?;
     if payment.status != PaymentStatus::Created {
         return Ok(payment);
@@ -471,7 +475,13 @@ fn outbox_event(
     };
     let id = new_id("evt");
     NewEvent {
-        payload: view::event(&id, event_type, now, &after, notice.reason.map(CloseReason::as_str)),
+        payload: view::event(
+            &id,
+            event_type,
+            now,
+            &after,
+            notice.reason.map(CloseReason::as_str),
+        ),
         id,
         merchant_id: payment.merchant_id.clone(),
         payment_id: payment.id.clone(),

@@ -148,7 +148,12 @@ impl GuardedChannel {
         result
     }
 
-    fn observe<T>(&self, op: Operation, result: &Result<T, ChannelError>, started: std::time::Instant) {
+    fn observe<T>(
+        &self,
+        op: Operation,
+        result: &Result<T, ChannelError>,
+        started: std::time::Instant,
+    ) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(ChannelError::Rejected { .. }) => "rejected",

@@ -66,7 +66,8 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let header_timeout = Duration::from_millis(limits.header_read_timeout_ms.max(1));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     // Connections are owned by this task: aborting it (stopping the server)
     // ends them too.
     let mut connections = tokio::task::JoinSet::new();
@@ -96,7 +97,9 @@ pub async fn serve(
                                 .1
                                 .peer_certificates()
                                 .and_then(|c| c.first())
-                                .map(|c| crate::tls::ClientCert(crate::tls::fingerprint(c.as_ref())));
+                                .map(|c| {
+                                    crate::tls::ClientCert(crate::tls::fingerprint(c.as_ref()))
+                                });
                             serve_one(&http, tls_stream, app, remote, cert).await
                         }
                         Ok(Err(e)) => {
@@ -195,7 +198,8 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let path = parts.uri.path().to_string();
     if (path.starts_with("/v1/") || path.starts_with("/admin/"))
-        && (carries_nul(parts.uri.path_and_query().map_or("", |p| p.as_str())) || body_has_nul(&bytes))
+        && (carries_nul(parts.uri.path_and_query().map_or("", |p| p.as_str()))
+            || body_has_nul(&bytes))
     {
         return ApiError::invalid("NUL characters are not accepted in paths, queries or bodies")
             .into_response();
@@ -228,11 +232,7 @@ fn too_large(max: usize) -> Response {
 
 /// A NUL in the path or query, raw or percent-encoded.
 fn carries_nul(path_and_query: &str) -> bool {
-    path_and_query.contains('\0')
-        || path_and_query
-            .as_bytes()
-            .windows(3)
-            .any(|w| w == b"%00")
+    path_and_query.contains('\0') || path_and_query.as_bytes().windows(3).any(|w| w == b"%00")
 }
 
 /// A NUL in the body: a raw byte, or a JSON `\u0000` escape inside a string

@@ -74,7 +74,11 @@ pub async fn set_app_request_key(
         crate::request_keys::parse(k.alg, &k.public_key_pem).map_err(ServerError::Config)?;
     }
     store.update_app_request_key(app_id, key.as_ref()).await?;
-    tracing::info!(app_id, alg = key.as_ref().map(|k| k.alg.as_str()), "app request key set");
+    tracing::info!(
+        app_id,
+        alg = key.as_ref().map(|k| k.alg.as_str()),
+        "app request key set"
+    );
     Ok(())
 }
 
@@ -92,7 +96,11 @@ pub async fn bind_app_client_cert(
     store
         .update_app_client_cert(app_id, fingerprint.as_deref())
         .await?;
-    tracing::info!(app_id, bound = fingerprint.is_some(), "app client certificate set");
+    tracing::info!(
+        app_id,
+        bound = fingerprint.is_some(),
+        "app client certificate set"
+    );
     Ok(fingerprint)
 }
 

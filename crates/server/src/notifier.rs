@@ -143,7 +143,8 @@ async fn deliver_leased(state: &AppState, event: OutboxEvent, lease: chrono::Dur
     let id = event.id.clone();
     let delivery = deliver(state, event);
     tokio::pin!(delivery);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
     loop {
         tokio::select! {
             () = &mut delivery => return,

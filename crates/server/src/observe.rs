@@ -21,36 +21,108 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// Every metric paymux writes, with its help text.
 const COUNTERS: &[(&str, &str)] = &[
-    ("paymux_http_requests_total", "HTTP requests answered, by route, method and status"),
-    ("paymux_channel_calls_total", "Calls to a channel, by channel, operation and outcome"),
-    ("paymux_callbacks_total", "Payment callbacks from channels, by result"),
-    ("paymux_refund_callbacks_total", "Refund callbacks from channels, by result"),
-    ("paymux_notifications_total", "Merchant notification attempts, by result"),
-    ("paymux_payment_checks_total", "Status checks of open payments, by result"),
-    ("paymux_refund_checks_total", "Status checks of processing refunds, by result"),
-    ("paymux_payment_transitions_total", "Payment status changes, by the status reached"),
-    ("paymux_payments_created_total", "Payments created, by channel"),
-    ("paymux_payments_refused_total", "Creates refused before anything was written, by reason"),
-    ("paymux_refunds_created_total", "Refunds reserved, by channel"),
-    ("paymux_refunds_final_total", "Refunds that reached a final status, by status"),
-    ("paymux_auth_failures_total", "Failed merchant authentications, by error code"),
-    ("paymux_auth_blocked_total", "Client addresses blocked after repeated authentication failures"),
-    ("paymux_channel_breaker_refusals_total", "Channel calls refused by an open circuit breaker"),
+    (
+        "paymux_http_requests_total",
+        "HTTP requests answered, by route, method and status",
+    ),
+    (
+        "paymux_channel_calls_total",
+        "Calls to a channel, by channel, operation and outcome",
+    ),
+    (
+        "paymux_callbacks_total",
+        "Payment callbacks from channels, by result",
+    ),
+    (
+        "paymux_refund_callbacks_total",
+        "Refund callbacks from channels, by result",
+    ),
+    (
+        "paymux_notifications_total",
+        "Merchant notification attempts, by result",
+    ),
+    (
+        "paymux_payment_checks_total",
+        "Status checks of open payments, by result",
+    ),
+    (
+        "paymux_refund_checks_total",
+        "Status checks of processing refunds, by result",
+    ),
+    (
+        "paymux_payment_transitions_total",
+        "Payment status changes, by the status reached",
+    ),
+    (
+        "paymux_payments_created_total",
+        "Payments created, by channel",
+    ),
+    (
+        "paymux_payments_refused_total",
+        "Creates refused before anything was written, by reason",
+    ),
+    (
+        "paymux_refunds_created_total",
+        "Refunds reserved, by channel",
+    ),
+    (
+        "paymux_refunds_final_total",
+        "Refunds that reached a final status, by status",
+    ),
+    (
+        "paymux_auth_failures_total",
+        "Failed merchant authentications, by error code",
+    ),
+    (
+        "paymux_auth_blocked_total",
+        "Client addresses blocked after repeated authentication failures",
+    ),
+    (
+        "paymux_channel_breaker_refusals_total",
+        "Channel calls refused by an open circuit breaker",
+    ),
 ];
 
 const HISTOGRAMS: &[(&str, &str)] = &[
-    ("paymux_http_request_duration_seconds", "Time to answer an HTTP request, by route and method"),
-    ("paymux_channel_call_duration_seconds", "Time of a call to a channel, by channel and operation"),
+    (
+        "paymux_http_request_duration_seconds",
+        "Time to answer an HTTP request, by route and method",
+    ),
+    (
+        "paymux_channel_call_duration_seconds",
+        "Time of a call to a channel, by channel and operation",
+    ),
 ];
 
 const GAUGES: &[(&str, &str)] = &[
-    ("paymux_build_info", "Always 1; the version label says which paymux this is"),
-    ("paymux_channel_breaker_state", "Circuit breaker of an account's operation: 0 closed, 1 open, 2 half-open"),
-    ("paymux_notifier_undelivered", "Merchant events not acknowledged and still being retried"),
-    ("paymux_notifier_dead", "Merchant events whose retry schedule ran out"),
-    ("paymux_notifier_oldest_undelivered_age_seconds", "Age of the oldest event not acknowledged (0 when none)"),
-    ("paymux_poller_open_payments", "Payments not final yet (created or pending), which the poller watches"),
-    ("paymux_poller_processing_refunds", "Refunds not final yet, which the refund checks watch"),
+    (
+        "paymux_build_info",
+        "Always 1; the version label says which paymux this is",
+    ),
+    (
+        "paymux_channel_breaker_state",
+        "Circuit breaker of an account's operation: 0 closed, 1 open, 2 half-open",
+    ),
+    (
+        "paymux_notifier_undelivered",
+        "Merchant events not acknowledged and still being retried",
+    ),
+    (
+        "paymux_notifier_dead",
+        "Merchant events whose retry schedule ran out",
+    ),
+    (
+        "paymux_notifier_oldest_undelivered_age_seconds",
+        "Age of the oldest event not acknowledged (0 when none)",
+    ),
+    (
+        "paymux_poller_open_payments",
+        "Payments not final yet (created or pending), which the poller watches",
+    ),
+    (
+        "paymux_poller_processing_refunds",
+        "Refunds not final yet, which the refund checks watch",
+    ),
 ];
 
 /// Describes every metric (the `# HELP` lines) and records the build.

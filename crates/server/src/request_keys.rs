@@ -38,9 +38,16 @@ fn spki_der(pem: &str) -> Result<Vec<u8>, String> {
         .find(BEGIN)
         .ok_or("expected a PEM block BEGIN PUBLIC KEY (SubjectPublicKeyInfo)")?
         + BEGIN.len();
-    let end = pem[start..].find(END).ok_or("the PEM block has no END line")? + start;
-    let body: String = pem[start..end].chars().filter(|c| !c.is_whitespace()).collect();
-    B64.decode(body).map_err(|_| "the PEM block is not base64".to_string())
+    let end = pem[start..]
+        .find(END)
+        .ok_or("the PEM block has no END line")?
+        + start;
+    let body: String = pem[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    B64.decode(body)
+        .map_err(|_| "the PEM block is not base64".to_string())
 }
 
 #[cfg(test)]
@@ -67,7 +74,11 @@ mod tests {
         let msg = b"POST\n/v1/payments\n1700000000\nnonce-1234\n{}\n";
         let sig = B64.encode(pair.sign(msg).as_ref());
         assert!(verify(&key, msg, &sig));
-        assert!(!verify(&key, b"POST\n/v1/payments\n1700000000\nnonce-1234\n{ }\n", &sig));
+        assert!(!verify(
+            &key,
+            b"POST\n/v1/payments\n1700000000\nnonce-1234\n{ }\n",
+            &sig
+        ));
         assert!(!verify(&key, msg, "AAAA"));
         // The key of one algorithm is refused for the other.
         assert!(parse(RequestKeyAlg::RsaSha256, &key.public_key_pem).is_err());

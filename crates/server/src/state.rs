@@ -53,9 +53,10 @@ impl AppState {
         // A sandbox serving HTTPS calls its own simulators over that TLS:
         // it trusts the certificates it serves (put the issuing CA in the file).
         let own_chain = match (&config.tls_cert_file, config.sandbox) {
-            (Some(path), true) => Some(std::fs::read(path).map_err(|e| {
-                ServerError::Config(format!("{}: {e}", path.display()))
-            })?),
+            (Some(path), true) => Some(
+                std::fs::read(path)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?,
+            ),
             _ => None,
         };
         let mut channels = ChannelRegistry::new(

@@ -76,11 +76,8 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
             } else {
                 verifier.allow_unauthenticated()
             };
-            builder.with_client_cert_verifier(
-                verifier
-                    .build()
-                    .map_err(|e| format!("client CA: {e}"))?,
-            )
+            builder
+                .with_client_cert_verifier(verifier.build().map_err(|e| format!("client CA: {e}"))?)
         }
         None => {
             if files.client_cert_required {

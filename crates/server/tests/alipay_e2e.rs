@@ -406,7 +406,12 @@ on_every_backend!(a_payment_the_channel_refuses_is_reported_failed, |db| {
     let mut o = order("ALI-REFUSED", "barcode", &app.receiver.url);
     o["payer"] = json!({"auth_code": "12345"});
     let r = app.client.post("/v1/payments", &o).await.unwrap();
-    assert_eq!((r.status, r.error_code()), (502, Some("CHANNEL_REJECTED")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (502, Some("CHANNEL_REJECTED")),
+        "{}",
+        r.body
+    );
     let found = app
         .client
         .get("/v1/payments?merchant_order_no=ALI-REFUSED")

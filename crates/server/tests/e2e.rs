@@ -735,16 +735,33 @@ on_every_backend!(one_idempotency_key_runs_one_request_at_a_time, |db| {
                 ..Default::default()
             };
             client
-                .send(Method::POST, "/v1/payments", o.to_string().into_bytes(), auth)
+                .send(
+                    Method::POST,
+                    "/v1/payments",
+                    o.to_string().into_bytes(),
+                    auth,
+                )
                 .await
                 .unwrap()
         }
     };
     let first = tokio::spawn(keyed(order("ORDER-RACE-1", &app.receiver.url)));
     // Until the first request holds the key.
-    let merchant = db.store.app(&app.client.app_id).await.unwrap().unwrap().merchant_id;
+    let merchant = db
+        .store
+        .app(&app.client.app_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .merchant_id;
     for _ in 0..100 {
-        if db.store.idempotency_record(&merchant, "key-race").await.unwrap().is_some() {
+        if db
+            .store
+            .idempotency_record(&merchant, "key-race")
+            .await
+            .unwrap()
+            .is_some()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -780,35 +797,38 @@ on_every_backend!(one_idempotency_key_runs_one_request_at_a_time, |db| {
     app.server.stop();
 });
 
-on_every_backend!(notifications_are_signed_by_the_app_that_made_the_payment, |db| {
-    let app = spawn_app(&db, |_| {}).await;
-    // A second app of the same merchant (say, its H5 shop beside its
-    // mini-program) creates a payment.
-    let first = db.store.app(&app.client.app_id).await.unwrap().unwrap();
-    let second = paymux_server::merchants::create_app(
-        &*db.store,
-        &paymux_core::SystemClock,
-        &first.merchant_id,
-    )
-    .await
-    .unwrap();
-    let mut receiver = paymux_server::client::NotifyReceiver::start(&second.secret)
+on_every_backend!(
+    notifications_are_signed_by_the_app_that_made_the_payment,
+    |db| {
+        let app = spawn_app(&db, |_| {}).await;
+        // A second app of the same merchant (say, its H5 shop beside its
+        // mini-program) creates a payment.
+        let first = db.store.app(&app.client.app_id).await.unwrap().unwrap();
+        let second = paymux_server::merchants::create_app(
+            &*db.store,
+            &paymux_core::SystemClock,
+            &first.merchant_id,
+        )
         .await
         .unwrap();
-    let client = MerchantClient::new(&app.server.base_url(), &second.app_id, &second.secret);
-    let created = client
-        .post("/v1/payments", &order("ORDER-H5", &receiver.url))
-        .await
-        .unwrap();
-    assert_eq!(created.status, 201, "{}", created.body);
-    let id = created.body["id"].as_str().unwrap().to_string();
-    app.sim_pay(json!({"out_trade_no": id})).await;
-    let event = receiver
-        .next(Duration::from_secs(5))
-        .await
-        .expect("notified");
-    assert!(event.signature_ok, "signed with the second app's secret");
-    assert!(event.acknowledged);
-    assert_eq!(event.body["data"]["id"], id.as_str());
-    app.server.stop();
-});
+        let mut receiver = paymux_server::client::NotifyReceiver::start(&second.secret)
+            .await
+            .unwrap();
+        let client = MerchantClient::new(&app.server.base_url(), &second.app_id, &second.secret);
+        let created = client
+            .post("/v1/payments", &order("ORDER-H5", &receiver.url))
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id = created.body["id"].as_str().unwrap().to_string();
+        app.sim_pay(json!({"out_trade_no": id})).await;
+        let event = receiver
+            .next(Duration::from_secs(5))
+            .await
+            .expect("notified");
+        assert!(event.signature_ok, "signed with the second app's secret");
+        assert!(event.acknowledged);
+        assert_eq!(event.body["data"]["id"], id.as_str());
+        app.server.stop();
+    }
+);

@@ -22,7 +22,12 @@ fn order(order_no: &str, channel: &str, notify_url: &str) -> Value {
     })
 }
 
-async fn create(client: &MerchantClient, order_no: &str, channel: &str, notify_url: &str) -> String {
+async fn create(
+    client: &MerchantClient,
+    order_no: &str,
+    channel: &str,
+    notify_url: &str,
+) -> String {
     let r = client
         .post("/v1/payments", &order(order_no, channel, notify_url))
         .await
@@ -108,18 +113,45 @@ on_every_backend!(payment_and_refund_listings_filter, |db| {
         ("status=pending", vec![b.clone(), a.clone()]),
         ("channel=alipay", vec![b.clone()]),
         ("method=native&channel=wechat", vec![c.clone(), a.clone()]),
-        ("merchant_order_no_prefix=SHOP-A-", vec![b.clone(), a.clone()]),
+        (
+            "merchant_order_no_prefix=SHOP-A-",
+            vec![b.clone(), a.clone()],
+        ),
         ("merchant_order_no_prefix=SHOP-%25", vec![]),
-        ("created_from=2000-01-01T00:00:00Z&created_to=2000-01-02T00:00:00Z", vec![]),
-        ("created_from=2000-01-01T00:00:00%2B08:00", vec![c.clone(), b.clone(), a.clone()]),
+        (
+            "created_from=2000-01-01T00:00:00Z&created_to=2000-01-02T00:00:00Z",
+            vec![],
+        ),
+        (
+            "created_from=2000-01-01T00:00:00%2B08:00",
+            vec![c.clone(), b.clone(), a.clone()],
+        ),
     ] {
-        let r = app.client.get(&format!("/v1/payments?{query}")).await.unwrap();
+        let r = app
+            .client
+            .get(&format!("/v1/payments?{query}"))
+            .await
+            .unwrap();
         assert_eq!(r.status, 200, "{query}: {}", r.body);
         assert_eq!(ids(&r.body), want, "{query}");
     }
-    for bad in ["status=paid", "channel=paypal", "limit=101", "created_from=yesterday", "starting_after=nope"] {
-        let r = app.client.get(&format!("/v1/payments?{bad}")).await.unwrap();
-        assert_eq!((r.status, r.error_code()), (400, Some("INVALID_REQUEST")), "{bad}");
+    for bad in [
+        "status=paid",
+        "channel=paypal",
+        "limit=101",
+        "created_from=yesterday",
+        "starting_after=nope",
+    ] {
+        let r = app
+            .client
+            .get(&format!("/v1/payments?{bad}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, Some("INVALID_REQUEST")),
+            "{bad}"
+        );
     }
 
     // Refunds: pay one and refund it twice.
@@ -139,19 +171,30 @@ on_every_backend!(payment_and_refund_listings_filter, |db| {
         refunds.push(r.body["id"].as_str().unwrap().to_string());
     }
     refunds.reverse();
-    let r = app.client.get(&format!("/v1/refunds?payment_id={a}")).await.unwrap();
+    let r = app
+        .client
+        .get(&format!("/v1/refunds?payment_id={a}"))
+        .await
+        .unwrap();
     assert_eq!(ids(&r.body), refunds, "{}", r.body);
     let r = app.client.get("/v1/refunds?limit=1").await.unwrap();
     assert_eq!(ids(&r.body), vec![refunds[0].clone()]);
     assert_eq!(r.body["has_more"], true);
     let r = app
         .client
-        .get(&format!("/v1/refunds?limit=1&starting_after={}", refunds[0]))
+        .get(&format!(
+            "/v1/refunds?limit=1&starting_after={}",
+            refunds[0]
+        ))
         .await
         .unwrap();
     assert_eq!(ids(&r.body), vec![refunds[1].clone()]);
     assert_eq!(r.body["has_more"], false);
-    let r = app.client.get(&format!("/v1/refunds?payment_id={b}")).await.unwrap();
+    let r = app
+        .client
+        .get(&format!("/v1/refunds?payment_id={b}"))
+        .await
+        .unwrap();
     assert_eq!(ids(&r.body), Vec::<String>::new());
     app.server.stop();
 });

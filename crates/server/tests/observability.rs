@@ -17,8 +17,17 @@ on_every_backend!(requests_carry_an_id_and_metrics_show_histograms, |db| {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["request-id"], "mall-trace-42", "a client's id is kept");
-    let r = app.http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["request-id"],
+        "mall-trace-42",
+        "a client's id is kept"
+    );
+    let r = app
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
     let generated = r.headers()["request-id"].to_str().unwrap().to_string();
     assert!(generated.starts_with("req_"), "{generated}");
     let r = app
@@ -28,7 +37,11 @@ on_every_backend!(requests_carry_an_id_and_metrics_show_histograms, |db| {
         .send()
         .await
         .unwrap();
-    assert_ne!(r.headers()["request-id"], "x".repeat(200).as_str(), "an absurd id is replaced");
+    assert_ne!(
+        r.headers()["request-id"],
+        "x".repeat(200).as_str(),
+        "an absurd id is replaced"
+    );
 
     let created = app
         .client
@@ -62,7 +75,10 @@ on_every_backend!(requests_carry_an_id_and_metrics_show_histograms, |db| {
         "# HELP paymux_http_requests_total",
         "# HELP paymux_channel_call_duration_seconds",
     ] {
-        assert!(text.contains(needle), "{needle} missing from /metrics:\n{text}");
+        assert!(
+            text.contains(needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
     }
     // Routes are labelled by pattern, never by the raw path with an id in it.
     let id = created.body["id"].as_str().unwrap();

@@ -338,7 +338,11 @@ on_every_backend!(
         let id = app.create_alipay("ALI-WAP-1", "wap", 60).await;
         app.clock.advance(chrono::Duration::seconds(61));
         app.wait_status(&id, "closed").await;
-        let event = app.receiver.next(Duration::from_secs(5)).await.expect("notified");
+        let event = app
+            .receiver
+            .next(Duration::from_secs(5))
+            .await
+            .expect("notified");
         assert_eq!(event.body["type"], "payment.closed");
         assert_eq!(event.body["reason"], "expired");
         assert!(app
@@ -363,7 +367,8 @@ on_every_backend!(
         assert_eq!(status, 200, "{paid}");
         let close = tokio::time::timeout(
             Duration::from_secs(10),
-            app.client.post(&format!("/v1/payments/{id}/close"), &json!({})),
+            app.client
+                .post(&format!("/v1/payments/{id}/close"), &json!({})),
         )
         .await
         .expect("the close answers instead of waiting on its own lock")
@@ -379,7 +384,8 @@ on_every_backend!(
         // The order is not left locked: a second close answers too.
         let again = tokio::time::timeout(
             Duration::from_secs(10),
-            app.client.post(&format!("/v1/payments/{id}/close"), &json!({})),
+            app.client
+                .post(&format!("/v1/payments/{id}/close"), &json!({})),
         )
         .await
         .expect("the order lock was released")

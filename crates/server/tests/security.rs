@@ -70,7 +70,10 @@ on_every_backend!(answers_to_strangers_are_not_signed, |db| {
         .http
         .post(&url)
         .header("paymux-app-id", &app.client.app_id)
-        .header("paymux-timestamp", chrono::Utc::now().timestamp().to_string())
+        .header(
+            "paymux-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
         .header("paymux-nonce", "nonce-stranger-1")
         .header("paymux-signature", "AAAA")
         .body(body.clone())
@@ -95,13 +98,20 @@ on_every_backend!(answers_to_strangers_are_not_signed, |db| {
 on_every_backend!(a_timestamp_near_the_start_of_time_is_refused, |db| {
     let app = spawn_app(&db, |_| {}).await;
     let now = chrono::Utc::now().timestamp();
-    for ts in [now.wrapping_sub(i64::MIN), i64::MIN, i64::MAX, now - (1 << 62)] {
+    for ts in [
+        now.wrapping_sub(i64::MIN),
+        i64::MIN,
+        i64::MAX,
+        now - (1 << 62),
+    ] {
         let auth = Auth {
             timestamp: Some(ts),
             nonce: Some("nonce-wrap-0001".into()),
             ..Default::default()
         };
-        let body = order("ORDER-WRAP", &app.receiver.url).to_string().into_bytes();
+        let body = order("ORDER-WRAP", &app.receiver.url)
+            .to_string()
+            .into_bytes();
         for _ in 0..2 {
             let r = app
                 .client
@@ -144,11 +154,21 @@ on_every_backend!(nul_is_bad_input_everywhere, |db| {
     let mut o = order("ORDER-NUL", &app.receiver.url);
     o["metadata"] = json!({"note": "a\u{0}b"});
     let r = app.client.post("/v1/payments", &o).await.unwrap();
-    assert_eq!((r.status, r.error_code()), (400, Some("INVALID_REQUEST")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, Some("INVALID_REQUEST")),
+        "{}",
+        r.body
+    );
     let mut o = order("ORDER-\u{0}", &app.receiver.url);
     o["description"] = json!("fine");
     let r = app.client.post("/v1/payments", &o).await.unwrap();
-    assert_eq!((r.status, r.error_code()), (400, Some("INVALID_REQUEST")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, Some("INVALID_REQUEST")),
+        "{}",
+        r.body
+    );
     // A backslash followed by "u0000" is text, not a NUL.
     let mut o = order("ORDER-BACKSLASH", &app.receiver.url);
     o["metadata"] = json!({"note": "\\u0000"});
@@ -175,7 +195,10 @@ async fn slow_and_oversized_requests_are_cut_off() {
         Duration::from_secs(5),
     )
     .await;
-    assert!(line.as_deref().unwrap_or_default().contains("413"), "{line:?}");
+    assert!(
+        line.as_deref().unwrap_or_default().contains("413"),
+        "{line:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 
     // A body that stalls gets an answer when its time is up.
@@ -185,7 +208,10 @@ async fn slow_and_oversized_requests_are_cut_off() {
         Duration::from_secs(5),
     )
     .await;
-    assert!(line.as_deref().unwrap_or_default().contains("408"), "{line:?}");
+    assert!(
+        line.as_deref().unwrap_or_default().contains("408"),
+        "{line:?}"
+    );
 
     // A half-sent request line does not hold its connection.
     let mut held = Vec::new();
@@ -229,10 +255,16 @@ async fn connections_beyond_the_limit_wait_their_turn() {
         Duration::from_secs(10),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!third.is_finished(), "the third connection waits for a slot");
+    assert!(
+        !third.is_finished(),
+        "the third connection waits for a slot"
+    );
     drop(a);
     let line = third.await.unwrap();
-    assert!(line.as_deref().unwrap_or_default().contains("200"), "{line:?}");
+    assert!(
+        line.as_deref().unwrap_or_default().contains("200"),
+        "{line:?}"
+    );
     drop(b);
     app.server.stop();
     db.cleanup().await;
@@ -261,7 +293,11 @@ async fn failed_authentication_is_counted_and_slowed_down() {
     let url = format!("{}/v1/events", app.server.base_url());
     let r = app.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 429);
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "TOO_MANY_AUTH_FAILURES");
@@ -361,39 +397,47 @@ async fn notifications_never_reach_internal_addresses_or_follow_redirects() {
     assert_eq!(target_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
-on_every_backend!(internal_notify_urls_are_refused_and_errors_stay_generic, |db| {
-    let app = spawn_app(&db, |c| c.notifier.schedule_secs = vec![60]).await;
-    for url in [
-        "http://169.254.169.254/latest/meta-data/",
-        "http://10.0.0.1/notify",
-        "http://[fd00::1]/notify",
-    ] {
-        let r = app
-            .client
-            .post("/v1/payments", &order("ORDER-SSRF", url))
-            .await
-            .unwrap();
-        assert_eq!((r.status, r.error_code()), (400, Some("INVALID_REQUEST")), "{url}: {}", r.body);
-    }
-    // A closed loopback port (allowed in sandbox): the merchant sees that
-    // nothing answered, not why.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_url = format!("http://{}/n", closed.local_addr().unwrap());
-    drop(closed);
-    let id = paid(&app, &app.client, "ORDER-DEAD", &dead_url).await;
-    let pid = paymux_core::PaymentId::parse(&id).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let error = loop {
-        let events = db.store.events_for_payment(&pid).await.unwrap();
-        if let Some(e) = events.iter().find_map(|e| e.last_error.clone()) {
-            break e;
+on_every_backend!(
+    internal_notify_urls_are_refused_and_errors_stay_generic,
+    |db| {
+        let app = spawn_app(&db, |c| c.notifier.schedule_secs = vec![60]).await;
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/notify",
+            "http://[fd00::1]/notify",
+        ] {
+            let r = app
+                .client
+                .post("/v1/payments", &order("ORDER-SSRF", url))
+                .await
+                .unwrap();
+            assert_eq!(
+                (r.status, r.error_code()),
+                (400, Some("INVALID_REQUEST")),
+                "{url}: {}",
+                r.body
+            );
         }
-        assert!(Instant::now() < deadline, "the delivery was tried");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(error, "not delivered: no answer from notify_url");
-    app.server.stop();
-});
+        // A closed loopback port (allowed in sandbox): the merchant sees that
+        // nothing answered, not why.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_url = format!("http://{}/n", closed.local_addr().unwrap());
+        drop(closed);
+        let id = paid(&app, &app.client, "ORDER-DEAD", &dead_url).await;
+        let pid = paymux_core::PaymentId::parse(&id).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let error = loop {
+            let events = db.store.events_for_payment(&pid).await.unwrap();
+            if let Some(e) = events.iter().find_map(|e| e.last_error.clone()) {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "the delivery was tried");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(error, "not delivered: no answer from notify_url");
+        app.server.stop();
+    }
+);
 
 /// An endpoint that accepts connections and never answers.
 async fn black_hole() -> String {
@@ -443,93 +487,124 @@ on_every_backend!(one_merchants_dead_endpoint_does_not_delay_another, |db| {
     app.server.stop();
 });
 
-on_every_backend!(a_slow_merchant_never_gets_an_acknowledged_event_again, |db| {
-    let mut app = spawn_app(&db, |c| {
-        // Lease = timeout + 5 s = 7 s; twelve events at 1.5 s each through
-        // two slots take 9 s, longer than one lease.
-        c.notifier.timeout_secs = 2;
-        c.notifier.concurrency = 2;
-        c.notifier.per_merchant_concurrency = 2;
-        c.notifier.poll_interval_ms = 50;
-    })
-    .await;
-    app.receiver.set_delay(Duration::from_millis(1500));
-    let mut ids = Vec::new();
-    for i in 0..12 {
-        ids.push(paid(&app, &app.client, &format!("ORDER-SLOW-{i}"), &app.receiver.url.clone()).await);
-    }
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.len() < ids.len() && Instant::now() < deadline {
-        if let Some(e) = app.receiver.next(Duration::from_secs(1)).await {
-            *seen.entry(e.body["id"].as_str().unwrap().to_string()).or_default() += 1;
+on_every_backend!(
+    a_slow_merchant_never_gets_an_acknowledged_event_again,
+    |db| {
+        let mut app = spawn_app(&db, |c| {
+            // Lease = timeout + 5 s = 7 s; twelve events at 1.5 s each through
+            // two slots take 9 s, longer than one lease.
+            c.notifier.timeout_secs = 2;
+            c.notifier.concurrency = 2;
+            c.notifier.per_merchant_concurrency = 2;
+            c.notifier.poll_interval_ms = 50;
+        })
+        .await;
+        app.receiver.set_delay(Duration::from_millis(1500));
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            ids.push(
+                paid(
+                    &app,
+                    &app.client,
+                    &format!("ORDER-SLOW-{i}"),
+                    &app.receiver.url.clone(),
+                )
+                .await,
+            );
         }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.len() < ids.len() && Instant::now() < deadline {
+            if let Some(e) = app.receiver.next(Duration::from_secs(1)).await {
+                *seen
+                    .entry(e.body["id"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+        }
+        // Anything still in flight would arrive now.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for e in app.receiver.drain() {
+            *seen
+                .entry(e.body["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        assert_eq!(seen.len(), ids.len(), "every event delivered");
+        assert!(
+            seen.values().all(|n| *n == 1),
+            "each exactly once: {seen:?}"
+        );
+        app.server.stop();
     }
-    // Anything still in flight would arrive now.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for e in app.receiver.drain() {
-        *seen.entry(e.body["id"].as_str().unwrap().to_string()).or_default() += 1;
-    }
-    assert_eq!(seen.len(), ids.len(), "every event delivered");
-    assert!(seen.values().all(|n| *n == 1), "each exactly once: {seen:?}");
-    app.server.stop();
-});
+);
 
-on_every_backend!(an_app_with_an_ed25519_key_pays_and_its_secret_alone_no_longer_signs, |db| {
-    use aws_lc_rs::encoding::AsDer;
-    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
-    use base64::Engine;
-    let mut app = spawn_app(&db, |_| {}).await;
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let spki = pair.public_key().as_der().unwrap();
-    let pem = format!(
-        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        base64::engine::general_purpose::STANDARD.encode(spki.as_ref())
-    );
-    paymux_server::merchants::set_app_request_key(
-        &*db.store,
-        &app.client.app_id,
-        Some(paymux_store::RequestKey {
-            alg: paymux_store::RequestKeyAlg::Ed25519,
-            public_key_pem: pem,
-        }),
-    )
-    .await
-    .unwrap();
-    // A key that is not Ed25519 is refused when it is set.
-    assert!(paymux_server::merchants::set_app_request_key(
-        &*db.store,
-        &app.client.app_id,
-        Some(paymux_store::RequestKey {
-            alg: paymux_store::RequestKeyAlg::Ed25519,
-            public_key_pem: "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".into(),
-        }),
-    )
-    .await
-    .is_err());
-
-    // Signed with the secret only: refused.
-    let r = app
-        .client
-        .post("/v1/payments", &order("ORDER-ED-HMAC", &app.receiver.url))
+on_every_backend!(
+    an_app_with_an_ed25519_key_pays_and_its_secret_alone_no_longer_signs,
+    |db| {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+        use base64::Engine;
+        let mut app = spawn_app(&db, |_| {}).await;
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let spki = pair.public_key().as_der().unwrap();
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(spki.as_ref())
+        );
+        paymux_server::merchants::set_app_request_key(
+            &*db.store,
+            &app.client.app_id,
+            Some(paymux_store::RequestKey {
+                alg: paymux_store::RequestKeyAlg::Ed25519,
+                public_key_pem: pem,
+            }),
+        )
         .await
         .unwrap();
-    assert_eq!((r.status, r.error_code()), (401, Some("INVALID_SIGNATURE")), "{}", r.body);
-
-    // Signed with the private key: a payment, answered and notified under the secret.
-    let keyed = app.client.clone().with_ed25519_key(pkcs8.as_ref()).unwrap();
-    let r = keyed
-        .post("/v1/payments", &order("ORDER-ED", &app.receiver.url))
+        // A key that is not Ed25519 is refused when it is set.
+        assert!(paymux_server::merchants::set_app_request_key(
+            &*db.store,
+            &app.client.app_id,
+            Some(paymux_store::RequestKey {
+                alg: paymux_store::RequestKeyAlg::Ed25519,
+                public_key_pem: "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+                    .into(),
+            }),
+        )
         .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
-    assert!(r.signature_ok, "the answer is signed with the app secret");
-    let id = r.body["id"].as_str().unwrap().to_string();
-    let (status, paid) = app.pay_at("wechat", &json!({"out_trade_no": id})).await;
-    assert_eq!(status, 200, "{paid}");
-    let event = app.receiver.next(Duration::from_secs(5)).await.expect("notified");
-    assert!(event.signature_ok);
-    assert_eq!(event.body["data"]["id"], id.as_str());
-    app.server.stop();
-});
+        .is_err());
+
+        // Signed with the secret only: refused.
+        let r = app
+            .client
+            .post("/v1/payments", &order("ORDER-ED-HMAC", &app.receiver.url))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.error_code()),
+            (401, Some("INVALID_SIGNATURE")),
+            "{}",
+            r.body
+        );
+
+        // Signed with the private key: a payment, answered and notified under the secret.
+        let keyed = app.client.clone().with_ed25519_key(pkcs8.as_ref()).unwrap();
+        let r = keyed
+            .post("/v1/payments", &order("ORDER-ED", &app.receiver.url))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert!(r.signature_ok, "the answer is signed with the app secret");
+        let id = r.body["id"].as_str().unwrap().to_string();
+        let (status, paid) = app.pay_at("wechat", &json!({"out_trade_no": id})).await;
+        assert_eq!(status, 200, "{paid}");
+        let event = app
+            .receiver
+            .next(Duration::from_secs(5))
+            .await
+            .expect("notified");
+        assert!(event.signature_ok);
+        assert_eq!(event.body["data"]["id"], id.as_str());
+        app.server.stop();
+    }
+);

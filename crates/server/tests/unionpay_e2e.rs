@@ -268,7 +268,11 @@ on_every_backend!(unionpay_close, |db| {
         let (_, late) = app.sim_pay(json!({"out_trade_no": id})).await;
         assert_ne!(common::callback_statuses(&late), vec![200]);
         assert_eq!(app.status(&id).await, "closed");
-        let event = app.receiver.next(Duration::from_secs(5)).await.expect("notified");
+        let event = app
+            .receiver
+            .next(Duration::from_secs(5))
+            .await
+            .expect("notified");
         assert_eq!(event.body["type"], "payment.closed");
         assert_eq!(event.body["reason"], "merchant");
         assert_eq!(event.body["data"]["id"], id.as_str());
@@ -414,7 +418,11 @@ on_every_backend!(unionpay_polling_settles_lost_callbacks_and_expiry, |db| {
     assert_eq!(app.status(&unpaid_id).await, "pending");
     clock.advance(chrono::Duration::seconds(61));
     app.wait_status(&unpaid_id, "closed").await;
-    let event = app.receiver.next(Duration::from_secs(5)).await.expect("notified");
+    let event = app
+        .receiver
+        .next(Duration::from_secs(5))
+        .await
+        .expect("notified");
     assert_eq!(event.body["type"], "payment.closed");
     assert_eq!(event.body["reason"], "expired");
     assert_eq!(event.body["data"]["id"], unpaid_id.as_str());

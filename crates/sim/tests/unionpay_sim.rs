@@ -230,7 +230,11 @@ async fn close_of_an_unpaid_or_unknown_order_succeeds() {
     let trade = ch.query(&req.out_trade_no).await.unwrap();
     assert_ne!(trade.state, TradeState::Paid, "{trade:?}");
     let books = sim.trades(&req.out_trade_no.replace('_', ""));
-    let books = if books.is_empty() { sim.trades(&req.out_trade_no) } else { books };
+    let books = if books.is_empty() {
+        sim.trades(&req.out_trade_no)
+    } else {
+        books
+    };
     assert_eq!(books.len(), 1, "the simulator knows the order");
     assert_eq!(books[0].state, paymux_sim::SimTradeState::Unpaid);
     ch.close(&PaymentId::generate().to_string()).await.unwrap();

@@ -721,7 +721,10 @@ async fn a_registered_merchant_shows_its_public_key_and_never_its_apiv3_key() {
     assert_eq!(body["serial_no"], m.config.serial_no.as_str());
     let pem = body["public_key_pem"].as_str().unwrap();
     assert!(pem.contains("BEGIN"), "{pem}");
-    assert!(!body.to_string().contains(&m.config.apiv3_key), "the APIv3 key is never shown");
+    assert!(
+        !body.to_string().contains(&m.config.apiv3_key),
+        "the APIv3 key is never shown"
+    );
     let missing = http
         .get(format!("{host}/sim/wechat/merchants/0000000000"))
         .send()

@@ -65,7 +65,10 @@ pub(crate) fn app(r: &impl Cols) -> Result<App> {
         created_at: r.ts("created_at")?,
         previous_secret: r.opt_text("previous_secret")?,
         previous_secret_expires_at: r.opt_ts("previous_secret_expires_at")?,
-        request_key: match (r.opt_text("request_key_alg")?, r.opt_text("request_key_pem")?) {
+        request_key: match (
+            r.opt_text("request_key_alg")?,
+            r.opt_text("request_key_pem")?,
+        ) {
             (Some(alg), Some(pem)) => Some(RequestKey {
                 alg: alg
                     .parse()

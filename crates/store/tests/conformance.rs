@@ -652,7 +652,11 @@ async fn transition_refuses_an_edge_the_machine_does_not_have() {
             )
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::Invalid(_)), "{}: {err}", db.backend);
+        assert!(
+            matches!(err, StoreError::Invalid(_)),
+            "{}: {err}",
+            db.backend
+        );
         let now = s.payment(&p.id).await.unwrap().unwrap();
         assert_eq!(now.status, PaymentStatus::Created);
         assert!(s.events_for_payment(&p.id).await.unwrap().is_empty());
@@ -1231,32 +1235,53 @@ async fn idempotency_reservations_complete_release_and_purge() {
             created_at: t0(),
         };
         assert!(s.save_idempotency_record(&reserved).await.unwrap());
-        assert!(!s.save_idempotency_record(&reserved).await.unwrap(), "{}: reserved once", db.backend);
+        assert!(
+            !s.save_idempotency_record(&reserved).await.unwrap(),
+            "{}: reserved once",
+            db.backend
+        );
         // Releasing someone else's reservation (another time) does nothing.
-        assert!(!s.release_idempotency_key("mch_1", "key-r", t0() + secs(1)).await.unwrap());
+        assert!(!s
+            .release_idempotency_key("mch_1", "key-r", t0() + secs(1))
+            .await
+            .unwrap());
         let answered = IdempotencyRecord {
             status: 201,
             body: b"{}".to_vec(),
             ..reserved.clone()
         };
         assert!(s.complete_idempotency_record(&answered).await.unwrap());
-        assert!(!s.complete_idempotency_record(&answered).await.unwrap(), "completed once");
         assert!(
-            !s.release_idempotency_key("mch_1", "key-r", t0()).await.unwrap(),
+            !s.complete_idempotency_record(&answered).await.unwrap(),
+            "completed once"
+        );
+        assert!(
+            !s.release_idempotency_key("mch_1", "key-r", t0())
+                .await
+                .unwrap(),
             "an answer is never released"
         );
-        assert_eq!(s.idempotency_record("mch_1", "key-r").await.unwrap(), Some(answered));
+        assert_eq!(
+            s.idempotency_record("mch_1", "key-r").await.unwrap(),
+            Some(answered)
+        );
 
         let crashed = IdempotencyRecord {
             key: "key-c".into(),
             ..reserved.clone()
         };
         assert!(s.save_idempotency_record(&crashed).await.unwrap());
-        assert!(s.release_idempotency_key("mch_1", "key-c", t0()).await.unwrap());
+        assert!(s
+            .release_idempotency_key("mch_1", "key-c", t0())
+            .await
+            .unwrap());
         assert_eq!(s.idempotency_record("mch_1", "key-c").await.unwrap(), None);
 
         assert_eq!(s.purge_idempotency_records(t0()).await.unwrap(), 0);
-        assert_eq!(s.purge_idempotency_records(t0() + secs(1)).await.unwrap(), 1);
+        assert_eq!(
+            s.purge_idempotency_records(t0() + secs(1)).await.unwrap(),
+            1
+        );
         assert_eq!(s.idempotency_record("mch_1", "key-r").await.unwrap(), None);
     }
     cleanup(dbs).await;

@@ -1,5 +1,6 @@
-//! Authenticates every merchant request (HMAC, timestamp window, nonce) and
-//! signs every response with the same app secret.
+//! Authenticates every merchant request (HMAC or the app's own key,
+//! timestamp window, nonce, and a bound client certificate) and signs every
+//! answer to an authenticated request with the app secret.
 //!
 //! Checks run cheapest-first and write nothing until the signature is known
 //! good: a forged or stale request never touches the database.
@@ -67,9 +68,6 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    // The response is signed with the secret the request was signed with:
-    // during a rotation's grace period a client still on the previous
-    // secret can verify our answers too.
     if let Some(bound) = &app.client_cert_sha256 {
         let presented = parts.extensions.get::<crate::tls::ClientCert>();
         if presented.map(|c| &c.0) != Some(bound) {
@@ -80,6 +78,9 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
             return refuse(e, Some(&app.app_id));
         }
     }
+    // The response is signed with the secret the request was signed with:
+    // during a rotation's grace period a client still on the previous
+    // secret can verify our answers too.
     let secret = match check(
         &state,
         &app,

@@ -109,7 +109,11 @@ impl AuthFailures {
             tracing::warn!(client = ?ip, ?block, "authentication failures: client address refused for a while");
         }
         if app_over {
-            tracing::warn!(app_id, limit = self.limits.per_app, "authentication failures: app under attack (its signed requests still pass)");
+            tracing::warn!(
+                app_id,
+                limit = self.limits.per_app,
+                "authentication failures: app under attack (its signed requests still pass)"
+            );
         }
         let log_due = tracked
             .last_log
@@ -147,7 +151,9 @@ fn bump<K: std::hash::Hash + Eq>(
         blocked_until: None,
         last_block: Duration::ZERO,
     });
-    if now.saturating_duration_since(w.started) >= window && w.blocked_until.is_none_or(|u| u <= now) {
+    if now.saturating_duration_since(w.started) >= window
+        && w.blocked_until.is_none_or(|u| u <= now)
+    {
         w.started = now;
         w.failures = 0;
     }
@@ -175,11 +181,19 @@ mod tests {
         for _ in 0..3 {
             f.record(ip, Some("app"), "INVALID_SIGNATURE", t0);
         }
-        assert_eq!(f.blocked(ip, t0), None, "three failures are within the limit");
+        assert_eq!(
+            f.blocked(ip, t0),
+            None,
+            "three failures are within the limit"
+        );
         f.record(ip, Some("app"), "INVALID_SIGNATURE", t0);
         assert_eq!(f.blocked(ip, t0), Some(Duration::from_secs(60)));
         let other = Some("192.0.2.8".parse().unwrap());
-        assert_eq!(f.blocked(other, t0), None, "another address is not affected");
+        assert_eq!(
+            f.blocked(other, t0),
+            None,
+            "another address is not affected"
+        );
 
         // After the block, the next burst blocks for twice as long.
         let t1 = t0 + Duration::from_secs(61);

@@ -133,7 +133,8 @@ async fn reserve(
         if !existing.in_progress() {
             return Ok(Some(replay(existing)));
         }
-        let stale = paymux_core::clock::later(existing.created_at, stale_after) < reservation.created_at;
+        let stale =
+            paymux_core::clock::later(existing.created_at, stale_after) < reservation.created_at;
         if !stale {
             let mut e = ApiError::new(
                 StatusCode::CONFLICT,
@@ -145,7 +146,11 @@ async fn reserve(
         }
         state
             .store
-            .release_idempotency_key(&reservation.merchant_id, &reservation.key, existing.created_at)
+            .release_idempotency_key(
+                &reservation.merchant_id,
+                &reservation.key,
+                existing.created_at,
+            )
             .await?;
     }
     Err(FlowError::Conflict(

@@ -38,9 +38,7 @@ impl Page {
     pub fn bounds(&self) -> Result<Bounds, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(format!(
-                "limit: must be 1-{MAX_LIMIT}"
-            )));
+            return Err(ApiError::invalid(format!("limit: must be 1-{MAX_LIMIT}")));
         }
         Ok(Bounds {
             limit,
@@ -66,7 +64,11 @@ fn time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiErr
 }
 
 /// A filter value parsed as the type it names (`status=closed`).
-pub fn parsed<T: FromStr>(name: &str, value: Option<&str>, allowed: &str) -> Result<Option<T>, ApiError> {
+pub fn parsed<T: FromStr>(
+    name: &str,
+    value: Option<&str>,
+    allowed: &str,
+) -> Result<Option<T>, ApiError> {
     value
         .map(|v| {
             v.parse()

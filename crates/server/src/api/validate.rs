@@ -82,12 +82,10 @@ impl CreatePayment {
             .ok_or_else(|| ApiError::invalid("amount: must be an integer in minor units"))?;
         let amount = Money::new(minor, currency)
             .map_err(|_| ApiError::invalid("amount: must be greater than 0"))?;
-        let channel: ChannelKind = text(&obj, "channel", 1, 16)?
-            .parse()
-            .map_err(|_| {
-                let all: Vec<&str> = ChannelKind::ALL.iter().map(|c| c.as_str()).collect();
-                ApiError::invalid(format!("channel: must be one of: {}", all.join(", ")))
-            })?;
+        let channel: ChannelKind = text(&obj, "channel", 1, 16)?.parse().map_err(|_| {
+            let all: Vec<&str> = ChannelKind::ALL.iter().map(|c| c.as_str()).collect();
+            ApiError::invalid(format!("channel: must be one of: {}", all.join(", ")))
+        })?;
         let method: PayMethod = text(&obj, "method", 1, 16)?.parse().map_err(|_| {
             ApiError::invalid(format!(
                 "method: must be one of: {}",

@@ -264,7 +264,9 @@ async fn show_merchant(State(sim): State<Arc<WechatSim>>, Path(mchid): Path<Stri
         .into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "code": "RESOURCE_NOT_EXISTS", "message": "no such merchant" })),
+            Json(
+                serde_json::json!({ "code": "RESOURCE_NOT_EXISTS", "message": "no such merchant" }),
+            ),
         )
             .into_response(),
     }
