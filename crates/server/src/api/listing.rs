@@ -6,6 +6,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use paymux_core::PaymentId;
 use serde_json::{json, Value};
 
 use super::ApiError;
@@ -14,19 +15,8 @@ use super::ApiError;
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
-/// The query parameters every listing shares.
-#[derive(Debug, Default)]
-pub struct Page {
-    pub limit: Option<u32>,
-    pub starting_after: Option<String>,
-    /// RFC 3339; created at or after.
-    pub created_from: Option<String>,
-    /// RFC 3339; created before.
-    pub created_to: Option<String>,
-}
-
-/// The checked form of [`Page`]. `fetch` is one more than the page, to learn
-/// whether there is another.
+/// The checked paging and time bounds every listing shares. `fetch` is one
+/// more than the page, to learn whether there is another.
 pub struct Bounds {
     pub limit: u32,
     pub fetch: u32,
@@ -34,17 +24,22 @@ pub struct Bounds {
     pub created_to: Option<DateTime<Utc>>,
 }
 
-impl Page {
-    pub fn bounds(&self) -> Result<Bounds, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+impl Bounds {
+    /// From the `limit`, `created_from` and `created_to` query parameters.
+    pub fn parse(
+        limit: Option<u32>,
+        created_from: Option<&str>,
+        created_to: Option<&str>,
+    ) -> Result<Bounds, ApiError> {
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::invalid(format!("limit: must be 1-{MAX_LIMIT}")));
         }
         Ok(Bounds {
             limit,
             fetch: limit + 1,
-            created_from: time("created_from", self.created_from.as_deref())?,
-            created_to: time("created_to", self.created_to.as_deref())?,
+            created_from: time("created_from", created_from)?,
+            created_to: time("created_to", created_to)?,
         })
     }
 }
@@ -63,16 +58,45 @@ fn time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiErr
         .transpose()
 }
 
-/// A filter value parsed as the type it names (`status=closed`).
+/// A filter value that must be one of `all` (`status=closed`); the error
+/// lists them, so the list cannot drift from the type.
+pub fn one_of<T: Copy>(
+    name: &str,
+    value: Option<&str>,
+    all: &[T],
+    label: fn(&T) -> &'static str,
+) -> Result<Option<T>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    all.iter()
+        .copied()
+        .find(|t| label(t) == v)
+        .map(Some)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(label).collect();
+            ApiError::invalid(format!("{name}: must be one of: {}", names.join(", ")))
+        })
+}
+
+/// A filter value parsed as the type it names, for types without a short list.
 pub fn parsed<T: FromStr>(
     name: &str,
     value: Option<&str>,
-    allowed: &str,
+    what: &str,
 ) -> Result<Option<T>, ApiError> {
     value
         .map(|v| {
             v.parse()
-                .map_err(|_| ApiError::invalid(format!("{name}: must be one of: {allowed}")))
+                .map_err(|_| ApiError::invalid(format!("{name}: must be {what}")))
+        })
+        .transpose()
+}
+
+/// A payment id given as a filter or cursor.
+pub fn payment_id(name: &str, value: Option<&str>) -> Result<Option<PaymentId>, ApiError> {
+    value
+        .map(|v| {
+            PaymentId::parse(v)
+                .map_err(|_| ApiError::invalid(format!("{name}: must be a payment id")))
         })
         .transpose()
 }

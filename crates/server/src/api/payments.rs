@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use paymux_core::PaymentId;
+use paymux_core::{ChannelKind, PaymentId, PaymentStatus};
 use paymux_store::{Payment, PaymentQuery};
 use serde::Deserialize;
 
@@ -77,17 +77,6 @@ pub struct FindQuery {
     created_to: Option<String>,
 }
 
-impl FindQuery {
-    fn page(&self) -> listing::Page {
-        listing::Page {
-            limit: self.limit,
-            starting_after: self.starting_after.clone(),
-            created_from: self.created_from.clone(),
-            created_to: self.created_to.clone(),
-        }
-    }
-}
-
 /// `GET /v1/payments?merchant_order_no=…` finds one payment; without it,
 /// lists the merchant's payments newest first, filtered and paged.
 pub async fn find(
@@ -138,27 +127,27 @@ async fn list(
     caller: &Caller,
     q: FindQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let bounds = q.page().bounds()?;
-    let starting_after = match q.starting_after.as_deref() {
-        Some(id) => Some(
-            PaymentId::parse(id)
-                .map_err(|_| ApiError::invalid("starting_after: must be a payment id"))?,
-        ),
-        None => None,
-    };
+    let bounds =
+        listing::Bounds::parse(q.limit, q.created_from.as_deref(), q.created_to.as_deref())?;
     let query = PaymentQuery {
         merchant_id: caller.merchant_id.clone(),
-        status: listing::parsed(
+        status: listing::one_of(
             "status",
             q.status.as_deref(),
-            "created, pending, succeeded, failed, closed",
+            &PaymentStatus::ALL,
+            PaymentStatus::as_str,
         )?,
-        channel: listing::parsed("channel", q.channel.as_deref(), "wechat, alipay, unionpay")?,
+        channel: listing::one_of(
+            "channel",
+            q.channel.as_deref(),
+            &ChannelKind::ALL,
+            ChannelKind::as_str,
+        )?,
         method: listing::parsed("method", q.method.as_deref(), "a payment method")?,
         created_from: bounds.created_from,
         created_to: bounds.created_to,
         order_no_prefix: q.merchant_order_no_prefix,
-        starting_after,
+        starting_after: listing::payment_id("starting_after", q.starting_after.as_deref())?,
         limit: bounds.fetch,
     };
     let rows = state

@@ -9,6 +9,8 @@ use axum::{Extension, Json};
 use paymux_store::Refund;
 use serde::Deserialize;
 
+use paymux_core::RefundStatus;
+
 use super::auth::Caller;
 use super::refund_request::CreateRefund;
 use super::{idempotency, listing, view, ApiError};
@@ -82,17 +84,6 @@ pub struct FindQuery {
     created_to: Option<String>,
 }
 
-impl FindQuery {
-    fn page(&self) -> listing::Page {
-        listing::Page {
-            limit: self.limit,
-            starting_after: self.starting_after.clone(),
-            created_from: self.created_from.clone(),
-            created_to: self.created_to.clone(),
-        }
-    }
-}
-
 /// `GET /v1/refunds?merchant_refund_no=…` finds one refund; without it,
 /// lists the merchant's refunds newest first, filtered and paged.
 pub async fn find(
@@ -102,22 +93,17 @@ pub async fn find(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {e}")))?;
     let Some(no) = q.merchant_refund_no.clone() else {
-        let bounds = q.page().bounds()?;
-        let payment_id = match q.payment_id.as_deref() {
-            Some(id) => Some(
-                paymux_core::PaymentId::parse(id)
-                    .map_err(|_| ApiError::invalid("payment_id: must be a payment id"))?,
-            ),
-            None => None,
-        };
+        let bounds =
+            listing::Bounds::parse(q.limit, q.created_from.as_deref(), q.created_to.as_deref())?;
         let query = paymux_store::RefundQuery {
             merchant_id: caller.merchant_id.clone(),
-            status: listing::parsed(
+            status: listing::one_of(
                 "status",
                 q.status.as_deref(),
-                "processing, succeeded, failed",
+                &RefundStatus::ALL,
+                RefundStatus::as_str,
             )?,
-            payment_id,
+            payment_id: listing::payment_id("payment_id", q.payment_id.as_deref())?,
             created_from: bounds.created_from,
             created_to: bounds.created_to,
             starting_after: q.starting_after.clone(),
