@@ -78,7 +78,7 @@ impl PaymentStatus {
     }
 
     /// The status an event leads to, wherever it is legal.
-    pub fn target(event: PaymentEvent) -> PaymentStatus {
+    fn target(event: PaymentEvent) -> PaymentStatus {
         match event {
             PaymentEvent::PrepayAccepted => PaymentStatus::Pending,
             PaymentEvent::PrepayRejected | PaymentEvent::PayFailed => PaymentStatus::Failed,

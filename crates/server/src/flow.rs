@@ -217,8 +217,14 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
                 pay_params: Some(prepared.pay_params),
                 ..Default::default()
             };
-            let pending =
-                move_to(state, &payment, PaymentEvent::PrepayAccepted, patch, None).await?;
+            let pending = move_to(
+                state,
+                &payment,
+                PaymentEvent::PrepayAccepted,
+                patch,
+                CloseReason::Channel,
+            )
+            .await?;
             match &prepared.trade {
                 // Settled in the same call (barcode): apply it like a callback,
                 // with the same amount check.
@@ -233,7 +239,7 @@ pub async fn prepare(state: &AppState, payment: Payment) -> Result<Payment, Flow
                 &payment,
                 PaymentEvent::PrepayRejected,
                 TransitionPatch::default(),
-                Notice::of(PaymentStatus::Failed, CloseReason::ChannelRefused),
+                CloseReason::ChannelRefused,
             )
             .await?;
             Err(FlowError::ChannelRejected(format!("{code}: {message}")))
@@ -352,8 +358,7 @@ async fn apply_trade_with(
             .or_else(|| (event == PaymentEvent::Paid).then(|| state.clock.now())),
         ..Default::default()
     };
-    let notice = Notice::of(PaymentStatus::target(event), CloseReason::Channel);
-    move_to(state, &payment, event, patch, notice).await
+    move_to(state, &payment, event, patch, CloseReason::Channel).await
 }
 
 /// A `created` payment that the channel turned out to know (the answer to
@@ -385,7 +390,7 @@ async fn mark_prepared_locked(
         &payment,
         PaymentEvent::PrepayAccepted,
         TransitionPatch::default(),
-        None,
+        CloseReason::Channel,
     )
     .await
 }
@@ -395,7 +400,9 @@ async fn mark_prepared_locked(
 /// this between `created` and any final status.
 const MAX_LOST_RACES: usize = 8;
 
-/// One step of the state machine, persisted with a compare-and-set. An event
+/// One step of the state machine, persisted with a compare-and-set; a step
+/// to a final status writes the merchant's event with it (`reason` is why,
+/// for a close or a failure; unused otherwise). An event
 /// that already happened returns the payment unchanged. When another writer
 /// moved the payment first, the event is applied again to where it is now.
 async fn move_to(
@@ -403,7 +410,7 @@ async fn move_to(
     payment: &Payment,
     event: PaymentEvent,
     patch: TransitionPatch,
-    notify: Option<Notice>,
+    reason: CloseReason,
 ) -> Result<Payment, FlowError> {
     let mut payment = payment.clone();
     for _ in 0..MAX_LOST_RACES {
@@ -419,7 +426,10 @@ async fn move_to(
             }
         };
         let now = state.clock.now();
-        let outbox = notify.map(|notice| outbox_event(&payment, to, &patch, notice, now));
+        // Every final status is reported to the merchant, in the same
+        // transaction; `reason` says why when it is a close or a failure.
+        let outbox =
+            Notice::of(to, reason).map(|notice| outbox_event(&payment, to, &patch, notice, now));
         match state
             .store
             .transition(
@@ -536,7 +546,7 @@ pub async fn close(
         &payment,
         PaymentEvent::Closed,
         TransitionPatch::default(),
-        Notice::of(PaymentStatus::Closed, reason),
+        reason,
     )
     .await
 }
