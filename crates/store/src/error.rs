@@ -5,6 +5,12 @@ use thiserror::Error;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The SQLite engine could not run or commit the work (the batch it was
+    /// committed in failed, or the store is closing).
+    #[error("database engine: {0}")]
+    Engine(String),
     #[error("row could not be decoded: {0}")]
     Corrupt(String),
     #[error("duplicate key: {0}")]
@@ -31,6 +37,23 @@ impl StoreError {
                 StoreError::Duplicate(format!("{what}: {}", db.message()))
             }
             _ => StoreError::Database(err),
+        }
+    }
+
+    /// [`StoreError::unique`] for SQLite.
+    pub(crate) fn unique_sqlite(err: rusqlite::Error, what: &str) -> StoreError {
+        match &err {
+            rusqlite::Error::SqliteFailure(e, message)
+                if e.code == rusqlite::ErrorCode::ConstraintViolation
+                    && matches!(
+                        e.extended_code,
+                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    ) =>
+            {
+                StoreError::Duplicate(format!("{what}: {}", message.as_deref().unwrap_or("")))
+            }
+            _ => StoreError::Sqlite(err),
         }
     }
 }

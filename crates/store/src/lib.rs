@@ -36,6 +36,12 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is (`sqlite` or `postgres`), for logs and benchmarks.
     fn backend(&self) -> &'static str;
 
+    /// Commits and the writes grouped into them, where the backend groups
+    /// them (SQLite); `None` elsewhere.
+    fn write_batches(&self) -> Option<WriteBatches> {
+        None
+    }
+
     /// Counts of what is waiting: events not acknowledged, open payments,
     /// processing refunds.
     async fn backlog(&self) -> Result<Backlog>;

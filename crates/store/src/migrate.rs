@@ -5,7 +5,7 @@
 //! migration leaves nothing half-done.
 
 use chrono::Utc;
-use sqlx::{PgPool, SqlitePool};
+use sqlx::PgPool;
 
 use crate::Result;
 
@@ -95,32 +95,37 @@ const POSTGRES: &[Migration] = &[
 /// Advisory lock key ("paymux" in ASCII) that serialises migrating nodes.
 const PG_LOCK_KEY: i64 = 0x7061_796d_7578;
 
-pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<()> {
-    sqlx::raw_sql(
+pub(crate) fn sqlite(conn: &rusqlite::Connection) -> Result<()> {
+    conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
-    )
-    .execute(pool)
-    .await?;
+    )?;
     for m in SQLITE {
         // BEGIN IMMEDIATE takes the write lock up front, so two processes
         // opening the same file cannot both decide a version is missing.
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        let claimed = sqlx::query(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)
-             ON CONFLICT (version) DO NOTHING",
-        )
-        .bind(m.version)
-        .bind(Utc::now().timestamp_micros())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            continue; // already applied; dropping `tx` rolls back
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let applied = (|| {
+            let claimed = conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)
+                 ON CONFLICT (version) DO NOTHING",
+                (m.version, Utc::now().timestamp_micros()),
+            )?;
+            if claimed == 1 {
+                conn.execute_batch(m.sql)?;
+            }
+            Ok::<_, rusqlite::Error>(claimed == 1)
+        })();
+        match applied {
+            Ok(true) => {
+                conn.execute_batch("COMMIT")?;
+                tracing::info!(version = m.version, "applied sqlite migration");
+            }
+            Ok(false) => conn.execute_batch("ROLLBACK")?, // already applied
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
         }
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
-        tx.commit().await?;
-        tracing::info!(version = m.version, "applied sqlite migration");
     }
     Ok(())
 }

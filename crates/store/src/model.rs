@@ -276,6 +276,13 @@ pub struct RefundQuery {
     pub limit: u32,
 }
 
+/// How the SQLite writer has grouped writes into commits since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteBatches {
+    pub commits: u64,
+    pub writes: u64,
+}
+
 /// What is waiting, for the operator's gauges.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Backlog {

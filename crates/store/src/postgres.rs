@@ -13,7 +13,8 @@ use crate::row::{self, get, Cols};
 use crate::shared::{self, check_edge, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
-const MAX_CONNECTIONS: u32 = 16;
+/// Connections each node keeps to PostgreSQL at most.
+pub const MAX_CONNECTIONS: u32 = 16;
 
 pub struct PgStore {
     pool: PgPool,

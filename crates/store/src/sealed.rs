@@ -157,6 +157,10 @@ impl Store for SealedStore {
         self.inner.backend()
     }
 
+    fn write_batches(&self) -> Option<WriteBatches> {
+        self.inner.write_batches()
+    }
+
     async fn backlog(&self) -> Result<Backlog> {
         self.inner.backlog().await
     }
