@@ -26,6 +26,10 @@ use crate::AppState;
 /// by at most the lease.
 const LEASE_MARGIN_SECS: u64 = 5;
 const BATCH: u32 = 64;
+/// After a claim that found less than it could take, the next one waits at
+/// least this long: waking on every new event would otherwise re-read the
+/// backlog of merchants whose slots are full thousands of times a second.
+const CLAIM_SPACING: Duration = Duration::from_millis(5);
 
 /// Deliveries in flight, per merchant: the claim leaves out merchants whose
 /// slots are full, so one merchant's dead endpoint holds at most
@@ -92,8 +96,10 @@ pub async fn run(state: AppState) {
             skip_merchants: skip,
         };
         let now = state.clock.now();
+        let asked = claim.limit as usize;
         match state.store.claim_events(now, lease, &claim).await {
             Ok(events) if !events.is_empty() => {
+                let full = events.len() >= asked;
                 for event in events {
                     let merchant = event.merchant_id.clone();
                     let has_slot = {
@@ -123,16 +129,20 @@ pub async fn run(state: AppState) {
                         deliver_leased(&state, event, lease).await;
                     });
                 }
-                continue;
+                if full {
+                    continue; // there may be more due right now
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "notifier: cannot read the outbox"),
         }
+        let claimed_at = tokio::time::Instant::now();
         tokio::select! {
             _ = state.outbox_wakeup.notified() => {}
             _ = finished.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(cfg.poll_interval_ms)) => {}
         }
+        tokio::time::sleep_until(claimed_at + CLAIM_SPACING).await;
     }
 }
 

@@ -51,6 +51,10 @@ const SQLITE: &[Migration] = &[
         version: 9,
         sql: include_str!("../migrations/sqlite/0009_app_client_cert.sql"),
     },
+    Migration {
+        version: 10,
+        sql: include_str!("../migrations/sqlite/0010_due_indexes.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -89,6 +93,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 9,
         sql: include_str!("../migrations/postgres/0009_app_client_cert.sql"),
+    },
+    Migration {
+        version: 10,
+        sql: include_str!("../migrations/postgres/0010_due_indexes.sql"),
     },
 ];
 

@@ -277,7 +277,7 @@ pub struct RefundQuery {
 }
 
 /// How the SQLite writer has grouped writes into commits since it opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WriteBatches {
     pub commits: u64,
     pub writes: u64,

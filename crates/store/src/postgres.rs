@@ -10,7 +10,7 @@ use paymux_core::{ChannelKind, PaymentId, PaymentStatus, RefundStatus};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 
 use crate::row::{self, get, Cols};
-use crate::shared::{self, check_edge, event_updated, lease_end, sort_due, updated};
+use crate::shared::{self, check_edge, claim_window, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
 /// Connections each node keeps to PostgreSQL at most.
@@ -676,9 +676,16 @@ impl Store for PgStore {
             "UPDATE refunds SET poll_locked_until = $2
              WHERE id IN (
                 SELECT id FROM refunds
-                WHERE status = 'processing'
+                WHERE id IN (
+                    (SELECT id FROM refunds
+                     WHERE status = 'processing' AND next_poll_at <= $1
+                       AND (poll_locked_until IS NULL OR poll_locked_until <= $1)
+                     ORDER BY next_poll_at LIMIT $5)
+                    UNION (SELECT id FROM refunds
+                     WHERE status = 'processing' AND next_poll_at IS NULL AND created_at <= $3
+                       AND (poll_locked_until IS NULL OR poll_locked_until <= $1)
+                     ORDER BY created_at LIMIT $5))
                   AND (poll_locked_until IS NULL OR poll_locked_until <= $1)
-                  AND (next_poll_at <= $1 OR (next_poll_at IS NULL AND created_at <= $3))
                 ORDER BY COALESCE(next_poll_at, created_at), id
                 LIMIT $4
                 FOR UPDATE SKIP LOCKED)
@@ -688,6 +695,7 @@ impl Store for PgStore {
         .bind(until)
         .bind(first_poll_before)
         .bind(i64::from(limit))
+        .bind(claim_window(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -732,10 +740,22 @@ impl Store for PgStore {
             "UPDATE payments SET poll_locked_until = $2
              WHERE id IN (
                 SELECT id FROM payments
-                WHERE status IN ('created', 'pending')
+                WHERE id IN (
+                    (SELECT id FROM payments
+                     WHERE status IN ('created', 'pending') AND next_poll_at <= $1
+                       AND (poll_locked_until IS NULL OR poll_locked_until <= $1)
+                     ORDER BY next_poll_at LIMIT $5)
+                    UNION (SELECT id FROM payments
+                     WHERE status IN ('created', 'pending') AND next_poll_at IS NULL
+                       AND created_at <= $3
+                       AND (poll_locked_until IS NULL OR poll_locked_until <= $1)
+                     ORDER BY created_at LIMIT $5)
+                    UNION (SELECT id FROM payments
+                     WHERE status IN ('created', 'pending') AND next_poll_at IS NULL
+                       AND expires_at <= $1
+                       AND (poll_locked_until IS NULL OR poll_locked_until <= $1)
+                     ORDER BY expires_at LIMIT $5))
                   AND (poll_locked_until IS NULL OR poll_locked_until <= $1)
-                  AND (next_poll_at <= $1
-                       OR (next_poll_at IS NULL AND (created_at <= $3 OR expires_at <= $1)))
                 ORDER BY COALESCE(next_poll_at, created_at), id
                 LIMIT $4
                 FOR UPDATE SKIP LOCKED)
@@ -745,6 +765,7 @@ impl Store for PgStore {
         .bind(until)
         .bind(first_poll_before)
         .bind(i64::from(limit))
+        .bind(claim_window(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -793,10 +814,12 @@ impl Store for PgStore {
             "WITH ranked AS (
                 SELECT id, ROW_NUMBER() OVER (PARTITION BY merchant_id
                                               ORDER BY next_attempt_at, created_at, id) AS nth
-                FROM events
-                WHERE delivered_at IS NULL AND NOT dead AND next_attempt_at <= $1
-                  AND (locked_until IS NULL OR locked_until <= $1)
-                  AND merchant_id <> ALL($5)),
+                FROM (
+                    SELECT id, merchant_id, next_attempt_at, created_at FROM events
+                    WHERE delivered_at IS NULL AND NOT dead AND next_attempt_at <= $1
+                      AND (locked_until IS NULL OR locked_until <= $1)
+                      AND merchant_id <> ALL($5)
+                    ORDER BY next_attempt_at LIMIT $6) oldest),
              picked AS (
                 SELECT e.id FROM events e JOIN ranked r ON r.id = e.id
                 WHERE r.nth <= $4
@@ -814,6 +837,7 @@ impl Store for PgStore {
         .bind(i64::from(claim.limit))
         .bind(i64::from(claim.per_merchant.max(1)))
         .bind(&claim.skip_merchants)
+        .bind(claim_window(claim.limit))
         .fetch_all(&self.pool)
         .await?;
         let mut events = rows.iter().map(row::event).collect::<Result<Vec<_>>>()?;

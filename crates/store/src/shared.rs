@@ -25,6 +25,13 @@ pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<
         .ok_or_else(|| StoreError::Invalid(format!("lease {lease} overflows the clock")))
 }
 
+/// How many of the oldest due events a claim looks at: a few times what it
+/// takes, so that the per-merchant share can pass over a merchant's surplus,
+/// without ranking the whole backlog on every claim.
+pub(crate) fn claim_window(limit: u32) -> i64 {
+    i64::from(limit.max(1)).saturating_mul(8)
+}
+
 /// An update of an event by id that touched no row means the event does not exist.
 pub(crate) fn event_updated(rows: u64, id: &str) -> Result<()> {
     if rows == 0 {

@@ -124,7 +124,10 @@ impl Engine {
     /// Opens the database at `path` (creating it), runs `prepare` on the
     /// write connection before anything else may use it (migrations), and
     /// starts the writer thread.
-    pub(crate) fn open(path: &Path, prepare: impl FnOnce(&Connection) -> Result<()>) -> Result<Self> {
+    pub(crate) fn open(
+        path: &Path,
+        prepare: impl FnOnce(&Connection) -> Result<()>,
+    ) -> Result<Self> {
         let writer = connect(path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         prepare(&writer)?;
@@ -419,7 +422,9 @@ mod tests {
         engine
             .read(|c| {
                 let mut s = c.prepare("SELECT k FROM t ORDER BY k")?;
-                let keys = s.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+                let keys = s
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
                 Ok(keys)
             })
             .await
@@ -461,7 +466,8 @@ mod tests {
                     })
                     .await
                 } else if i == 30 {
-                    e.write(|_| -> Result<()> { panic!("a bug in one write") }).await
+                    e.write(|_| -> Result<()> { panic!("a bug in one write") })
+                        .await
                 } else {
                     e.write(insert(&format!("k{i:02}"))).await
                 }

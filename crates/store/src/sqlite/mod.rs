@@ -21,7 +21,7 @@ use rusqlite::{params, Connection};
 use self::cols::{all, exec, exec_unique, from_micros, json_text, micros, one};
 use self::engine::Engine;
 use crate::row::{self, Cols};
-use crate::shared::{self, check_edge, event_updated, lease_end, sort_due, updated};
+use crate::shared::{self, check_edge, claim_window, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
 pub struct SqliteStore {
@@ -35,10 +35,9 @@ impl SqliteStore {
             tokio::fs::create_dir_all(dir).await?;
         }
         let path = path.to_path_buf();
-        let engine =
-            tokio::task::spawn_blocking(move || Engine::open(&path, migrate::sqlite))
-                .await
-                .map_err(|e| StoreError::Engine(format!("opening: {e}")))??;
+        let engine = tokio::task::spawn_blocking(move || Engine::open(&path, migrate::sqlite))
+            .await
+            .map_err(|e| StoreError::Engine(format!("opening: {e}")))??;
         Ok(SqliteStore { engine })
     }
 
@@ -124,7 +123,10 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<()> {
         self.engine
-            .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(drop)?))
+            .read(|c| {
+                Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    .map(drop)?)
+            })
             .await
     }
 
@@ -145,23 +147,34 @@ impl Store for SqliteStore {
 
     async fn merchant(&self, id: &str) -> Result<Option<Merchant>> {
         self.engine
-            .read(|c| one(c, "SELECT * FROM merchants WHERE id = ?1", [id], |r| row::merchant(r)))
-            .await
-    }
-
-    async fn list_merchants(&self) -> Result<Vec<Merchant>> {
-        self.engine
-            .scan(|c| {
-                all(c, "SELECT * FROM merchants ORDER BY created_at, id", [], |r| {
+            .read(|c| {
+                one(c, "SELECT * FROM merchants WHERE id = ?1", [id], |r| {
                     row::merchant(r)
                 })
             })
             .await
     }
 
+    async fn list_merchants(&self) -> Result<Vec<Merchant>> {
+        self.engine
+            .scan(|c| {
+                all(
+                    c,
+                    "SELECT * FROM merchants ORDER BY created_at, id",
+                    [],
+                    |r| row::merchant(r),
+                )
+            })
+            .await
+    }
+
     async fn app(&self, app_id: &str) -> Result<Option<App>> {
         self.engine
-            .read(|c| one(c, "SELECT * FROM apps WHERE app_id = ?1", [app_id], |r| row::app(r)))
+            .read(|c| {
+                one(c, "SELECT * FROM apps WHERE app_id = ?1", [app_id], |r| {
+                    row::app(r)
+                })
+            })
             .await
     }
 
@@ -191,7 +204,9 @@ impl Store for SqliteStore {
 
     async fn insert_app(&self, app: &App) -> Result<()> {
         let app = app.clone();
-        self.engine.write(move |c| insert_app(c, &app).map(drop)).await
+        self.engine
+            .write(move |c| insert_app(c, &app).map(drop))
+            .await
     }
 
     async fn update_app_request_key(&self, app_id: &str, key: Option<&RequestKey>) -> Result<()> {
@@ -324,9 +339,12 @@ impl Store for SqliteStore {
     async fn channel_account(&self, id: &str) -> Result<Option<ChannelAccount>> {
         self.engine
             .read(|c| {
-                one(c, "SELECT * FROM channel_accounts WHERE id = ?1", [id], |r| {
-                    row::channel_account(r)
-                })
+                one(
+                    c,
+                    "SELECT * FROM channel_accounts WHERE id = ?1",
+                    [id],
+                    |r| row::channel_account(r),
+                )
             })
             .await
     }
@@ -376,7 +394,13 @@ impl Store for SqliteStore {
 
     async fn purge_nonces(&self, now: DateTime<Utc>) -> Result<u64> {
         self.engine
-            .write(move |c| exec(c, "DELETE FROM nonces WHERE expires_at <= ?1", [micros(now)]))
+            .write(move |c| {
+                exec(
+                    c,
+                    "DELETE FROM nonces WHERE expires_at <= ?1",
+                    [micros(now)],
+                )
+            })
             .await
     }
 
@@ -424,9 +448,7 @@ impl Store for SqliteStore {
                 // Read in the same transaction: the row that won the conflict.
                 payment_by_order_no(c, &p.merchant_id, &p.merchant_order_no)?
                     .map(Inserted::Existing)
-                    .ok_or_else(|| {
-                        StoreError::NotFound(format!("payment {}", p.merchant_order_no))
-                    })
+                    .ok_or_else(|| StoreError::NotFound(format!("payment {}", p.merchant_order_no)))
             })
             .await
     }
@@ -699,9 +721,19 @@ impl Store for SqliteStore {
                     "UPDATE refunds SET poll_locked_until = ?2
                      WHERE id IN (
                         SELECT id FROM refunds
-                        WHERE status = 'processing'
+                        WHERE id IN (
+                            SELECT id FROM (
+                                SELECT id FROM refunds
+                                WHERE status = 'processing' AND next_poll_at <= ?1
+                                  AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
+                                ORDER BY next_poll_at LIMIT ?5)
+                            UNION SELECT id FROM (
+                                SELECT id FROM refunds
+                                WHERE status = 'processing' AND next_poll_at IS NULL
+                                  AND created_at <= ?3
+                                  AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
+                                ORDER BY created_at LIMIT ?5))
                           AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
-                          AND (next_poll_at <= ?1 OR (next_poll_at IS NULL AND created_at <= ?3))
                         ORDER BY COALESCE(next_poll_at, created_at), id
                         LIMIT ?4)
                      RETURNING *",
@@ -709,7 +741,8 @@ impl Store for SqliteStore {
                         micros(now),
                         micros(until),
                         micros(first_poll_before),
-                        i64::from(limit)
+                        i64::from(limit),
+                        claim_window(limit),
                     ],
                     |r| {
                         Ok(DueRefund {
@@ -760,11 +793,25 @@ impl Store for SqliteStore {
                     "UPDATE payments SET poll_locked_until = ?2
                      WHERE id IN (
                         SELECT id FROM payments
-                        WHERE status IN ('created', 'pending')
+                        WHERE id IN (
+                            SELECT id FROM (
+                                SELECT id FROM payments
+                                WHERE status IN ('created', 'pending') AND next_poll_at <= ?1
+                                  AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
+                                ORDER BY next_poll_at LIMIT ?5)
+                            UNION SELECT id FROM (
+                                SELECT id FROM payments
+                                WHERE status IN ('created', 'pending') AND next_poll_at IS NULL
+                                  AND created_at <= ?3
+                                  AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
+                                ORDER BY created_at LIMIT ?5)
+                            UNION SELECT id FROM (
+                                SELECT id FROM payments
+                                WHERE status IN ('created', 'pending') AND next_poll_at IS NULL
+                                  AND expires_at <= ?1
+                                  AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
+                                ORDER BY expires_at LIMIT ?5))
                           AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
-                          AND (next_poll_at <= ?1
-                               OR (next_poll_at IS NULL
-                                   AND (created_at <= ?3 OR expires_at <= ?1)))
                         ORDER BY COALESCE(next_poll_at, created_at), id
                         LIMIT ?4)
                      RETURNING *",
@@ -772,7 +819,8 @@ impl Store for SqliteStore {
                         micros(now),
                         micros(until),
                         micros(first_poll_before),
-                        i64::from(limit)
+                        i64::from(limit),
+                        claim_window(limit),
                     ],
                     |r| {
                         Ok(DuePayment {
@@ -816,6 +864,7 @@ impl Store for SqliteStore {
         let skip = serde_json::to_string(&claim.skip_merchants)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let (limit, per_merchant) = (i64::from(claim.limit), i64::from(claim.per_merchant.max(1)));
+        let window = claim_window(claim.limit);
         // One statement of the one writer: selecting and leasing cannot
         // interleave with another claimer. The window ranks each merchant's
         // due events so no merchant takes more than its share.
@@ -830,15 +879,24 @@ impl Store for SqliteStore {
                             SELECT id, next_attempt_at, created_at,
                                    ROW_NUMBER() OVER (PARTITION BY merchant_id
                                        ORDER BY next_attempt_at, created_at, id) AS nth
-                            FROM events
-                            WHERE delivered_at IS NULL AND dead = 0 AND next_attempt_at <= ?1
-                              AND (locked_until IS NULL OR locked_until <= ?1)
-                              AND merchant_id NOT IN (SELECT value FROM json_each(?5)))
+                            FROM (
+                                SELECT id, merchant_id, next_attempt_at, created_at FROM events
+                                WHERE delivered_at IS NULL AND dead = 0 AND next_attempt_at <= ?1
+                                  AND (locked_until IS NULL OR locked_until <= ?1)
+                                  AND merchant_id NOT IN (SELECT value FROM json_each(?5))
+                                ORDER BY next_attempt_at LIMIT ?6))
                         WHERE nth <= ?4
                         ORDER BY next_attempt_at, created_at, id
                         LIMIT ?3)
                      RETURNING *",
-                    params![micros(now), micros(until), limit, per_merchant, skip],
+                    params![
+                        micros(now),
+                        micros(until),
+                        limit,
+                        per_merchant,
+                        skip,
+                        window
+                    ],
                     |r| row::event(r),
                 )
             })
