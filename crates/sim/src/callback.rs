@@ -33,3 +33,38 @@ pub(crate) async fn deliver(req: reqwest::RequestBuilder) -> CallbackAttempt {
         },
     }
 }
+
+/// A callback built and signed but not sent (`"hold": true` in `/pay`): a
+/// load generator sends it itself, as the channel would, timing only
+/// paymux's side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldCallback {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// What a prepared callback request would send.
+pub(crate) fn hold(req: reqwest::RequestBuilder) -> Result<HeldCallback, String> {
+    let req = req.build().map_err(|e| e.to_string())?;
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                k.to_string(),
+                v.to_str().map_err(|e| e.to_string())?.to_string(),
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    let body = req
+        .body()
+        .and_then(reqwest::Body::as_bytes)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    Ok(HeldCallback {
+        url: req.url().to_string(),
+        headers,
+        body,
+    })
+}

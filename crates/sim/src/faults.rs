@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::callback::CallbackAttempt;
+use crate::callback::{CallbackAttempt, HeldCallback};
 
 /// Longest latency or hang that may be configured: a fault must end.
 pub const MAX_DELAY_MS: u64 = 120_000;
@@ -279,6 +279,23 @@ impl Faults {
     /// according to a fresh [`CallbackPlan`]. Returns what the merchant side
     /// answered to the callbacks sent now; lost ones are reported as such,
     /// delayed and held ones are not reported (they go out later).
+    /// Sends the callbacks (through the fault plan), or with `hold` only
+    /// builds them and hands them back unsent.
+    pub(crate) async fn send_or_hold(
+        &self,
+        copies: Vec<reqwest::RequestBuilder>,
+        hold: bool,
+    ) -> Result<(Vec<CallbackAttempt>, Vec<HeldCallback>), String> {
+        if hold {
+            let held = copies
+                .into_iter()
+                .map(crate::callback::hold)
+                .collect::<Result<_, _>>()?;
+            return Ok((Vec::new(), held));
+        }
+        Ok((self.deliver_callbacks(copies).await, Vec::new()))
+    }
+
     pub(crate) async fn deliver_callbacks(
         &self,
         mut copies: Vec<reqwest::RequestBuilder>,

@@ -4,7 +4,7 @@
 //! without a real merchant account and without moving money.
 
 pub mod alipay;
-mod callback;
+pub mod callback;
 pub mod faults;
 pub mod unionpay;
 pub mod wechat;

@@ -340,6 +340,7 @@ async fn query_and_close() {
             mchid: None,
             callbacks: 0,
             fault: None,
+            hold: false,
         })
         .await;
     assert!(matches!(r, Err(SimError::OrderClosed)), "{r:?}");
@@ -516,6 +517,7 @@ async fn pay_sends_verified_encrypted_callbacks() {
             mchid: None,
             callbacks: 1,
             fault: None,
+            hold: false,
         })
         .await
         .unwrap();

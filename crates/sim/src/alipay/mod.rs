@@ -122,6 +122,10 @@ pub struct PayRequest {
     pub callbacks: u32,
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// Build and sign the callbacks but do not send them: they come back in
+    /// the outcome's `held`.
+    #[serde(default)]
+    pub hold: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +134,9 @@ pub struct PayOutcome {
     pub trade_no: String,
     pub notify_id: String,
     pub callbacks: Vec<CallbackAttempt>,
+    /// The callbacks built but not sent, when the request said `hold`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<crate::callback::HeldCallback>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -424,20 +431,25 @@ impl AlipaySim {
             .app(&order.app_id)
             .ok_or_else(|| SimError::Internal("app vanished".into()))?;
         let notify_id = order.notify_id.clone().unwrap_or_default();
-        let mut attempts = Vec::new();
+        let (mut attempts, mut held) = (Vec::new(), Vec::new());
         if let Some(url) = &order.notify_url {
             let mut copies = Vec::new();
             for _ in 0..req.callbacks {
                 let body = self.notify_body(&app, &order, req.fault)?;
                 copies.push(self.notify_request(url, body));
             }
-            attempts = self.faults.deliver_callbacks(copies).await;
+            (attempts, held) = self
+                .faults
+                .send_or_hold(copies, req.hold)
+                .await
+                .map_err(SimError::Internal)?;
         }
         Ok(PayOutcome {
             out_trade_no: order.out_trade_no.clone(),
             trade_no: order.trade_no.clone(),
             notify_id,
             callbacks: attempts,
+            held,
         })
     }
 

@@ -110,6 +110,10 @@ pub struct PayRequest {
     pub callbacks: u32,
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// Build and sign the callbacks but do not send them: they come back in
+    /// the outcome's `held`.
+    #[serde(default)]
+    pub hold: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +121,9 @@ pub struct PayOutcome {
     pub order_id: String,
     pub query_id: String,
     pub callbacks: Vec<CallbackAttempt>,
+    /// The callbacks built but not sent, when the request said `hold`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<crate::callback::HeldCallback>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -386,19 +393,24 @@ impl UnionpaySim {
             .paid
             .clone()
             .ok_or_else(|| SimError::Internal("order not paid".into()))?;
-        let mut attempts = Vec::new();
+        let (mut attempts, mut held) = (Vec::new(), Vec::new());
         if let Some(url) = &order.back_url {
             let mut copies = Vec::new();
             for _ in 0..req.callbacks {
                 let body = self.notify_body(&order, &payment, req.fault)?;
                 copies.push(self.callback(url, body));
             }
-            attempts = self.faults.deliver_callbacks(copies).await;
+            (attempts, held) = self
+                .faults
+                .send_or_hold(copies, req.hold)
+                .await
+                .map_err(SimError::Internal)?;
         }
         Ok(PayOutcome {
             order_id: order.order_id.clone(),
             query_id: payment.query_id,
             callbacks: attempts,
+            held,
         })
     }
 

@@ -105,6 +105,10 @@ pub struct PayRequest {
     pub callbacks: u32,
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// Build and sign the callbacks but do not send them: they come back in
+    /// the outcome's `held`.
+    #[serde(default)]
+    pub hold: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +117,9 @@ pub struct PayOutcome {
     pub transaction_id: String,
     pub notification_id: String,
     pub callbacks: Vec<CallbackAttempt>,
+    /// The callbacks built but not sent, when the request said `hold`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<crate::callback::HeldCallback>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -425,12 +432,17 @@ impl WechatSim {
                 self.callback_request(&merchant.info, &notification_id, &transaction, req.fault)?;
             copies.push(self.callback(&order.body.notify_url, body, hdrs));
         }
-        let attempts = self.faults.deliver_callbacks(copies).await;
+        let (attempts, held) = self
+            .faults
+            .send_or_hold(copies, req.hold)
+            .await
+            .map_err(SimError::Internal)?;
         Ok(PayOutcome {
             out_trade_no: order.body.out_trade_no.clone(),
             transaction_id: order.transaction_id.clone().unwrap_or_default(),
             notification_id,
             callbacks: attempts,
+            held,
         })
     }
 
