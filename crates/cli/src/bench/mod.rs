@@ -230,12 +230,11 @@ impl Crypto {
     /// Creates per second if all cores did nothing but a create's RSA work:
     /// WeChat signs the prepay request, the simulator verifies it and signs
     /// its answer, paymux verifies that and signs the payer's paySign;
-    /// Alipay the same without the paySign; UnionPay signs the payer's form.
+    /// Alipay (QR) and UnionPay (QR) the same without the paySign.
     fn create_ceiling(&self, channel: ChannelKind) -> Option<Floor> {
         let (signs, verifies) = match channel {
             ChannelKind::Wechat => (3.0, 2.0),
-            ChannelKind::Alipay => (2.0, 2.0),
-            ChannelKind::Unionpay => (1.0, 0.0),
+            ChannelKind::Alipay | ChannelKind::Unionpay => (2.0, 2.0),
         };
         let per_create = signs / self.sign + verifies / self.verify;
         Some(Floor {
@@ -332,9 +331,11 @@ impl Bench {
         channel: ChannelKind,
         clients: usize,
         n: usize,
+        purpose: &str,
     ) -> Result<(Vec<String>, Vec<HeldCallback>), String> {
+        let what = format!("{purpose}-setup{clients}");
         let (_, ids) = self
-            .create_many(channel, SETUP_CLIENTS, &format!("setup{clients}"), n, None)
+            .create_many(channel, SETUP_CLIENTS, &what, n, None)
             .await?;
         let ids = Arc::new(ids);
         let held = Arc::new(Mutex::new(Vec::with_capacity(n)));
@@ -367,7 +368,7 @@ impl Bench {
         clients: usize,
     ) -> Result<(Stats, Vec<String>), String> {
         let (ids, held) = self
-            .held_callbacks(channel, clients, self.args.requests)
+            .held_callbacks(channel, clients, self.args.requests, "callback")
             .await?;
         let held = Arc::new(held);
         let http = self.http.clone();
@@ -384,7 +385,7 @@ impl Bench {
     async fn refunds(&self, clients: usize) -> Result<Stats, String> {
         let channel = ChannelKind::Wechat;
         let (ids, held) = self
-            .held_callbacks(channel, clients, self.args.requests)
+            .held_callbacks(channel, clients, self.args.requests, "refund")
             .await?;
         let (http, held) = (self.http.clone(), Arc::new(held));
         measure(
@@ -434,7 +435,7 @@ impl Bench {
         let n = self.args.requests;
         let paid = n * callbacks / cycle + 1;
         let (ids, held) = self
-            .held_callbacks(ChannelKind::Wechat, clients, paid)
+            .held_callbacks(ChannelKind::Wechat, clients, paid, "mix")
             .await?;
         let (ids, held) = (Arc::new(ids), Arc::new(held));
         let (client, http, url) = (
@@ -538,7 +539,7 @@ async fn create(
     let (method, payer) = match channel {
         ChannelKind::Wechat => ("mini_program", json!({"openid": "oBenchPayer"})),
         ChannelKind::Alipay => ("native", json!({})),
-        ChannelKind::Unionpay => ("pc", json!({})),
+        ChannelKind::Unionpay => ("native", json!({})),
     };
     let r = client
         .post(
