@@ -473,16 +473,24 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Transition> {
         check_edge(from, to)?;
-        let mut tx = self.pool.begin().await?;
-        // A concurrent transition of the same payment blocks on the row lock
+        // One statement, one round trip: the compare-and-set and, only if it
+        // matched, its outbox row, committed together or not at all. A
+        // concurrent transition of the same payment blocks on the row lock
         // and, once the winner commits, re-checks `status = from` and misses.
         let after = sqlx::query(
-            "UPDATE payments SET status = $1, updated_at = $2,
-                pay_params = COALESCE($3, pay_params),
-                channel_trade_no = COALESCE($4, channel_trade_no),
-                paid_at = COALESCE($5, paid_at)
-             WHERE id = $6 AND status = $7
-             RETURNING *",
+            "WITH moved AS (
+                UPDATE payments SET status = $1, updated_at = $2,
+                    pay_params = COALESCE($3, pay_params),
+                    channel_trade_no = COALESCE($4, channel_trade_no),
+                    paid_at = COALESCE($5, paid_at)
+                WHERE id = $6 AND status = $7
+                RETURNING *),
+             outbox AS (
+                INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
+                    notify_url, created_at, attempts, next_attempt_at)
+                SELECT $8, $9, $10, $11, $12, $13, $14, $15, 0, $15 FROM moved
+                WHERE $8::text IS NOT NULL)
+             SELECT * FROM moved",
         )
         .bind(to.as_str())
         .bind(now)
@@ -491,20 +499,24 @@ impl Store for PgStore {
         .bind(patch.paid_at)
         .bind(id.as_str())
         .bind(from.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
+        .bind(event.map(|e| e.id.as_str()))
+        .bind(event.map(|e| e.merchant_id.as_str()))
+        .bind(event.map(|e| e.payment_id.as_str()))
+        .bind(event.and_then(|e| e.refund_id.as_deref()))
+        .bind(event.map(|e| e.event_type.as_str()))
+        .bind(event.map(|e| &e.payload))
+        .bind(event.map(|e| e.notify_url.as_str()))
+        .bind(event.map(|e| e.created_at))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| StoreError::unique(err, "event"))?;
         let Some(after) = after else {
-            tx.rollback().await?;
             return match self.payment(id).await? {
                 Some(current) => Ok(Transition::Unchanged(current)),
                 None => Err(StoreError::NotFound(format!("payment {id}"))),
             };
         };
         let after = row::payment(&after)?;
-        if let Some(e) = event {
-            insert_event(&mut tx, e).await?;
-        }
-        tx.commit().await?;
         Ok(Transition::Applied(after))
     }
 
