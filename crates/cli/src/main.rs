@@ -101,6 +101,10 @@ pub struct DbArgs {
     /// that seals secrets at rest. Without it, `PAYMUX_MASTER_KEY` holds the key itself.
     #[arg(long, env = "PAYMUX_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// PostgreSQL connections to keep at most (`database_pool_size` in the
+    /// configuration); one-off commands use the default.
+    #[arg(skip)]
+    pub pool_size: Option<u32>,
 }
 
 impl DbArgs {
@@ -140,7 +144,11 @@ impl DbArgs {
         keys: paymux_store::Keyring,
     ) -> Result<Arc<paymux_store::SealedStore>, String> {
         let url = self.url();
-        let raw = paymux_store::open(&url)
+        let mut options = paymux_store::OpenOptions::default();
+        if let Some(size) = self.pool_size {
+            options.pg_pool_size = size;
+        }
+        let raw = paymux_store::open_with(&url, &options)
             .await
             .map_err(|e| format!("cannot open the database at {}: {e}", redact(&url)))?;
         Ok(paymux_server::secrets::sealed(raw, keys))

@@ -64,6 +64,7 @@ fn db_args(args: &ServeArgs, config: &ServerConfig) -> DbArgs {
         data_dir: args.db.data_dir.clone(),
         database_url: config.database_url.as_ref().map(|u| u.expose().to_string()),
         master_key_file: config.master_key_file.clone(),
+        pool_size: Some(config.database_pool_size),
     }
 }
 

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub notify_allowed_hosts: Vec<String>,
     /// A PostgreSQL URL (`postgres://…`); without it paymux uses SQLite in the data directory.
     pub database_url: Option<SecretString>,
+    /// PostgreSQL connections this node keeps at most (SQLite has its own:
+    /// one writer, four readers).
+    pub database_pool_size: u32,
     /// The operator token of the admin API (`Authorization: Bearer …`).
     /// Without one the admin API does not exist.
     pub admin_token: Option<SecretString>,
@@ -261,6 +264,7 @@ impl Default for ServerConfig {
             notify_allowed_hosts: Vec::new(),
             admin_token: None,
             database_url: None,
+            database_pool_size: paymux_store::postgres::MAX_CONNECTIONS,
             master_key_file: None,
             log_format: LogFormat::Text,
             timestamp_window_secs: 300,

@@ -298,10 +298,32 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_idempotency_records(&self, before: DateTime<Utc>) -> Result<u64>;
 }
 
+/// How to open a store, beyond its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// PostgreSQL connections this node keeps at most.
+    pub pg_pool_size: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            pg_pool_size: postgres::MAX_CONNECTIONS,
+        }
+    }
+}
+
 /// Opens the store named by a URL: `postgres://…` or `sqlite://PATH` / a plain file path.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_with(url, &OpenOptions::default()).await
+}
+
+/// [`open`] with options.
+pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+        Ok(Arc::new(
+            postgres::PgStore::connect_with(url, options.pg_pool_size).await?,
+        ))
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         Ok(Arc::new(

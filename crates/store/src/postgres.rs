@@ -13,7 +13,7 @@ use crate::row::{self, get, Cols};
 use crate::shared::{self, check_edge, claim_window, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
-/// Connections each node keeps to PostgreSQL at most.
+/// Connections each node keeps to PostgreSQL at most, unless configured.
 pub const MAX_CONNECTIONS: u32 = 16;
 
 pub struct PgStore {
@@ -23,8 +23,13 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` and migrates the database.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, MAX_CONNECTIONS).await
+    }
+
+    /// Connects with a pool of at most `pool_size` connections (at least 1).
+    pub async fn connect_with(url: &str, pool_size: u32) -> Result<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(pool_size.max(1))
             .connect(url)
             .await?;
         migrate::postgres(&pool).await?;
