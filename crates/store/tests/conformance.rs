@@ -1,5 +1,5 @@
-//! The conformance suite: every test runs against every backend that
-//! `testing::backends()` provides (SQLite always, PostgreSQL when reachable).
+//! The conformance suite: every case runs as one test per backend, SQLite
+//! always and PostgreSQL when it answers (see `conformance!`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -135,158 +135,175 @@ async fn outbox_event(
     e
 }
 
-async fn cleanup(dbs: Vec<TestDb>) {
-    for db in dbs {
-        db.cleanup().await;
-    }
+/// One conformance case as a test per backend, so that a failure names its
+/// backend (`NAME::sqlite`, `NAME::postgres`). Without PostgreSQL the
+/// second says SKIPPED and passes, unless `PAYMUX_REQUIRE_SERVICES=1`.
+macro_rules! conformance {
+    ($name:ident, |$db:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let owned = testing::sqlite().await;
+                {
+                    let $db: &TestDb = &owned;
+                    $body
+                }
+                owned.cleanup().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(owned) = testing::postgres().await else {
+                    return;
+                };
+                {
+                    let $db: &TestDb = &owned;
+                    $body
+                }
+                owned.cleanup().await;
+            }
+        }
+    };
 }
 
-#[tokio::test]
-async fn merchants_and_apps() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        s.ping().await.unwrap();
-        let m = Merchant {
-            id: "mch_1".into(),
-            name: "One".into(),
-            created_at: t0(),
-        };
-        let app = App::new("app_1".into(), m.id.clone(), "k".into(), t0());
-        s.insert_merchant(&m, &app).await.unwrap();
-        assert_eq!(
-            s.merchant("mch_1").await.unwrap(),
-            Some(m.clone()),
-            "{}",
-            db.backend
-        );
-        assert_eq!(s.app("app_1").await.unwrap(), Some(app.clone()));
-        assert_eq!(s.merchant_apps("mch_1").await.unwrap(), vec![app.clone()]);
-        assert!(s.merchant_apps("mch_nope").await.unwrap().is_empty());
-        assert_eq!(s.merchant("mch_nope").await.unwrap(), None);
-        assert_eq!(s.app("app_nope").await.unwrap(), None);
+conformance!(merchants_and_apps, |db| {
+    let s = db.store.as_ref();
+    s.ping().await.unwrap();
+    let m = Merchant {
+        id: "mch_1".into(),
+        name: "One".into(),
+        created_at: t0(),
+    };
+    let app = App::new("app_1".into(), m.id.clone(), "k".into(), t0());
+    s.insert_merchant(&m, &app).await.unwrap();
+    assert_eq!(
+        s.merchant("mch_1").await.unwrap(),
+        Some(m.clone()),
+        "{}",
+        db.backend
+    );
+    assert_eq!(s.app("app_1").await.unwrap(), Some(app.clone()));
+    assert_eq!(s.merchant_apps("mch_1").await.unwrap(), vec![app.clone()]);
+    assert!(s.merchant_apps("mch_nope").await.unwrap().is_empty());
+    assert_eq!(s.merchant("mch_nope").await.unwrap(), None);
+    assert_eq!(s.app("app_nope").await.unwrap(), None);
 
-        // Same merchant again: rejected as a duplicate.
-        let app2 = App {
-            app_id: "app_2".into(),
-            ..app.clone()
-        };
-        assert!(matches!(
-            s.insert_merchant(&m, &app2).await,
-            Err(StoreError::Duplicate(_))
-        ));
-        // A new merchant whose app collides: neither row is written.
-        let m2 = Merchant {
-            id: "mch_2".into(),
-            name: "Two".into(),
-            created_at: t0() + secs(1),
-        };
-        let clash = App {
-            merchant_id: m2.id.clone(),
-            ..app.clone()
-        };
-        assert!(matches!(
-            s.insert_merchant(&m2, &clash).await,
-            Err(StoreError::Duplicate(_))
-        ));
-        assert_eq!(s.merchant("mch_2").await.unwrap(), None, "{}", db.backend);
+    // Same merchant again: rejected as a duplicate.
+    let app2 = App {
+        app_id: "app_2".into(),
+        ..app.clone()
+    };
+    assert!(matches!(
+        s.insert_merchant(&m, &app2).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    // A new merchant whose app collides: neither row is written.
+    let m2 = Merchant {
+        id: "mch_2".into(),
+        name: "Two".into(),
+        created_at: t0() + secs(1),
+    };
+    let clash = App {
+        merchant_id: m2.id.clone(),
+        ..app.clone()
+    };
+    assert!(matches!(
+        s.insert_merchant(&m2, &clash).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(s.merchant("mch_2").await.unwrap(), None, "{}", db.backend);
 
-        let app3 = App {
-            app_id: "app_3".into(),
-            merchant_id: m2.id.clone(),
-            ..app.clone()
-        };
-        s.insert_merchant(&m2, &app3).await.unwrap();
-        assert_eq!(s.list_merchants().await.unwrap(), vec![m, m2]);
+    let app3 = App {
+        app_id: "app_3".into(),
+        merchant_id: m2.id.clone(),
+        ..app.clone()
+    };
+    s.insert_merchant(&m2, &app3).await.unwrap();
+    assert_eq!(s.list_merchants().await.unwrap(), vec![m, m2]);
 
-        // More apps per merchant, and secret rotation with a grace period.
-        let app4 = App::new("app_4".into(), "mch_1".into(), "k4".into(), t0() + secs(5));
-        s.insert_app(&app4).await.unwrap();
-        assert!(matches!(
-            s.insert_app(&app4).await,
-            Err(StoreError::Duplicate(_))
-        ));
-        assert_eq!(
-            s.merchant_apps("mch_1").await.unwrap(),
-            vec![app.clone(), app4.clone()]
-        );
-        let rotated = App {
-            secret: "k4-new".into(),
-            previous_secret: Some("k4".into()),
-            previous_secret_expires_at: Some(t0() + secs(60)),
-            ..app4.clone()
-        };
-        s.update_app_secrets(&rotated).await.unwrap();
-        assert_eq!(s.app("app_4").await.unwrap(), Some(rotated.clone()));
-        let valid: Vec<&str> = rotated.valid_secrets(t0() + secs(59)).collect();
-        assert_eq!(valid, vec!["k4-new", "k4"]);
-        let valid: Vec<&str> = rotated.valid_secrets(t0() + secs(60)).collect();
-        assert_eq!(valid, vec!["k4-new"]);
-        let ghost = App::new("app_nope".into(), "mch_1".into(), "x".into(), t0());
-        assert!(matches!(
-            s.update_app_secrets(&ghost).await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-    cleanup(dbs).await;
-}
+    // More apps per merchant, and secret rotation with a grace period.
+    let app4 = App::new("app_4".into(), "mch_1".into(), "k4".into(), t0() + secs(5));
+    s.insert_app(&app4).await.unwrap();
+    assert!(matches!(
+        s.insert_app(&app4).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        s.merchant_apps("mch_1").await.unwrap(),
+        vec![app.clone(), app4.clone()]
+    );
+    let rotated = App {
+        secret: "k4-new".into(),
+        previous_secret: Some("k4".into()),
+        previous_secret_expires_at: Some(t0() + secs(60)),
+        ..app4.clone()
+    };
+    s.update_app_secrets(&rotated).await.unwrap();
+    assert_eq!(s.app("app_4").await.unwrap(), Some(rotated.clone()));
+    let valid: Vec<&str> = rotated.valid_secrets(t0() + secs(59)).collect();
+    assert_eq!(valid, vec!["k4-new", "k4"]);
+    let valid: Vec<&str> = rotated.valid_secrets(t0() + secs(60)).collect();
+    assert_eq!(valid, vec!["k4-new"]);
+    let ghost = App::new("app_nope".into(), "mch_1".into(), "x".into(), t0());
+    assert!(matches!(
+        s.update_app_secrets(&ghost).await,
+        Err(StoreError::NotFound(_))
+    ));
+});
 
-#[tokio::test]
-async fn channel_accounts_are_listed_disabled_and_updated() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        let other = merchant(s).await;
-        let a1 = account(s, &m, t0(), true).await;
-        let a2 = account(s, &m, t0() + secs(10), true).await;
-        let b1 = account(s, &other, t0() + secs(5), true).await;
-        assert_eq!(
-            s.list_channel_accounts(Some(&m.id)).await.unwrap(),
-            vec![a1.clone(), a2.clone()],
-            "{}",
-            db.backend
-        );
-        assert_eq!(
-            s.list_channel_accounts(None).await.unwrap(),
-            vec![a1.clone(), b1.clone(), a2.clone()]
-        );
-        // Disabling the newest falls back to the older one; disabled is never picked.
-        s.set_channel_account_enabled(&a2.id, false).await.unwrap();
-        assert_eq!(
-            s.channel_account_for(&m.id, ChannelKind::Wechat)
-                .await
-                .unwrap()
-                .map(|a| a.id),
-            Some(a1.id.clone())
-        );
-        s.set_channel_account_enabled(&a1.id, false).await.unwrap();
-        assert_eq!(
-            s.channel_account_for(&m.id, ChannelKind::Wechat)
-                .await
-                .unwrap(),
-            None
-        );
-        assert!(!s.channel_account(&a1.id).await.unwrap().unwrap().enabled);
-        assert!(matches!(
-            s.set_channel_account_enabled("acct_nope", false).await,
-            Err(StoreError::NotFound(_))
-        ));
-        let config = json!({"appid": "wx999", "mchid": "1900000002"});
-        s.update_channel_account_config(&b1.id, &config)
+conformance!(channel_accounts_are_listed_disabled_and_updated, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    let other = merchant(s).await;
+    let a1 = account(s, &m, t0(), true).await;
+    let a2 = account(s, &m, t0() + secs(10), true).await;
+    let b1 = account(s, &other, t0() + secs(5), true).await;
+    assert_eq!(
+        s.list_channel_accounts(Some(&m.id)).await.unwrap(),
+        vec![a1.clone(), a2.clone()],
+        "{}",
+        db.backend
+    );
+    assert_eq!(
+        s.list_channel_accounts(None).await.unwrap(),
+        vec![a1.clone(), b1.clone(), a2.clone()]
+    );
+    // Disabling the newest falls back to the older one; disabled is never picked.
+    s.set_channel_account_enabled(&a2.id, false).await.unwrap();
+    assert_eq!(
+        s.channel_account_for(&m.id, ChannelKind::Wechat)
             .await
-            .unwrap();
-        assert_eq!(
-            s.channel_account(&b1.id).await.unwrap().unwrap().config,
-            config
-        );
-        assert!(matches!(
-            s.update_channel_account_config("acct_nope", &config).await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-    cleanup(dbs).await;
-}
+            .unwrap()
+            .map(|a| a.id),
+        Some(a1.id.clone())
+    );
+    s.set_channel_account_enabled(&a1.id, false).await.unwrap();
+    assert_eq!(
+        s.channel_account_for(&m.id, ChannelKind::Wechat)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!s.channel_account(&a1.id).await.unwrap().unwrap().enabled);
+    assert!(matches!(
+        s.set_channel_account_enabled("acct_nope", false).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let config = json!({"appid": "wx999", "mchid": "1900000002"});
+    s.update_channel_account_config(&b1.id, &config)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.channel_account(&b1.id).await.unwrap().unwrap().config,
+        config
+    );
+    assert!(matches!(
+        s.update_channel_account_config("acct_nope", &config).await,
+        Err(StoreError::NotFound(_))
+    ));
+});
 
 fn test_secret_fields(_: ChannelKind) -> &'static [&'static str] {
     &["private_key_pem", "apiv3_key"]
@@ -333,1119 +350,1024 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-#[tokio::test]
-async fn secrets_are_sealed_at_rest_and_survive_key_rotation() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let app_secret = format!("sk_{}", new_id("clear"));
-        let old_app_secret = format!("sk_{}", new_id("older"));
-        let private_key = format!("-----BEGIN PRIVATE KEY-----{}", new_id("pem"));
-        let apiv3_key = new_id("v3key");
-        let plaintext_before = format!("sk_{}", new_id("before"));
+conformance!(secrets_are_sealed_at_rest_and_survive_key_rotation, |db| {
+    let app_secret = format!("sk_{}", new_id("clear"));
+    let old_app_secret = format!("sk_{}", new_id("older"));
+    let private_key = format!("-----BEGIN PRIVATE KEY-----{}", new_id("pem"));
+    let apiv3_key = new_id("v3key");
+    let plaintext_before = format!("sk_{}", new_id("before"));
 
-        // A row written before any master key was set (sandbox, or an old database).
-        let m0 = Merchant {
-            id: new_id("mch"),
-            name: "Early".into(),
-            created_at: t0(),
-        };
-        let early = App::new(new_id("app"), m0.id.clone(), plaintext_before.clone(), t0());
-        sealed(&db.store, Keyring::plaintext())
-            .insert_merchant(&m0, &early)
+    // A row written before any master key was set (sandbox, or an old database).
+    let m0 = Merchant {
+        id: new_id("mch"),
+        name: "Early".into(),
+        created_at: t0(),
+    };
+    let early = App::new(new_id("app"), m0.id.clone(), plaintext_before.clone(), t0());
+    sealed(&db.store, Keyring::plaintext())
+        .insert_merchant(&m0, &early)
+        .await
+        .unwrap();
+
+    let s = sealed(&db.store, Keyring::new(master_key(1)));
+    let m = Merchant {
+        id: new_id("mch"),
+        name: "Sealed".into(),
+        created_at: t0(),
+    };
+    let app = App {
+        previous_secret: Some(old_app_secret.clone()),
+        previous_secret_expires_at: Some(t0() + secs(60)),
+        ..App::new(new_id("app"), m.id.clone(), app_secret.clone(), t0())
+    };
+    s.insert_merchant(&m, &app).await.unwrap();
+    let account = ChannelAccount {
+        id: new_id("acct"),
+        merchant_id: m.id.clone(),
+        channel: ChannelKind::Wechat,
+        config: json!({"mchid": "1900000001", "private_key_pem": private_key, "apiv3_key": apiv3_key}),
+        sandbox: false,
+        enabled: true,
+        created_at: t0(),
+    };
+    s.insert_channel_account(&account).await.unwrap();
+
+    // Through the sealed store: plaintext, exactly as written.
+    assert_eq!(s.app(&app.app_id).await.unwrap(), Some(app.clone()));
+    assert_eq!(s.app(&early.app_id).await.unwrap(), Some(early.clone()));
+    assert_eq!(
+        s.channel_account(&account.id).await.unwrap(),
+        Some(account.clone())
+    );
+    assert_eq!(
+        s.channel_account_for(&m.id, ChannelKind::Wechat)
             .await
-            .unwrap();
-
-        let s = sealed(&db.store, Keyring::new(master_key(1)));
-        let m = Merchant {
-            id: new_id("mch"),
-            name: "Sealed".into(),
-            created_at: t0(),
-        };
-        let app = App {
-            previous_secret: Some(old_app_secret.clone()),
-            previous_secret_expires_at: Some(t0() + secs(60)),
-            ..App::new(new_id("app"), m.id.clone(), app_secret.clone(), t0())
-        };
-        s.insert_merchant(&m, &app).await.unwrap();
-        let account = ChannelAccount {
-            id: new_id("acct"),
-            merchant_id: m.id.clone(),
-            channel: ChannelKind::Wechat,
-            config: json!({"mchid": "1900000001", "private_key_pem": private_key, "apiv3_key": apiv3_key}),
-            sandbox: false,
-            enabled: true,
-            created_at: t0(),
-        };
-        s.insert_channel_account(&account).await.unwrap();
-
-        // Through the sealed store: plaintext, exactly as written.
-        assert_eq!(s.app(&app.app_id).await.unwrap(), Some(app.clone()));
-        assert_eq!(s.app(&early.app_id).await.unwrap(), Some(early.clone()));
-        assert_eq!(
-            s.channel_account(&account.id).await.unwrap(),
-            Some(account.clone())
-        );
-        assert_eq!(
-            s.channel_account_for(&m.id, ChannelKind::Wechat)
-                .await
-                .unwrap(),
-            Some(account.clone())
-        );
-        assert_eq!(
-            s.list_channel_accounts(None).await.unwrap(),
-            vec![account.clone()]
-        );
-        // Underneath: sealed, non-secret fields readable.
-        let raw = db
-            .store
-            .channel_account(&account.id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(raw.config["mchid"], "1900000001");
-        assert!(raw.config["apiv3_key"]
-            .as_str()
-            .unwrap()
-            .starts_with("enc:v1:"));
-        assert!(db
-            .store
-            .app(&app.app_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .secret
-            .starts_with("enc:v1:"));
-        // Without the key, or with another one, nothing opens.
-        for wrong in [Keyring::plaintext(), Keyring::new(master_key(9))] {
-            assert!(matches!(
-                sealed(&db.store, wrong).app(&app.app_id).await,
-                Err(StoreError::Secret(_))
-            ));
-        }
-
-        // Rotation: everything (including the early plaintext row) ends up under key 2.
-        let rotating = sealed(
-            &db.store,
-            Keyring::new(master_key(2)).also_open_with(master_key(1)),
-        );
-        let counts = rotating.reseal_all().await.unwrap();
-        assert_eq!(
-            (counts.apps, counts.channel_accounts),
-            (2, 1),
-            "{}",
-            db.backend
-        );
-        // Repeating it is a no-op (a crashed rotation is simply run again).
-        assert_eq!(rotating.reseal_all().await.unwrap().apps, 0);
-        let s2 = sealed(&db.store, Keyring::new(master_key(2)));
-        assert_eq!(s2.app(&app.app_id).await.unwrap(), Some(app.clone()));
-        assert_eq!(s2.app(&early.app_id).await.unwrap(), Some(early.clone()));
-        assert_eq!(
-            s2.channel_account(&account.id).await.unwrap(),
-            Some(account.clone())
-        );
-        assert!(sealed(&db.store, Keyring::new(master_key(1)))
-            .app(&app.app_id)
-            .await
-            .is_err());
-
-        // The database itself holds none of the secrets in clear.
-        let bytes = raw_database_bytes(db);
-        assert!(
-            contains(&bytes, &app.app_id),
-            "{}: dump has the rows",
-            db.backend
-        );
-        for secret in [
-            &app_secret,
-            &old_app_secret,
-            &private_key,
-            &apiv3_key,
-            &plaintext_before,
-        ] {
-            assert!(
-                !contains(&bytes, secret),
-                "{}: {secret} in clear",
-                db.backend
-            );
-        }
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test]
-async fn channel_account_for_returns_newest_enabled() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        assert_eq!(
-            s.channel_account_for(&m.id, ChannelKind::Wechat)
-                .await
-                .unwrap(),
-            None
-        );
-        let _old = account(s, &m, t0(), true).await;
-        let newer = account(s, &m, t0() + secs(10), true).await;
-        let _newest_disabled = account(s, &m, t0() + secs(20), false).await;
-        let other = merchant(s).await;
-        let _other_newest = account(s, &other, t0() + secs(30), true).await;
-
-        let got = s
-            .channel_account_for(&m.id, ChannelKind::Wechat)
-            .await
-            .unwrap();
-        assert_eq!(got, Some(newer.clone()), "{}", db.backend);
-        assert_eq!(
-            s.channel_account(&newer.id).await.unwrap(),
-            Some(newer.clone())
-        );
-        assert_eq!(s.channel_account("acct_nope").await.unwrap(), None);
+            .unwrap(),
+        Some(account.clone())
+    );
+    assert_eq!(
+        s.list_channel_accounts(None).await.unwrap(),
+        vec![account.clone()]
+    );
+    // Underneath: sealed, non-secret fields readable.
+    let raw = db
+        .store
+        .channel_account(&account.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(raw.config["mchid"], "1900000001");
+    assert!(raw.config["apiv3_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("enc:v1:"));
+    assert!(db
+        .store
+        .app(&app.app_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .secret
+        .starts_with("enc:v1:"));
+    // Without the key, or with another one, nothing opens.
+    for wrong in [Keyring::plaintext(), Keyring::new(master_key(9))] {
         assert!(matches!(
-            s.insert_channel_account(&newer).await,
-            Err(StoreError::Duplicate(_))
+            sealed(&db.store, wrong).app(&app.app_id).await,
+            Err(StoreError::Secret(_))
         ));
     }
-    cleanup(dbs).await;
-}
 
-#[tokio::test]
-async fn payments_round_trip_every_field() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        let a = account(s, &m, t0(), true).await;
-        let full = payment(&m, &a, "order-full");
-        let bare = Payment {
-            pay_params: None,
-            channel_trade_no: None,
-            paid_at: None,
-            metadata: json!({}),
-            ..payment(&m, &a, "order-bare")
-        };
-        for p in [&full, &bare] {
-            assert_eq!(s.insert_payment(p).await.unwrap(), Inserted::New);
-            assert_eq!(
-                s.payment(&p.id).await.unwrap().as_ref(),
-                Some(p),
-                "{}",
-                db.backend
-            );
-            let by_no = s
-                .payment_by_order_no(&m.id, &p.merchant_order_no)
-                .await
-                .unwrap();
-            assert_eq!(by_no.as_ref(), Some(p));
-        }
-        assert_eq!(s.payment(&PaymentId::generate()).await.unwrap(), None);
-        assert_eq!(s.payment_by_order_no(&m.id, "nope").await.unwrap(), None);
+    // Rotation: everything (including the early plaintext row) ends up under key 2.
+    let rotating = sealed(
+        &db.store,
+        Keyring::new(master_key(2)).also_open_with(master_key(1)),
+    );
+    let counts = rotating.reseal_all().await.unwrap();
+    assert_eq!(
+        (counts.apps, counts.channel_accounts),
+        (2, 1),
+        "{}",
+        db.backend
+    );
+    // Repeating it is a no-op (a crashed rotation is simply run again).
+    assert_eq!(rotating.reseal_all().await.unwrap().apps, 0);
+    let s2 = sealed(&db.store, Keyring::new(master_key(2)));
+    assert_eq!(s2.app(&app.app_id).await.unwrap(), Some(app.clone()));
+    assert_eq!(s2.app(&early.app_id).await.unwrap(), Some(early.clone()));
+    assert_eq!(
+        s2.channel_account(&account.id).await.unwrap(),
+        Some(account.clone())
+    );
+    assert!(sealed(&db.store, Keyring::new(master_key(1)))
+        .app(&app.app_id)
+        .await
+        .is_err());
 
-        // The URL reopens the same database (and migrating it again is a no-op).
-        let reopened = paymux_store::open(&db.url).await.unwrap();
-        assert_eq!(reopened.backend(), db.backend);
-        assert_eq!(
-            reopened.payment(&full.id).await.unwrap(),
-            Some(full.clone())
+    // The database itself holds none of the secrets in clear.
+    let bytes = raw_database_bytes(db);
+    assert!(
+        contains(&bytes, &app.app_id),
+        "{}: dump has the rows",
+        db.backend
+    );
+    for secret in [
+        &app_secret,
+        &old_app_secret,
+        &private_key,
+        &apiv3_key,
+        &plaintext_before,
+    ] {
+        assert!(
+            !contains(&bytes, secret),
+            "{}: {secret} in clear",
+            db.backend
         );
     }
-    cleanup(dbs).await;
-}
+});
 
-#[tokio::test]
-async fn a_non_positive_amount_is_refused_by_the_schema() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        let a = account(s, &m, t0(), true).await;
-        let mut p = payment(&m, &a, "zero");
-        p.amount.minor = 0;
-        assert!(s.insert_payment(&p).await.is_err(), "{}", db.backend);
-    }
-    cleanup(dbs).await;
-}
+conformance!(channel_account_for_returns_newest_enabled, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    assert_eq!(
+        s.channel_account_for(&m.id, ChannelKind::Wechat)
+            .await
+            .unwrap(),
+        None
+    );
+    let _old = account(s, &m, t0(), true).await;
+    let newer = account(s, &m, t0() + secs(10), true).await;
+    let _newest_disabled = account(s, &m, t0() + secs(20), false).await;
+    let other = merchant(s).await;
+    let _other_newest = account(s, &other, t0() + secs(30), true).await;
 
-#[tokio::test]
-async fn duplicate_order_no_returns_the_existing_payment() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        let a = account(s, &m, t0(), true).await;
-        let first = payment(&m, &a, "order-1");
-        assert_eq!(s.insert_payment(&first).await.unwrap(), Inserted::New);
-        let again = Payment {
-            id: PaymentId::generate(),
-            request_hash: "other".into(),
-            ..first.clone()
-        };
+    let got = s
+        .channel_account_for(&m.id, ChannelKind::Wechat)
+        .await
+        .unwrap();
+    assert_eq!(got, Some(newer.clone()), "{}", db.backend);
+    assert_eq!(
+        s.channel_account(&newer.id).await.unwrap(),
+        Some(newer.clone())
+    );
+    assert_eq!(s.channel_account("acct_nope").await.unwrap(), None);
+    assert!(matches!(
+        s.insert_channel_account(&newer).await,
+        Err(StoreError::Duplicate(_))
+    ));
+});
+
+conformance!(payments_round_trip_every_field, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    let a = account(s, &m, t0(), true).await;
+    let full = payment(&m, &a, "order-full");
+    let bare = Payment {
+        pay_params: None,
+        channel_trade_no: None,
+        paid_at: None,
+        metadata: json!({}),
+        ..payment(&m, &a, "order-bare")
+    };
+    for p in [&full, &bare] {
+        assert_eq!(s.insert_payment(p).await.unwrap(), Inserted::New);
         assert_eq!(
-            s.insert_payment(&again).await.unwrap(),
-            Inserted::Existing(first.clone()),
+            s.payment(&p.id).await.unwrap().as_ref(),
+            Some(p),
             "{}",
             db.backend
         );
-        assert_eq!(s.payment(&again.id).await.unwrap(), None);
-
-        // Order numbers are per merchant.
-        let m2 = merchant(s).await;
-        let theirs = Payment {
-            id: PaymentId::generate(),
-            merchant_id: m2.id.clone(),
-            ..first.clone()
-        };
-        assert_eq!(s.insert_payment(&theirs).await.unwrap(), Inserted::New);
+        let by_no = s
+            .payment_by_order_no(&m.id, &p.merchant_order_no)
+            .await
+            .unwrap();
+        assert_eq!(by_no.as_ref(), Some(p));
     }
-    cleanup(dbs).await;
-}
+    assert_eq!(s.payment(&PaymentId::generate()).await.unwrap(), None);
+    assert_eq!(s.payment_by_order_no(&m.id, "nope").await.unwrap(), None);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_identical_inserts_create_one_payment() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        let a = account(s, &m, t0(), true).await;
-        let template = payment(&m, &a, "order-race");
-        let tasks: Vec<_> = (0..50)
-            .map(|_| {
-                let store = Arc::clone(&db.store);
-                let p = Payment {
-                    id: PaymentId::generate(),
-                    ..template.clone()
+    // The URL reopens the same database (and migrating it again is a no-op).
+    let reopened = paymux_store::open(&db.url).await.unwrap();
+    assert_eq!(reopened.backend(), db.backend);
+    assert_eq!(
+        reopened.payment(&full.id).await.unwrap(),
+        Some(full.clone())
+    );
+});
+
+conformance!(a_non_positive_amount_is_refused_by_the_schema, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    let a = account(s, &m, t0(), true).await;
+    let mut p = payment(&m, &a, "zero");
+    p.amount.minor = 0;
+    assert!(s.insert_payment(&p).await.is_err(), "{}", db.backend);
+});
+
+conformance!(duplicate_order_no_returns_the_existing_payment, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    let a = account(s, &m, t0(), true).await;
+    let first = payment(&m, &a, "order-1");
+    assert_eq!(s.insert_payment(&first).await.unwrap(), Inserted::New);
+    let again = Payment {
+        id: PaymentId::generate(),
+        request_hash: "other".into(),
+        ..first.clone()
+    };
+    assert_eq!(
+        s.insert_payment(&again).await.unwrap(),
+        Inserted::Existing(first.clone()),
+        "{}",
+        db.backend
+    );
+    assert_eq!(s.payment(&again.id).await.unwrap(), None);
+
+    // Order numbers are per merchant.
+    let m2 = merchant(s).await;
+    let theirs = Payment {
+        id: PaymentId::generate(),
+        merchant_id: m2.id.clone(),
+        ..first.clone()
+    };
+    assert_eq!(s.insert_payment(&theirs).await.unwrap(), Inserted::New);
+});
+
+conformance!(concurrent_identical_inserts_create_one_payment, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    let a = account(s, &m, t0(), true).await;
+    let template = payment(&m, &a, "order-race");
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = Arc::clone(&db.store);
+            let p = Payment {
+                id: PaymentId::generate(),
+                ..template.clone()
+            };
+            tokio::spawn(async move { (p.id.clone(), store.insert_payment(&p).await.unwrap()) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut existing = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (id, Inserted::New) => winners.push(id),
+            (_, Inserted::Existing(p)) => existing.push(p),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{}", db.backend);
+    assert_eq!(existing.len(), 49);
+    assert!(existing.iter().all(|p| p.id == winners[0]));
+});
+
+conformance!(transition_refuses_an_edge_the_machine_does_not_have, |db| {
+    let s = db.store.as_ref();
+    let (_, _, p) = setup(s).await;
+    let e = event_for(&p, t0());
+    // created → succeeded skips pending: refused, nothing written.
+    let err = s
+        .transition(
+            &p.id,
+            PaymentStatus::Created,
+            PaymentStatus::Succeeded,
+            &TransitionPatch::default(),
+            Some(&e),
+            t0(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(_)),
+        "{}: {err}",
+        db.backend
+    );
+    let now = s.payment(&p.id).await.unwrap().unwrap();
+    assert_eq!(now.status, PaymentStatus::Created);
+    assert!(s.events_for_payment(&p.id).await.unwrap().is_empty());
+});
+
+conformance!(the_database_refuses_refunding_more_than_was_paid, |db| {
+    let s = db.store.as_ref();
+    let (_, _, p) = setup(s).await;
+    let over = "UPDATE payments SET refunded_minor = amount_minor + 1 WHERE id = ";
+    let exact = "UPDATE payments SET refunded_minor = amount_minor WHERE id = ";
+    let sql = |q: &str| format!("{q}'{}'", p.id.as_str());
+    let (refused, allowed) = match db.backend {
+        "sqlite" => {
+            let path = db.url.strip_prefix("sqlite://").unwrap();
+            let c = rusqlite::Connection::open(path).unwrap();
+            (
+                c.execute_batch(&sql(over)).is_err(),
+                c.execute_batch(&sql(exact)).is_ok(),
+            )
+        }
+        _ => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            (
+                sqlx::raw_sql(&sql(over)).execute(&mut c).await.is_err(),
+                sqlx::raw_sql(&sql(exact)).execute(&mut c).await.is_ok(),
+            )
+        }
+    };
+    assert!(refused, "{}: refunded beyond the amount", db.backend);
+    assert!(allowed, "{}: refunded exactly the amount", db.backend);
+});
+
+conformance!(transition_is_a_compare_and_set_with_its_event, |db| {
+    let s = db.store.as_ref();
+    let (_, _, p) = setup(s).await;
+    let now = t0() + secs(5);
+    let patch = TransitionPatch {
+        pay_params: Some(json!({"prepay_id": "wx1"})),
+        ..Default::default()
+    };
+    let e1 = event_for(&p, now);
+    let t = s
+        .transition(
+            &p.id,
+            PaymentStatus::Created,
+            PaymentStatus::Pending,
+            &patch,
+            Some(&e1),
+            now,
+        )
+        .await
+        .unwrap();
+    let Transition::Applied(after) = t else {
+        panic!("{}: expected Applied, got {t:?}", db.backend)
+    };
+    let expected = Payment {
+        status: PaymentStatus::Pending,
+        pay_params: patch.pay_params.clone(),
+        updated_at: now,
+        ..p.clone()
+    };
+    assert_eq!(after, expected);
+    assert_eq!(s.payment(&p.id).await.unwrap(), Some(expected.clone()));
+
+    let events = s.events_for_payment(&p.id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    let ev = &events[0];
+    assert_eq!(
+        (&ev.id, &ev.payload, ev.created_at),
+        (&e1.id, &e1.payload, e1.created_at)
+    );
+    assert_eq!(
+        (ev.attempts, ev.next_attempt_at, ev.delivered_at, ev.dead),
+        (0, now, None, false)
+    );
+    assert_eq!(s.event(&e1.id).await.unwrap().as_ref(), Some(ev));
+
+    // The status moved on: the same transition now changes nothing.
+    let later = now + secs(1);
+    let stale = event_for(&p, later);
+    let t = s
+        .transition(
+            &p.id,
+            PaymentStatus::Created,
+            PaymentStatus::Closed,
+            &patch,
+            Some(&stale),
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(t, Transition::Unchanged(expected.clone()));
+    assert_eq!(s.event(&stale.id).await.unwrap(), None);
+
+    // An empty patch keeps earlier values; a set one overwrites.
+    let paid = TransitionPatch {
+        pay_params: None,
+        channel_trade_no: Some("4200000002".into()),
+        paid_at: Some(later),
+    };
+    let t = s
+        .transition(
+            &p.id,
+            PaymentStatus::Pending,
+            PaymentStatus::Succeeded,
+            &paid,
+            None,
+            later,
+        )
+        .await
+        .unwrap();
+    let Transition::Applied(after) = t else {
+        panic!("expected Applied")
+    };
+    assert_eq!(after.pay_params, patch.pay_params);
+    assert_eq!(after.channel_trade_no.as_deref(), Some("4200000002"));
+    assert_eq!(
+        (after.paid_at, after.status, after.updated_at),
+        (Some(later), PaymentStatus::Succeeded, later)
+    );
+    // No event was asked for, none was written.
+    assert_eq!(s.events_for_payment(&p.id).await.unwrap().len(), 1);
+
+    let missing = s
+        .transition(
+            &PaymentId::generate(),
+            PaymentStatus::Created,
+            PaymentStatus::Pending,
+            &patch,
+            None,
+            now,
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+});
+
+conformance!(a_failed_event_insert_rolls_the_transition_back, |db| {
+    let s = db.store.as_ref();
+    let (m, a, p) = setup(s).await;
+    let taken = outbox_event(s, &m, &a, t0()).await;
+    // Reusing an event id makes the event insert fail inside the transaction.
+    let clash = NewEvent {
+        id: taken.id.clone(),
+        ..event_for(&p, t0())
+    };
+    let res = s
+        .transition(
+            &p.id,
+            PaymentStatus::Created,
+            PaymentStatus::Pending,
+            &TransitionPatch::default(),
+            Some(&clash),
+            t0(),
+        )
+        .await;
+    assert!(res.is_err(), "{}", db.backend);
+    assert_eq!(s.payment(&p.id).await.unwrap(), Some(p.clone()));
+    assert!(s.events_for_payment(&p.id).await.unwrap().is_empty());
+});
+
+conformance!(concurrent_identical_transitions_apply_once, |db| {
+    let (_, _, p) = setup(db.store.as_ref()).await;
+    let p = to_pending(db.store.as_ref(), &p).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&db.store);
+            let p = p.clone();
+            tokio::spawn(async move {
+                let now = t0() + secs(1);
+                let e = event_for(&p, now);
+                let patch = TransitionPatch {
+                    channel_trade_no: Some("42".into()),
+                    ..Default::default()
                 };
-                tokio::spawn(async move { (p.id.clone(), store.insert_payment(&p).await.unwrap()) })
-            })
-            .collect();
-        let mut winners = Vec::new();
-        let mut existing = Vec::new();
-        for t in tasks {
-            match t.await.unwrap() {
-                (id, Inserted::New) => winners.push(id),
-                (_, Inserted::Existing(p)) => existing.push(p),
-            }
-        }
-        assert_eq!(winners.len(), 1, "{}", db.backend);
-        assert_eq!(existing.len(), 49);
-        assert!(existing.iter().all(|p| p.id == winners[0]));
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test]
-async fn transition_refuses_an_edge_the_machine_does_not_have() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let (_, _, p) = setup(s).await;
-        let e = event_for(&p, t0());
-        // created → succeeded skips pending: refused, nothing written.
-        let err = s
-            .transition(
-                &p.id,
-                PaymentStatus::Created,
-                PaymentStatus::Succeeded,
-                &TransitionPatch::default(),
-                Some(&e),
-                t0(),
-            )
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Invalid(_)),
-            "{}: {err}",
-            db.backend
-        );
-        let now = s.payment(&p.id).await.unwrap().unwrap();
-        assert_eq!(now.status, PaymentStatus::Created);
-        assert!(s.events_for_payment(&p.id).await.unwrap().is_empty());
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test]
-async fn the_database_refuses_refunding_more_than_was_paid() {
-    use sqlx::Connection;
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let (_, _, p) = setup(s).await;
-        let over = "UPDATE payments SET refunded_minor = amount_minor + 1 WHERE id = ";
-        let exact = "UPDATE payments SET refunded_minor = amount_minor WHERE id = ";
-        let sql = |q: &str| format!("{q}'{}'", p.id.as_str());
-        let (refused, allowed) = match db.backend {
-            "sqlite" => {
-                let path = db.url.strip_prefix("sqlite://").unwrap();
-                let c = rusqlite::Connection::open(path).unwrap();
-                (
-                    c.execute_batch(&sql(over)).is_err(),
-                    c.execute_batch(&sql(exact)).is_ok(),
-                )
-            }
-            _ => {
-                let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-                (
-                    sqlx::raw_sql(&sql(over)).execute(&mut c).await.is_err(),
-                    sqlx::raw_sql(&sql(exact)).execute(&mut c).await.is_ok(),
-                )
-            }
-        };
-        assert!(refused, "{}: refunded beyond the amount", db.backend);
-        assert!(allowed, "{}: refunded exactly the amount", db.backend);
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test]
-async fn transition_is_a_compare_and_set_with_its_event() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let (_, _, p) = setup(s).await;
-        let now = t0() + secs(5);
-        let patch = TransitionPatch {
-            pay_params: Some(json!({"prepay_id": "wx1"})),
-            ..Default::default()
-        };
-        let e1 = event_for(&p, now);
-        let t = s
-            .transition(
-                &p.id,
-                PaymentStatus::Created,
-                PaymentStatus::Pending,
-                &patch,
-                Some(&e1),
-                now,
-            )
-            .await
-            .unwrap();
-        let Transition::Applied(after) = t else {
-            panic!("{}: expected Applied, got {t:?}", db.backend)
-        };
-        let expected = Payment {
-            status: PaymentStatus::Pending,
-            pay_params: patch.pay_params.clone(),
-            updated_at: now,
-            ..p.clone()
-        };
-        assert_eq!(after, expected);
-        assert_eq!(s.payment(&p.id).await.unwrap(), Some(expected.clone()));
-
-        let events = s.events_for_payment(&p.id).await.unwrap();
-        assert_eq!(events.len(), 1);
-        let ev = &events[0];
-        assert_eq!(
-            (&ev.id, &ev.payload, ev.created_at),
-            (&e1.id, &e1.payload, e1.created_at)
-        );
-        assert_eq!(
-            (ev.attempts, ev.next_attempt_at, ev.delivered_at, ev.dead),
-            (0, now, None, false)
-        );
-        assert_eq!(s.event(&e1.id).await.unwrap().as_ref(), Some(ev));
-
-        // The status moved on: the same transition now changes nothing.
-        let later = now + secs(1);
-        let stale = event_for(&p, later);
-        let t = s
-            .transition(
-                &p.id,
-                PaymentStatus::Created,
-                PaymentStatus::Closed,
-                &patch,
-                Some(&stale),
-                later,
-            )
-            .await
-            .unwrap();
-        assert_eq!(t, Transition::Unchanged(expected.clone()));
-        assert_eq!(s.event(&stale.id).await.unwrap(), None);
-
-        // An empty patch keeps earlier values; a set one overwrites.
-        let paid = TransitionPatch {
-            pay_params: None,
-            channel_trade_no: Some("4200000002".into()),
-            paid_at: Some(later),
-        };
-        let t = s
-            .transition(
-                &p.id,
-                PaymentStatus::Pending,
-                PaymentStatus::Succeeded,
-                &paid,
-                None,
-                later,
-            )
-            .await
-            .unwrap();
-        let Transition::Applied(after) = t else {
-            panic!("expected Applied")
-        };
-        assert_eq!(after.pay_params, patch.pay_params);
-        assert_eq!(after.channel_trade_no.as_deref(), Some("4200000002"));
-        assert_eq!(
-            (after.paid_at, after.status, after.updated_at),
-            (Some(later), PaymentStatus::Succeeded, later)
-        );
-        // No event was asked for, none was written.
-        assert_eq!(s.events_for_payment(&p.id).await.unwrap().len(), 1);
-
-        let missing = s
-            .transition(
-                &PaymentId::generate(),
-                PaymentStatus::Created,
-                PaymentStatus::Pending,
-                &patch,
-                None,
-                now,
-            )
-            .await;
-        assert!(
-            matches!(missing, Err(StoreError::NotFound(_))),
-            "{missing:?}"
-        );
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test]
-async fn a_failed_event_insert_rolls_the_transition_back() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let (m, a, p) = setup(s).await;
-        let taken = outbox_event(s, &m, &a, t0()).await;
-        // Reusing an event id makes the event insert fail inside the transaction.
-        let clash = NewEvent {
-            id: taken.id.clone(),
-            ..event_for(&p, t0())
-        };
-        let res = s
-            .transition(
-                &p.id,
-                PaymentStatus::Created,
-                PaymentStatus::Pending,
-                &TransitionPatch::default(),
-                Some(&clash),
-                t0(),
-            )
-            .await;
-        assert!(res.is_err(), "{}", db.backend);
-        assert_eq!(s.payment(&p.id).await.unwrap(), Some(p.clone()));
-        assert!(s.events_for_payment(&p.id).await.unwrap().is_empty());
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_identical_transitions_apply_once() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let (_, _, p) = setup(db.store.as_ref()).await;
-        let p = to_pending(db.store.as_ref(), &p).await;
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let store = Arc::clone(&db.store);
-                let p = p.clone();
-                tokio::spawn(async move {
-                    let now = t0() + secs(1);
-                    let e = event_for(&p, now);
-                    let patch = TransitionPatch {
-                        channel_trade_no: Some("42".into()),
-                        ..Default::default()
-                    };
-                    store
-                        .transition(
-                            &p.id,
-                            PaymentStatus::Pending,
-                            PaymentStatus::Succeeded,
-                            &patch,
-                            Some(&e),
-                            now,
-                        )
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut applied = 0;
-        for t in tasks {
-            match t.await.unwrap() {
-                Transition::Applied(_) => applied += 1,
-                Transition::Unchanged(cur) => assert_eq!(cur.status, PaymentStatus::Succeeded),
-            }
-        }
-        assert_eq!(applied, 1, "{}", db.backend);
-        assert_eq!(
-            db.store.events_for_payment(&p.id).await.unwrap().len(),
-            1,
-            "{}",
-            db.backend
-        );
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test]
-async fn nonces_are_single_use_until_they_expire() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let now = t0();
-        let exp = now + secs(300);
-        assert!(
-            s.use_nonce("app_a", "n1", now, exp).await.unwrap(),
-            "{}",
-            db.backend
-        );
-        assert!(!s
-            .use_nonce("app_a", "n1", now + secs(1), exp + secs(1))
-            .await
-            .unwrap());
-        assert!(
-            s.use_nonce("app_b", "n1", now, exp).await.unwrap(),
-            "nonces are per app"
-        );
-        assert!(s
-            .use_nonce("app_a", "n2", now, now + secs(10))
-            .await
-            .unwrap());
-        // Just before expiry it is still taken; at expiry it is free again.
-        assert!(!s
-            .use_nonce(
-                "app_a",
-                "n1",
-                exp - Duration::microseconds(1),
-                exp + secs(300)
-            )
-            .await
-            .unwrap());
-        assert!(s
-            .use_nonce("app_a", "n1", exp, exp + secs(300))
-            .await
-            .unwrap());
-        assert!(!s
-            .use_nonce("app_a", "n1", exp + secs(1), exp + secs(400))
-            .await
-            .unwrap());
-
-        // At `exp`: n2 (expired at now+10s) and app_b's n1 (expired at exp) go.
-        assert_eq!(s.purge_nonces(exp).await.unwrap(), 2);
-        assert_eq!(s.purge_nonces(exp).await.unwrap(), 0);
-        assert!(!s
-            .use_nonce("app_a", "n1", exp + secs(2), exp + secs(400))
-            .await
-            .unwrap());
-        assert!(s
-            .use_nonce("app_a", "n2", exp + secs(2), exp + secs(400))
-            .await
-            .unwrap());
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test]
-async fn outbox_claims_lease_retry_deliver_and_bury() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        let a = account(s, &m, t0(), true).await;
-        let e1 = outbox_event(s, &m, &a, t0()).await;
-        let e2 = outbox_event(s, &m, &a, t0() + secs(1)).await;
-        let e3 = outbox_event(s, &m, &a, t0() + secs(2)).await;
-        let lease = secs(30);
-        let ids = |evs: &[OutboxEvent]| evs.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
-
-        // Not due yet.
-        assert!(s
-            .claim_due_events(t0() - secs(1), lease, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        // Oldest first, up to the limit.
-        let now = t0() + secs(5);
-        let got = s.claim_due_events(now, lease, 2).await.unwrap();
-        assert_eq!(
-            ids(&got),
-            vec![e1.id.clone(), e2.id.clone()],
-            "{}",
-            db.backend
-        );
-        assert_eq!(got[0].payload, e1.payload);
-        // Leased events are not handed out again while the lease runs.
-        assert_eq!(
-            ids(&s.claim_due_events(now, lease, 10).await.unwrap()),
-            vec![e3.id.clone()]
-        );
-        assert!(s
-            .claim_due_events(now + secs(29), lease, 10)
-            .await
-            .unwrap()
-            .is_empty());
-
-        // e1 delivered, e2 failed (retry in a minute), e3 left to its lease.
-        s.mark_event_delivered(&e1.id, 1, now + secs(1))
-            .await
-            .unwrap();
-        s.mark_event_failed(&e2.id, 1, now + secs(60), "HTTP 500")
-            .await
-            .unwrap();
-        let d = s.event(&e1.id).await.unwrap().unwrap();
-        assert_eq!((d.delivered_at, d.attempts), (Some(now + secs(1)), 1));
-        let f = s.event(&e2.id).await.unwrap().unwrap();
-        assert_eq!(
-            (f.attempts, f.next_attempt_at, f.last_error.as_deref()),
-            (1, now + secs(60), Some("HTTP 500"))
-        );
-
-        // e3's lease ran out: claimable again (now for two minutes); e2 not due; e1 never again.
-        let after_lease = now + lease;
-        assert_eq!(
-            ids(&s
-                .claim_due_events(after_lease, secs(120), 10)
-                .await
-                .unwrap()),
-            vec![e3.id.clone()]
-        );
-        let retry_at = now + secs(60);
-        assert_eq!(
-            ids(&s.claim_due_events(retry_at, lease, 10).await.unwrap()),
-            vec![e2.id.clone()]
-        );
-
-        // e2 gives up for good: never claimed again.
-        s.mark_event_dead(&e2.id, 8, "gave up").await.unwrap();
-        let dead = s.event(&e2.id).await.unwrap().unwrap();
-        assert_eq!(
-            (dead.dead, dead.attempts, dead.last_error.as_deref()),
-            (true, 8, Some("gave up"))
-        );
-        let far = t0() + Duration::days(30);
-        assert_eq!(
-            ids(&s.claim_due_events(far, lease, 10).await.unwrap()),
-            vec![e3.id.clone()]
-        );
-        s.mark_event_delivered(&e3.id, 2, far).await.unwrap();
-        assert!(s
-            .claim_due_events(far + Duration::days(1), lease, 10)
-            .await
-            .unwrap()
-            .is_empty());
-
-        assert!(matches!(
-            s.mark_event_delivered("evt_nope", 1, now).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            s.mark_event_failed("evt_nope", 1, now, "x").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            s.mark_event_dead("evt_nope", 1, "x").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert_eq!(s.event("evt_nope").await.unwrap(), None);
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test]
-async fn undelivered_events_are_listed_and_dead_ones_retried() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        let other = merchant(s).await;
-        let a = account(s, &m, t0(), true).await;
-        let b = account(s, &other, t0(), true).await;
-        let delivered = outbox_event(s, &m, &a, t0()).await;
-        let dead = outbox_event(s, &m, &a, t0() + secs(1)).await;
-        let retrying = outbox_event(s, &m, &a, t0() + secs(2)).await;
-        let others = outbox_event(s, &other, &b, t0() + secs(3)).await;
-        let lease = secs(30);
-        s.claim_due_events(t0() + secs(5), lease, 10).await.unwrap();
-        s.mark_event_delivered(&delivered.id, 1, t0() + secs(6))
-            .await
-            .unwrap();
-        s.mark_event_dead(&dead.id, 8, "HTTP 500").await.unwrap();
-        s.mark_event_failed(&retrying.id, 1, t0() + secs(60), "timeout")
-            .await
-            .unwrap();
-        let ids = |evs: Vec<OutboxEvent>| evs.into_iter().map(|e| e.id).collect::<Vec<_>>();
-
-        // Oldest first; the merchant's only; the limit holds; delivered never listed.
-        assert_eq!(
-            ids(s.undelivered_events(Some(&m.id), false, 10).await.unwrap()),
-            vec![dead.id.clone(), retrying.id.clone()],
-            "{}",
-            db.backend
-        );
-        assert_eq!(
-            ids(s.undelivered_events(Some(&m.id), true, 10).await.unwrap()),
-            vec![dead.id.clone()]
-        );
-        assert_eq!(
-            ids(s.undelivered_events(None, false, 10).await.unwrap()),
-            vec![dead.id.clone(), retrying.id.clone(), others.id.clone()]
-        );
-        assert_eq!(
-            ids(s.undelivered_events(None, false, 1).await.unwrap()),
-            vec![dead.id.clone()]
-        );
-
-        // A retried dead event is due at once with a fresh schedule, and
-        // claimable like any other.
-        let now = t0() + secs(100);
-        let again = s.retry_event(&dead.id, now).await.unwrap();
-        assert_eq!(
-            (again.dead, again.attempts, again.next_attempt_at),
-            (false, 0, now)
-        );
-        assert!(s
-            .undelivered_events(Some(&m.id), true, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        let claimed = ids(s.claim_due_events(now, lease, 10).await.unwrap());
-        assert!(claimed.contains(&dead.id), "{claimed:?}");
-
-        // Retrying an event a worker holds keeps the lease: not handed out twice.
-        s.retry_event(&dead.id, now).await.unwrap();
-        assert!(!ids(s.claim_due_events(now, lease, 10).await.unwrap()).contains(&dead.id));
-
-        // An acknowledged event is never sent again; an unknown one is not found.
-        assert!(matches!(
-            s.retry_event(&delivered.id, now).await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            s.retry_event("evt_nope", now).await,
-            Err(StoreError::NotFound(_))
-        ));
-        let d = s.event(&delivered.id).await.unwrap().unwrap();
-        assert_eq!((d.attempts, d.dead), (1, false));
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_claimers_never_share_an_event() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        let a = account(s, &m, t0(), true).await;
-        let mut all = HashSet::new();
-        for i in 0..40 {
-            all.insert(
-                outbox_event(s, &m, &a, t0() + Duration::milliseconds(i))
+                store
+                    .transition(
+                        &p.id,
+                        PaymentStatus::Pending,
+                        PaymentStatus::Succeeded,
+                        &patch,
+                        Some(&e),
+                        now,
+                    )
                     .await
-                    .id,
-            );
-        }
-        let workers: Vec<_> = (0..4)
-            .map(|_| {
-                let store = Arc::clone(&db.store);
-                tokio::spawn(async move {
-                    let mut mine = Vec::new();
-                    loop {
-                        let got = store
-                            .claim_due_events(t0() + secs(10), secs(60), 3)
-                            .await
-                            .unwrap();
-                        if got.is_empty() {
-                            return mine;
-                        }
-                        mine.extend(got.into_iter().map(|e| e.id));
-                    }
-                })
+                    .unwrap()
             })
-            .collect();
-        let mut claimed = Vec::new();
-        for w in workers {
-            claimed.extend(w.await.unwrap());
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Transition::Applied(_) => applied += 1,
+            Transition::Unchanged(cur) => assert_eq!(cur.status, PaymentStatus::Succeeded),
         }
-        let unique: HashSet<_> = claimed.iter().cloned().collect();
-        assert_eq!(
-            claimed.len(),
-            unique.len(),
-            "{}: an event was claimed twice",
-            db.backend
-        );
-        assert_eq!(unique, all);
     }
-    cleanup(dbs).await;
-}
+    assert_eq!(applied, 1, "{}", db.backend);
+    assert_eq!(
+        db.store.events_for_payment(&p.id).await.unwrap().len(),
+        1,
+        "{}",
+        db.backend
+    );
+});
 
-#[tokio::test]
-async fn idempotency_records_keep_the_first_answer() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let r = IdempotencyRecord {
-            merchant_id: "mch_1".into(),
-            key: "key-1".into(),
-            request_hash: "h1".into(),
-            status: 201,
-            body: b"{\"id\":\"pay_1\"}\x00\xff".to_vec(),
-            created_at: t0(),
-        };
-        assert_eq!(s.idempotency_record("mch_1", "key-1").await.unwrap(), None);
-        assert!(
-            s.save_idempotency_record(&r).await.unwrap(),
-            "{}",
-            db.backend
-        );
-        let second = IdempotencyRecord {
-            status: 500,
-            body: b"other".to_vec(),
-            ..r.clone()
-        };
-        assert!(!s.save_idempotency_record(&second).await.unwrap());
-        assert_eq!(
-            s.idempotency_record("mch_1", "key-1").await.unwrap(),
-            Some(r.clone())
-        );
-        // Keys are per merchant.
-        let other = IdempotencyRecord {
-            merchant_id: "mch_2".into(),
-            ..r.clone()
-        };
-        assert!(s.save_idempotency_record(&other).await.unwrap());
-        assert_eq!(
-            s.idempotency_record("mch_2", "key-1").await.unwrap(),
-            Some(other)
-        );
-    }
-    cleanup(dbs).await;
-}
+conformance!(nonces_are_single_use_until_they_expire, |db| {
+    let s = db.store.as_ref();
+    let now = t0();
+    let exp = now + secs(300);
+    assert!(
+        s.use_nonce("app_a", "n1", now, exp).await.unwrap(),
+        "{}",
+        db.backend
+    );
+    assert!(!s
+        .use_nonce("app_a", "n1", now + secs(1), exp + secs(1))
+        .await
+        .unwrap());
+    assert!(
+        s.use_nonce("app_b", "n1", now, exp).await.unwrap(),
+        "nonces are per app"
+    );
+    assert!(s
+        .use_nonce("app_a", "n2", now, now + secs(10))
+        .await
+        .unwrap());
+    // Just before expiry it is still taken; at expiry it is free again.
+    assert!(!s
+        .use_nonce(
+            "app_a",
+            "n1",
+            exp - Duration::microseconds(1),
+            exp + secs(300)
+        )
+        .await
+        .unwrap());
+    assert!(s
+        .use_nonce("app_a", "n1", exp, exp + secs(300))
+        .await
+        .unwrap());
+    assert!(!s
+        .use_nonce("app_a", "n1", exp + secs(1), exp + secs(400))
+        .await
+        .unwrap());
 
-#[tokio::test]
-async fn idempotency_reservations_complete_release_and_purge() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let reserved = IdempotencyRecord {
-            merchant_id: "mch_1".into(),
-            key: "key-r".into(),
-            request_hash: "h1".into(),
-            status: IdempotencyRecord::IN_PROGRESS,
-            body: Vec::new(),
-            created_at: t0(),
-        };
-        assert!(s.save_idempotency_record(&reserved).await.unwrap());
-        assert!(
-            !s.save_idempotency_record(&reserved).await.unwrap(),
-            "{}: reserved once",
-            db.backend
-        );
-        // Releasing someone else's reservation (another time) does nothing.
-        assert!(!s
-            .release_idempotency_key("mch_1", "key-r", t0() + secs(1))
+    // At `exp`: n2 (expired at now+10s) and app_b's n1 (expired at exp) go.
+    assert_eq!(s.purge_nonces(exp).await.unwrap(), 2);
+    assert_eq!(s.purge_nonces(exp).await.unwrap(), 0);
+    assert!(!s
+        .use_nonce("app_a", "n1", exp + secs(2), exp + secs(400))
+        .await
+        .unwrap());
+    assert!(s
+        .use_nonce("app_a", "n2", exp + secs(2), exp + secs(400))
+        .await
+        .unwrap());
+});
+
+conformance!(outbox_claims_lease_retry_deliver_and_bury, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    let a = account(s, &m, t0(), true).await;
+    let e1 = outbox_event(s, &m, &a, t0()).await;
+    let e2 = outbox_event(s, &m, &a, t0() + secs(1)).await;
+    let e3 = outbox_event(s, &m, &a, t0() + secs(2)).await;
+    let lease = secs(30);
+    let ids = |evs: &[OutboxEvent]| evs.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+
+    // Not due yet.
+    assert!(s
+        .claim_due_events(t0() - secs(1), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Oldest first, up to the limit.
+    let now = t0() + secs(5);
+    let got = s.claim_due_events(now, lease, 2).await.unwrap();
+    assert_eq!(
+        ids(&got),
+        vec![e1.id.clone(), e2.id.clone()],
+        "{}",
+        db.backend
+    );
+    assert_eq!(got[0].payload, e1.payload);
+    // Leased events are not handed out again while the lease runs.
+    assert_eq!(
+        ids(&s.claim_due_events(now, lease, 10).await.unwrap()),
+        vec![e3.id.clone()]
+    );
+    assert!(s
+        .claim_due_events(now + secs(29), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // e1 delivered, e2 failed (retry in a minute), e3 left to its lease.
+    s.mark_event_delivered(&e1.id, 1, now + secs(1))
+        .await
+        .unwrap();
+    s.mark_event_failed(&e2.id, 1, now + secs(60), "HTTP 500")
+        .await
+        .unwrap();
+    let d = s.event(&e1.id).await.unwrap().unwrap();
+    assert_eq!((d.delivered_at, d.attempts), (Some(now + secs(1)), 1));
+    let f = s.event(&e2.id).await.unwrap().unwrap();
+    assert_eq!(
+        (f.attempts, f.next_attempt_at, f.last_error.as_deref()),
+        (1, now + secs(60), Some("HTTP 500"))
+    );
+
+    // e3's lease ran out: claimable again (now for two minutes); e2 not due; e1 never again.
+    let after_lease = now + lease;
+    assert_eq!(
+        ids(&s
+            .claim_due_events(after_lease, secs(120), 10)
             .await
-            .unwrap());
-        let answered = IdempotencyRecord {
-            status: 201,
-            body: b"{}".to_vec(),
-            ..reserved.clone()
-        };
-        assert!(s.complete_idempotency_record(&answered).await.unwrap());
-        assert!(
-            !s.complete_idempotency_record(&answered).await.unwrap(),
-            "completed once"
-        );
-        assert!(
-            !s.release_idempotency_key("mch_1", "key-r", t0())
+            .unwrap()),
+        vec![e3.id.clone()]
+    );
+    let retry_at = now + secs(60);
+    assert_eq!(
+        ids(&s.claim_due_events(retry_at, lease, 10).await.unwrap()),
+        vec![e2.id.clone()]
+    );
+
+    // e2 gives up for good: never claimed again.
+    s.mark_event_dead(&e2.id, 8, "gave up").await.unwrap();
+    let dead = s.event(&e2.id).await.unwrap().unwrap();
+    assert_eq!(
+        (dead.dead, dead.attempts, dead.last_error.as_deref()),
+        (true, 8, Some("gave up"))
+    );
+    let far = t0() + Duration::days(30);
+    assert_eq!(
+        ids(&s.claim_due_events(far, lease, 10).await.unwrap()),
+        vec![e3.id.clone()]
+    );
+    s.mark_event_delivered(&e3.id, 2, far).await.unwrap();
+    assert!(s
+        .claim_due_events(far + Duration::days(1), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    assert!(matches!(
+        s.mark_event_delivered("evt_nope", 1, now).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.mark_event_failed("evt_nope", 1, now, "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.mark_event_dead("evt_nope", 1, "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.event("evt_nope").await.unwrap(), None);
+});
+
+conformance!(undelivered_events_are_listed_and_dead_ones_retried, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    let other = merchant(s).await;
+    let a = account(s, &m, t0(), true).await;
+    let b = account(s, &other, t0(), true).await;
+    let delivered = outbox_event(s, &m, &a, t0()).await;
+    let dead = outbox_event(s, &m, &a, t0() + secs(1)).await;
+    let retrying = outbox_event(s, &m, &a, t0() + secs(2)).await;
+    let others = outbox_event(s, &other, &b, t0() + secs(3)).await;
+    let lease = secs(30);
+    s.claim_due_events(t0() + secs(5), lease, 10).await.unwrap();
+    s.mark_event_delivered(&delivered.id, 1, t0() + secs(6))
+        .await
+        .unwrap();
+    s.mark_event_dead(&dead.id, 8, "HTTP 500").await.unwrap();
+    s.mark_event_failed(&retrying.id, 1, t0() + secs(60), "timeout")
+        .await
+        .unwrap();
+    let ids = |evs: Vec<OutboxEvent>| evs.into_iter().map(|e| e.id).collect::<Vec<_>>();
+
+    // Oldest first; the merchant's only; the limit holds; delivered never listed.
+    assert_eq!(
+        ids(s.undelivered_events(Some(&m.id), false, 10).await.unwrap()),
+        vec![dead.id.clone(), retrying.id.clone()],
+        "{}",
+        db.backend
+    );
+    assert_eq!(
+        ids(s.undelivered_events(Some(&m.id), true, 10).await.unwrap()),
+        vec![dead.id.clone()]
+    );
+    assert_eq!(
+        ids(s.undelivered_events(None, false, 10).await.unwrap()),
+        vec![dead.id.clone(), retrying.id.clone(), others.id.clone()]
+    );
+    assert_eq!(
+        ids(s.undelivered_events(None, false, 1).await.unwrap()),
+        vec![dead.id.clone()]
+    );
+
+    // A retried dead event is due at once with a fresh schedule, and
+    // claimable like any other.
+    let now = t0() + secs(100);
+    let again = s.retry_event(&dead.id, now).await.unwrap();
+    assert_eq!(
+        (again.dead, again.attempts, again.next_attempt_at),
+        (false, 0, now)
+    );
+    assert!(s
+        .undelivered_events(Some(&m.id), true, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let claimed = ids(s.claim_due_events(now, lease, 10).await.unwrap());
+    assert!(claimed.contains(&dead.id), "{claimed:?}");
+
+    // Retrying an event a worker holds keeps the lease: not handed out twice.
+    s.retry_event(&dead.id, now).await.unwrap();
+    assert!(!ids(s.claim_due_events(now, lease, 10).await.unwrap()).contains(&dead.id));
+
+    // An acknowledged event is never sent again; an unknown one is not found.
+    assert!(matches!(
+        s.retry_event(&delivered.id, now).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.retry_event("evt_nope", now).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let d = s.event(&delivered.id).await.unwrap().unwrap();
+    assert_eq!((d.attempts, d.dead), (1, false));
+});
+
+conformance!(concurrent_claimers_never_share_an_event, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    let a = account(s, &m, t0(), true).await;
+    let mut all = HashSet::new();
+    for i in 0..40 {
+        all.insert(
+            outbox_event(s, &m, &a, t0() + Duration::milliseconds(i))
                 .await
-                .unwrap(),
-            "an answer is never released"
+                .id,
         );
-        assert_eq!(
-            s.idempotency_record("mch_1", "key-r").await.unwrap(),
-            Some(answered)
-        );
-
-        let crashed = IdempotencyRecord {
-            key: "key-c".into(),
-            ..reserved.clone()
-        };
-        assert!(s.save_idempotency_record(&crashed).await.unwrap());
-        assert!(s
-            .release_idempotency_key("mch_1", "key-c", t0())
-            .await
-            .unwrap());
-        assert_eq!(s.idempotency_record("mch_1", "key-c").await.unwrap(), None);
-
-        assert_eq!(s.purge_idempotency_records(t0()).await.unwrap(), 0);
-        assert_eq!(
-            s.purge_idempotency_records(t0() + secs(1)).await.unwrap(),
-            1
-        );
-        assert_eq!(s.idempotency_record("mch_1", "key-r").await.unwrap(), None);
     }
-    cleanup(dbs).await;
-}
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&db.store);
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_due_events(t0() + secs(10), secs(60), 3)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|e| e.id));
+                }
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for w in workers {
+        claimed.extend(w.await.unwrap());
+    }
+    let unique: HashSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(
+        claimed.len(),
+        unique.len(),
+        "{}: an event was claimed twice",
+        db.backend
+    );
+    assert_eq!(unique, all);
+});
+
+conformance!(idempotency_records_keep_the_first_answer, |db| {
+    let s = db.store.as_ref();
+    let r = IdempotencyRecord {
+        merchant_id: "mch_1".into(),
+        key: "key-1".into(),
+        request_hash: "h1".into(),
+        status: 201,
+        body: b"{\"id\":\"pay_1\"}\x00\xff".to_vec(),
+        created_at: t0(),
+    };
+    assert_eq!(s.idempotency_record("mch_1", "key-1").await.unwrap(), None);
+    assert!(
+        s.save_idempotency_record(&r).await.unwrap(),
+        "{}",
+        db.backend
+    );
+    let second = IdempotencyRecord {
+        status: 500,
+        body: b"other".to_vec(),
+        ..r.clone()
+    };
+    assert!(!s.save_idempotency_record(&second).await.unwrap());
+    assert_eq!(
+        s.idempotency_record("mch_1", "key-1").await.unwrap(),
+        Some(r.clone())
+    );
+    // Keys are per merchant.
+    let other = IdempotencyRecord {
+        merchant_id: "mch_2".into(),
+        ..r.clone()
+    };
+    assert!(s.save_idempotency_record(&other).await.unwrap());
+    assert_eq!(
+        s.idempotency_record("mch_2", "key-1").await.unwrap(),
+        Some(other)
+    );
+});
+
+conformance!(idempotency_reservations_complete_release_and_purge, |db| {
+    let s = db.store.as_ref();
+    let reserved = IdempotencyRecord {
+        merchant_id: "mch_1".into(),
+        key: "key-r".into(),
+        request_hash: "h1".into(),
+        status: IdempotencyRecord::IN_PROGRESS,
+        body: Vec::new(),
+        created_at: t0(),
+    };
+    assert!(s.save_idempotency_record(&reserved).await.unwrap());
+    assert!(
+        !s.save_idempotency_record(&reserved).await.unwrap(),
+        "{}: reserved once",
+        db.backend
+    );
+    // Releasing someone else's reservation (another time) does nothing.
+    assert!(!s
+        .release_idempotency_key("mch_1", "key-r", t0() + secs(1))
+        .await
+        .unwrap());
+    let answered = IdempotencyRecord {
+        status: 201,
+        body: b"{}".to_vec(),
+        ..reserved.clone()
+    };
+    assert!(s.complete_idempotency_record(&answered).await.unwrap());
+    assert!(
+        !s.complete_idempotency_record(&answered).await.unwrap(),
+        "completed once"
+    );
+    assert!(
+        !s.release_idempotency_key("mch_1", "key-r", t0())
+            .await
+            .unwrap(),
+        "an answer is never released"
+    );
+    assert_eq!(
+        s.idempotency_record("mch_1", "key-r").await.unwrap(),
+        Some(answered)
+    );
+
+    let crashed = IdempotencyRecord {
+        key: "key-c".into(),
+        ..reserved.clone()
+    };
+    assert!(s.save_idempotency_record(&crashed).await.unwrap());
+    assert!(s
+        .release_idempotency_key("mch_1", "key-c", t0())
+        .await
+        .unwrap());
+    assert_eq!(s.idempotency_record("mch_1", "key-c").await.unwrap(), None);
+
+    assert_eq!(s.purge_idempotency_records(t0()).await.unwrap(), 0);
+    assert_eq!(
+        s.purge_idempotency_records(t0() + secs(1)).await.unwrap(),
+        1
+    );
+    assert_eq!(s.idempotency_record("mch_1", "key-r").await.unwrap(), None);
+});
 
 /// The ids of the payments a claim returned.
 fn due_ids(due: &[DuePayment]) -> Vec<PaymentId> {
     due.iter().map(|d| d.payment.id.clone()).collect()
 }
 
-#[tokio::test]
-async fn open_payments_are_claimed_for_polling_when_due() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let (m, a, p) = setup(s).await;
-        let lease = secs(60);
-        // Created at t0, first check 60 s after creation: not due at t0 + 10 s.
-        let due = s
-            .claim_due_payments(t0() + secs(10), t0() - secs(50), lease, 10)
-            .await
-            .unwrap();
-        assert!(due.is_empty(), "{}: {due:?}", db.backend);
-        let due = s
-            .claim_due_payments(t0() + secs(60), t0(), lease, 10)
-            .await
-            .unwrap();
-        assert_eq!(due_ids(&due), vec![p.id.clone()], "{}", db.backend);
-        assert_eq!(due[0].poll_attempts, 0);
-        assert_eq!(due[0].payment, p);
-        // Leased: nobody else takes it until the lease runs out.
-        let due = s
-            .claim_due_payments(t0() + secs(61), t0() + secs(1), lease, 10)
-            .await
-            .unwrap();
-        assert!(
-            due.is_empty(),
-            "{}: leased payment claimed again",
-            db.backend
-        );
-        let due = s
-            .claim_due_payments(t0() + secs(121), t0() + secs(61), lease, 10)
-            .await
-            .unwrap();
-        assert_eq!(
-            due_ids(&due),
-            vec![p.id.clone()],
-            "{}: lease ran out",
-            db.backend
-        );
+conformance!(open_payments_are_claimed_for_polling_when_due, |db| {
+    let s = db.store.as_ref();
+    let (m, a, p) = setup(s).await;
+    let lease = secs(60);
+    // Created at t0, first check 60 s after creation: not due at t0 + 10 s.
+    let due = s
+        .claim_due_payments(t0() + secs(10), t0() - secs(50), lease, 10)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{}: {due:?}", db.backend);
+    let due = s
+        .claim_due_payments(t0() + secs(60), t0(), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(due_ids(&due), vec![p.id.clone()], "{}", db.backend);
+    assert_eq!(due[0].poll_attempts, 0);
+    assert_eq!(due[0].payment, p);
+    // Leased: nobody else takes it until the lease runs out.
+    let due = s
+        .claim_due_payments(t0() + secs(61), t0() + secs(1), lease, 10)
+        .await
+        .unwrap();
+    assert!(
+        due.is_empty(),
+        "{}: leased payment claimed again",
+        db.backend
+    );
+    let due = s
+        .claim_due_payments(t0() + secs(121), t0() + secs(61), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due_ids(&due),
+        vec![p.id.clone()],
+        "{}: lease ran out",
+        db.backend
+    );
 
-        // A recorded check releases the lease; the next is due at its time only.
-        s.schedule_payment_poll(&p.id, 1, t0() + secs(300))
-            .await
-            .unwrap();
-        let due = s
-            .claim_due_payments(t0() + secs(299), t0() + secs(239), lease, 10)
-            .await
-            .unwrap();
-        assert!(due.is_empty(), "{}: {due:?}", db.backend);
-        let due = s
-            .claim_due_payments(t0() + secs(300), t0() + secs(240), lease, 10)
-            .await
-            .unwrap();
-        assert_eq!(due_ids(&due), vec![p.id.clone()]);
-        assert_eq!(due[0].poll_attempts, 1, "{}", db.backend);
+    // A recorded check releases the lease; the next is due at its time only.
+    s.schedule_payment_poll(&p.id, 1, t0() + secs(300))
+        .await
+        .unwrap();
+    let due = s
+        .claim_due_payments(t0() + secs(299), t0() + secs(239), lease, 10)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{}: {due:?}", db.backend);
+    let due = s
+        .claim_due_payments(t0() + secs(300), t0() + secs(240), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(due_ids(&due), vec![p.id.clone()]);
+    assert_eq!(due[0].poll_attempts, 1, "{}", db.backend);
 
-        // A final payment is never checked again.
-        let t = s
-            .transition(
-                &p.id,
-                PaymentStatus::Created,
-                PaymentStatus::Closed,
-                &TransitionPatch::default(),
-                None,
-                t0() + secs(301),
-            )
-            .await
-            .unwrap();
-        assert!(matches!(t, Transition::Applied(_)));
-        s.schedule_payment_poll(&p.id, 2, t0() + secs(400))
-            .await
-            .unwrap();
-        let due = s
-            .claim_due_payments(t0() + secs(10_000), t0() + secs(9_940), lease, 10)
-            .await
-            .unwrap();
-        assert!(due.is_empty(), "{}: closed payment claimed", db.backend);
+    // A final payment is never checked again.
+    let t = s
+        .transition(
+            &p.id,
+            PaymentStatus::Created,
+            PaymentStatus::Closed,
+            &TransitionPatch::default(),
+            None,
+            t0() + secs(301),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(t, Transition::Applied(_)));
+    s.schedule_payment_poll(&p.id, 2, t0() + secs(400))
+        .await
+        .unwrap();
+    let due = s
+        .claim_due_payments(t0() + secs(10_000), t0() + secs(9_940), lease, 10)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{}: closed payment claimed", db.backend);
 
-        // An expired payment is due even before its first check would be.
-        let q = Payment {
-            status: PaymentStatus::Pending,
-            expires_at: t0() + secs(30),
-            ..payment(&m, &a, &new_id("order"))
-        };
-        assert_eq!(s.insert_payment(&q).await.unwrap(), Inserted::New);
-        let due = s
-            .claim_due_payments(t0() + secs(29), t0() - secs(31), lease, 10)
-            .await
-            .unwrap();
-        assert!(due.is_empty(), "{}: {due:?}", db.backend);
-        let due = s
-            .claim_due_payments(t0() + secs(30), t0() - secs(30), lease, 10)
-            .await
-            .unwrap();
-        assert_eq!(due_ids(&due), vec![q.id.clone()], "{}", db.backend);
+    // An expired payment is due even before its first check would be.
+    let q = Payment {
+        status: PaymentStatus::Pending,
+        expires_at: t0() + secs(30),
+        ..payment(&m, &a, &new_id("order"))
+    };
+    assert_eq!(s.insert_payment(&q).await.unwrap(), Inserted::New);
+    let due = s
+        .claim_due_payments(t0() + secs(29), t0() - secs(31), lease, 10)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{}: {due:?}", db.backend);
+    let due = s
+        .claim_due_payments(t0() + secs(30), t0() - secs(30), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(due_ids(&due), vec![q.id.clone()], "{}", db.backend);
 
-        let missing = s
-            .schedule_payment_poll(&PaymentId::generate(), 1, t0())
-            .await;
-        assert!(
-            matches!(missing, Err(StoreError::NotFound(_))),
-            "{}: {missing:?}",
-            db.backend
-        );
+    let missing = s
+        .schedule_payment_poll(&PaymentId::generate(), 1, t0())
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{}: {missing:?}",
+        db.backend
+    );
+});
+
+conformance!(concurrent_poll_claimers_never_share_a_payment, |db| {
+    let s = db.store.as_ref();
+    let m = merchant(s).await;
+    let a = account(s, &m, t0(), true).await;
+    let mut all = HashSet::new();
+    for _ in 0..40 {
+        all.insert(fresh_payment(s, &m, &a).await.id);
     }
-    cleanup(dbs).await;
-}
-
-#[tokio::test]
-async fn concurrent_poll_claimers_never_share_a_payment() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let m = merchant(s).await;
-        let a = account(s, &m, t0(), true).await;
-        let mut all = HashSet::new();
-        for _ in 0..40 {
-            all.insert(fresh_payment(s, &m, &a).await.id);
-        }
-        let workers: Vec<_> = (0..4)
-            .map(|_| {
-                let store = Arc::clone(&db.store);
-                tokio::spawn(async move {
-                    let mut mine = Vec::new();
-                    loop {
-                        let got = store
-                            .claim_due_payments(t0() + secs(120), t0() + secs(60), secs(60), 3)
-                            .await
-                            .unwrap();
-                        if got.is_empty() {
-                            return mine;
-                        }
-                        mine.extend(due_ids(&got));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&db.store);
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_due_payments(t0() + secs(120), t0() + secs(60), secs(60), 3)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
                     }
-                })
+                    mine.extend(due_ids(&got));
+                }
             })
-            .collect();
-        let mut claimed = Vec::new();
-        for w in workers {
-            claimed.extend(w.await.unwrap());
-        }
-        let unique: HashSet<_> = claimed.iter().cloned().collect();
-        assert_eq!(
-            claimed.len(),
-            unique.len(),
-            "{}: a payment was claimed twice",
-            db.backend
-        );
-        assert_eq!(unique, all);
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for w in workers {
+        claimed.extend(w.await.unwrap());
     }
-    cleanup(dbs).await;
-}
+    let unique: HashSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(
+        claimed.len(),
+        unique.len(),
+        "{}: a payment was claimed twice",
+        db.backend
+    );
+    assert_eq!(unique, all);
+});
 
 // --- refunds --------------------------------------------------------------------
 
@@ -1508,119 +1430,106 @@ fn refund_of(p: &Payment, no: &str, amount: i64) -> Refund {
     }
 }
 
-#[tokio::test]
-async fn refunds_are_reserved_within_what_was_paid() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let (m, p) = paid_payment(s).await;
-        let first = refund_of(&p, "R-1", 10_000);
-        assert_eq!(s.insert_refund(&first).await.unwrap(), RefundInserted::New);
-        assert_eq!(s.refund(&first.id).await.unwrap(), Some(first.clone()));
-        assert_eq!(
-            s.refund_by_no(&m.id, "R-1").await.unwrap(),
-            Some(first.clone()),
-            "{}",
-            db.backend
-        );
-        // The same number again finds the first, whatever the new request says.
-        assert_eq!(
-            s.insert_refund(&refund_of(&p, "R-1", 5)).await.unwrap(),
-            RefundInserted::Existing(first.clone())
-        );
-        // 2 345 left.
-        assert_eq!(
-            s.insert_refund(&refund_of(&p, "R-2", 2_346)).await.unwrap(),
-            RefundInserted::Exceeds { available: 2_345 }
-        );
-        let second = refund_of(&p, "R-2", 2_345);
-        assert_eq!(s.insert_refund(&second).await.unwrap(), RefundInserted::New);
-        assert_eq!(
-            s.insert_refund(&refund_of(&p, "R-3", 1)).await.unwrap(),
-            RefundInserted::Exceeds { available: 0 }
-        );
-        // A failed refund gives its amount back.
-        let failed = s
-            .transition_refund(
-                &second.id,
-                RefundStatus::Processing,
-                RefundStatus::Failed,
-                &RefundPatch {
-                    failure_reason: Some("NOT_ENOUGH".into()),
-                    ..Default::default()
-                },
-                None,
-                t0() + secs(1),
-            )
+conformance!(refunds_are_reserved_within_what_was_paid, |db| {
+    let s = db.store.as_ref();
+    let (m, p) = paid_payment(s).await;
+    let first = refund_of(&p, "R-1", 10_000);
+    assert_eq!(s.insert_refund(&first).await.unwrap(), RefundInserted::New);
+    assert_eq!(s.refund(&first.id).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        s.refund_by_no(&m.id, "R-1").await.unwrap(),
+        Some(first.clone()),
+        "{}",
+        db.backend
+    );
+    // The same number again finds the first, whatever the new request says.
+    assert_eq!(
+        s.insert_refund(&refund_of(&p, "R-1", 5)).await.unwrap(),
+        RefundInserted::Existing(first.clone())
+    );
+    // 2 345 left.
+    assert_eq!(
+        s.insert_refund(&refund_of(&p, "R-2", 2_346)).await.unwrap(),
+        RefundInserted::Exceeds { available: 2_345 }
+    );
+    let second = refund_of(&p, "R-2", 2_345);
+    assert_eq!(s.insert_refund(&second).await.unwrap(), RefundInserted::New);
+    assert_eq!(
+        s.insert_refund(&refund_of(&p, "R-3", 1)).await.unwrap(),
+        RefundInserted::Exceeds { available: 0 }
+    );
+    // A failed refund gives its amount back.
+    let failed = s
+        .transition_refund(
+            &second.id,
+            RefundStatus::Processing,
+            RefundStatus::Failed,
+            &RefundPatch {
+                failure_reason: Some("NOT_ENOUGH".into()),
+                ..Default::default()
+            },
+            None,
+            t0() + secs(1),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(failed, RefundTransition::Applied(ref r) if r.status == RefundStatus::Failed));
+    assert_eq!(
+        s.insert_refund(&refund_of(&p, "R-3", 2_345)).await.unwrap(),
+        RefundInserted::New
+    );
+    let all = s.refunds_for_payment(&p.id).await.unwrap();
+    assert_eq!(all.len(), 3);
+
+    // Only a succeeded payment can be refunded.
+    let (_, _, open) = setup(s).await;
+    assert_eq!(
+        s.insert_refund(&refund_of(&open, "R-OPEN", 1))
             .await
-            .unwrap();
-        assert!(
-            matches!(failed, RefundTransition::Applied(ref r) if r.status == RefundStatus::Failed)
-        );
-        assert_eq!(
-            s.insert_refund(&refund_of(&p, "R-3", 2_345)).await.unwrap(),
-            RefundInserted::New
-        );
-        let all = s.refunds_for_payment(&p.id).await.unwrap();
-        assert_eq!(all.len(), 3);
+            .unwrap(),
+        RefundInserted::NotRefundable(PaymentStatus::Created)
+    );
+    let mut ghost = refund_of(&p, "R-GHOST", 1);
+    ghost.payment_id = PaymentId::generate();
+    assert!(matches!(
+        s.insert_refund(&ghost).await,
+        Err(StoreError::NotFound(_))
+    ));
+});
 
-        // Only a succeeded payment can be refunded.
-        let (_, _, open) = setup(s).await;
-        assert_eq!(
-            s.insert_refund(&refund_of(&open, "R-OPEN", 1))
-                .await
-                .unwrap(),
-            RefundInserted::NotRefundable(PaymentStatus::Created)
-        );
-        let mut ghost = refund_of(&p, "R-GHOST", 1);
-        ghost.payment_id = PaymentId::generate();
-        assert!(matches!(
-            s.insert_refund(&ghost).await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-    cleanup(dbs).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_partial_refunds_never_exceed_the_payment() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let (_, p) = paid_payment(db.store.as_ref()).await;
-        // 20 × 1 000 against 12 345: exactly 12 fit.
-        let tasks: Vec<_> = (0..20)
-            .map(|i| {
-                let store = Arc::clone(&db.store);
-                let r = refund_of(&p, &format!("C-{i}"), 1_000);
-                tokio::spawn(async move { store.insert_refund(&r).await.unwrap() })
-            })
-            .collect();
-        let mut new = 0;
-        for t in tasks {
-            match t.await.unwrap() {
-                RefundInserted::New => new += 1,
-                RefundInserted::Exceeds { available } => assert!(available < 1_000),
-                other => panic!("{other:?}"),
-            }
+conformance!(concurrent_partial_refunds_never_exceed_the_payment, |db| {
+    let (_, p) = paid_payment(db.store.as_ref()).await;
+    // 20 × 1 000 against 12 345: exactly 12 fit.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&db.store);
+            let r = refund_of(&p, &format!("C-{i}"), 1_000);
+            tokio::spawn(async move { store.insert_refund(&r).await.unwrap() })
+        })
+        .collect();
+    let mut new = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            RefundInserted::New => new += 1,
+            RefundInserted::Exceeds { available } => assert!(available < 1_000),
+            other => panic!("{other:?}"),
         }
-        assert_eq!(new, 12, "{}", db.backend);
-        let held: i64 = db
-            .store
-            .refunds_for_payment(&p.id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.amount.minor)
-            .sum();
-        assert_eq!(held, 12_000);
     }
-    cleanup(dbs).await;
-}
+    assert_eq!(new, 12, "{}", db.backend);
+    let held: i64 = db
+        .store
+        .refunds_for_payment(&p.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.amount.minor)
+        .sum();
+    assert_eq!(held, 12_000);
+});
 
-#[tokio::test]
-async fn refund_transitions_are_compare_and_set_with_their_event() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
+conformance!(
+    refund_transitions_are_compare_and_set_with_their_event,
+    |db| {
         let s = db.store.as_ref();
         let (_, p) = paid_payment(s).await;
         let r = refund_of(&p, "T-1", 100);
@@ -1691,70 +1600,64 @@ async fn refund_transitions_are_compare_and_set_with_their_event() {
             Err(StoreError::NotFound(_))
         ));
     }
-    cleanup(dbs).await;
-}
+);
 
-#[tokio::test]
-async fn processing_refunds_are_claimed_for_polling_when_due() {
-    let dbs = testing::backends().await;
-    for db in &dbs {
-        let s = db.store.as_ref();
-        let (_, p) = paid_payment(s).await;
-        let r = refund_of(&p, "P-1", 100);
-        s.insert_refund(&r).await.unwrap();
-        let lease = secs(30);
-        // Not before the first delay.
-        assert!(s
-            .claim_due_refunds(t0() + secs(10), t0() - secs(1), lease, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        let now = t0() + secs(60);
-        let due = s.claim_due_refunds(now, t0(), lease, 10).await.unwrap();
-        assert_eq!(due.len(), 1, "{}", db.backend);
-        assert_eq!(
-            (due[0].refund.id.clone(), due[0].poll_attempts),
-            (r.id.clone(), 0)
-        );
-        // Leased: not handed out again.
-        assert!(s
-            .claim_due_refunds(now, t0(), lease, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        s.schedule_refund_poll(&r.id, 1, now + secs(120))
-            .await
-            .unwrap();
-        assert!(s
-            .claim_due_refunds(now + secs(119), t0(), lease, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        let due = s
-            .claim_due_refunds(now + secs(120), t0(), lease, 10)
-            .await
-            .unwrap();
-        assert_eq!(due[0].poll_attempts, 1);
-        // Final refunds are never claimed.
-        s.transition_refund(
-            &r.id,
-            RefundStatus::Processing,
-            RefundStatus::Succeeded,
-            &RefundPatch::default(),
-            None,
-            now,
-        )
+conformance!(processing_refunds_are_claimed_for_polling_when_due, |db| {
+    let s = db.store.as_ref();
+    let (_, p) = paid_payment(s).await;
+    let r = refund_of(&p, "P-1", 100);
+    s.insert_refund(&r).await.unwrap();
+    let lease = secs(30);
+    // Not before the first delay.
+    assert!(s
+        .claim_due_refunds(t0() + secs(10), t0() - secs(1), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let now = t0() + secs(60);
+    let due = s.claim_due_refunds(now, t0(), lease, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "{}", db.backend);
+    assert_eq!(
+        (due[0].refund.id.clone(), due[0].poll_attempts),
+        (r.id.clone(), 0)
+    );
+    // Leased: not handed out again.
+    assert!(s
+        .claim_due_refunds(now, t0(), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    s.schedule_refund_poll(&r.id, 1, now + secs(120))
         .await
         .unwrap();
-        assert!(s
-            .claim_due_refunds(now + secs(10_000), t0(), lease, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        assert!(matches!(
-            s.schedule_refund_poll("ref_nope", 1, now).await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-    cleanup(dbs).await;
-}
+    assert!(s
+        .claim_due_refunds(now + secs(119), t0(), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = s
+        .claim_due_refunds(now + secs(120), t0(), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(due[0].poll_attempts, 1);
+    // Final refunds are never claimed.
+    s.transition_refund(
+        &r.id,
+        RefundStatus::Processing,
+        RefundStatus::Succeeded,
+        &RefundPatch::default(),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(s
+        .claim_due_refunds(now + secs(10_000), t0(), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        s.schedule_refund_poll("ref_nope", 1, now).await,
+        Err(StoreError::NotFound(_))
+    ));
+});
