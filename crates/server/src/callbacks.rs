@@ -29,7 +29,11 @@ async fn addressee(
     channel: &str,
     account_id: &str,
 ) -> Result<(ChannelAccount, Arc<dyn Channel>), Response> {
-    let account = match state.store.channel_account(account_id).await {
+    let account = match state
+        .directory
+        .channel_account(&*state.store, account_id)
+        .await
+    {
         Ok(Some(a)) if a.channel.as_str() == channel => a,
         Ok(_) => return Err(StatusCode::NOT_FOUND.into_response()),
         Err(e) => {

@@ -9,6 +9,7 @@ pub mod callbacks;
 pub mod channels;
 pub mod client;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod flow;
 pub mod guarded;

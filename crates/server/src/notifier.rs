@@ -251,7 +251,7 @@ async fn signing_app(
 ) -> Result<Option<paymux_store::App>, paymux_store::StoreError> {
     let payment = state.store.payment(&event.payment_id).await?;
     if let Some(app_id) = payment.and_then(|p| p.app_id) {
-        if let Some(app) = state.store.app(&app_id).await? {
+        if let Some(app) = state.directory.app(&*state.store, &app_id).await? {
             return Ok(Some(app));
         }
     }

@@ -16,6 +16,9 @@ use crate::{ServerConfig, ServerError};
 pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub store: Arc<dyn Store>,
+    /// Apps and channel accounts kept in memory, checked against the
+    /// store's directory version on every lookup.
+    pub directory: Arc<crate::directory::Directory>,
     pub clock: Arc<dyn Clock>,
     /// Where channels send callbacks, without a trailing slash.
     pub public_url: String,
@@ -76,6 +79,7 @@ impl AppState {
         Ok(AppState {
             config: Arc::new(config),
             store,
+            directory: Arc::default(),
             channels: Arc::new(channels),
             clock,
             public_url: public_url.trim_end_matches('/').to_string(),

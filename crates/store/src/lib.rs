@@ -49,6 +49,11 @@ pub trait Store: Send + Sync + 'static {
     /// Answers whether the database is reachable (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 
+    /// The version of apps and channel accounts: it changes, in the same
+    /// transaction, whenever any of them is inserted, updated or deleted,
+    /// so what a node keeps of them is current while it stays the same.
+    async fn directory_version(&self) -> Result<i64>;
+
     // --- merchants and credentials -------------------------------------------------
 
     /// Inserts a merchant together with its first API app, in one transaction.

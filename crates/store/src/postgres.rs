@@ -102,6 +102,13 @@ impl Store for PgStore {
         })
     }
 
+    async fn directory_version(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT version FROM directory_version WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        get(&row, "version")
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -161,6 +161,10 @@ impl Store for SealedStore {
         self.inner.write_batches()
     }
 
+    async fn directory_version(&self) -> Result<i64> {
+        self.inner.directory_version().await
+    }
+
     async fn backlog(&self) -> Result<Backlog> {
         self.inner.backlog().await
     }

@@ -253,6 +253,44 @@ conformance!(merchants_and_apps, |db| {
     ));
 });
 
+conformance!(
+    every_app_and_account_change_moves_the_directory_version,
+    |db| {
+        let s = db.store.as_ref();
+        let mut last = s.directory_version().await.unwrap();
+        let mut moved = |now: i64, what: &str| {
+            assert!(
+                now > last,
+                "{}: {what} did not move the version",
+                db.backend
+            );
+            last = now;
+        };
+        let m = merchant(s).await;
+        moved(s.directory_version().await.unwrap(), "a new merchant's app");
+        let a = account(s, &m, t0(), true).await;
+        moved(s.directory_version().await.unwrap(), "a new account");
+        s.set_channel_account_enabled(&a.id, false).await.unwrap();
+        moved(s.directory_version().await.unwrap(), "disabling");
+        s.update_channel_account_config(&a.id, &json!({"k": 1}))
+            .await
+            .unwrap();
+        moved(s.directory_version().await.unwrap(), "a new config");
+        let app = s.merchant_apps(&m.id).await.unwrap().remove(0);
+        s.update_app_client_cert(&app.app_id, Some("ab"))
+            .await
+            .unwrap();
+        moved(s.directory_version().await.unwrap(), "a client certificate");
+        let mut rotated = app.clone();
+        rotated.secret = "n3w".into();
+        s.update_app_secrets(&rotated).await.unwrap();
+        moved(s.directory_version().await.unwrap(), "a rotated secret");
+        // Payments are not part of it.
+        s.insert_payment(&payment(&m, &a, "DIR-1")).await.unwrap();
+        assert_eq!(s.directory_version().await.unwrap(), last, "{}", db.backend);
+    }
+);
+
 conformance!(channel_accounts_are_listed_disabled_and_updated, |db| {
     let s = db.store.as_ref();
     let m = merchant(s).await;

@@ -107,7 +107,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
 async fn lookup_app(state: &AppState, headers: &HeaderMap) -> Result<App, ApiError> {
     let app_id = header(headers, HEADER_APP_ID)
         .ok_or_else(|| ApiError::unauthorized("UNKNOWN_APP", "missing Paymux-App-Id header"))?;
-    match state.store.app(app_id).await {
+    match state.directory.app(&*state.store, app_id).await {
         Ok(Some(app)) => Ok(app),
         Ok(None) => Err(ApiError::unauthorized("UNKNOWN_APP", "unknown app id")),
         Err(e) => Err(crate::error::FlowError::from(e).into()),

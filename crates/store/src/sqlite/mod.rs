@@ -121,6 +121,20 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn directory_version(&self) -> Result<i64> {
+        self.engine
+            .read(|c| {
+                one(
+                    c,
+                    "SELECT version FROM directory_version WHERE id = 1",
+                    [],
+                    |r| r.int("version"),
+                )?
+                .ok_or_else(|| StoreError::Corrupt("directory_version: no row".into()))
+            })
+            .await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.engine
             .read(|c| {
