@@ -2,21 +2,16 @@
 //! success is committed but before the merchant acknowledged the notification.
 //! A new process on the same database delivers it.
 
+mod live;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use live::free_port;
 use paymux_server::client::{MerchantClient, NotifyReceiver};
 use paymux_store::testing;
 use serde_json::{json, Value};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts `paymux serve --sandbox`; returns the process and the first line it
 /// printed as JSON, if any (the sandbox merchant's credentials on first start).

@@ -24,28 +24,13 @@ const PAID: usize = 240;
 const UNPAID: usize = 20;
 const CLIENTS: usize = 32;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_under_callback_load_loses_no_acknowledged_payment() {
     let sim = start_simulator().await;
     for db in testing::backends().await {
         eprintln!("-- kill -9 under load on {}", db.backend);
         let op = Operator::new(&db);
-        let suffix = &paymux_core::new_id("m")[3..11];
-        let mchid = format!(
-            "19{}",
-            suffix
-                .bytes()
-                .map(|b| char::from(b'0' + b % 10))
-                .collect::<String>()
-        );
+        let mchid = new_mchid();
         let keys = register_wechat_merchant(&sim, &mchid).await;
         let merchant = op.create_merchant("Flash Sale");
         let merchant_id = merchant["merchant_id"].as_str().unwrap();

@@ -66,14 +66,7 @@ async fn from_sandbox_to_a_live_wechat_account() {
         let op = Operator::new(&db);
         let dir = op.dir.clone();
 
-        let suffix = &paymux_core::new_id("m")[3..11];
-        let mchid = format!(
-            "19{}",
-            suffix
-                .bytes()
-                .map(|b| char::from(b'0' + b % 10))
-                .collect::<String>()
-        );
+        let mchid = new_mchid();
         let keys = register_wechat_merchant(&sim, &mchid).await;
         let merchant = op.create_merchant("Live Mall");
         let merchant_id = merchant["merchant_id"].as_str().unwrap();

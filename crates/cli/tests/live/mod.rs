@@ -33,6 +33,22 @@ pub async fn start_simulator() -> String {
     format!("http://{addr}")
 }
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A WeChat Pay merchant number no other test uses (19 + eight digits).
+pub fn new_mchid() -> String {
+    let suffix = &paymux_core::new_id("m")[3..11];
+    let digits: String = suffix.bytes().map(|b| char::from(b'0' + b % 10)).collect();
+    format!("19{digits}")
+}
+
 /// A merchant's own WeChat Pay credentials, registered at the simulator the
 /// way the merchant portal would know them.
 pub struct WechatKeys {
