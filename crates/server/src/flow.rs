@@ -498,6 +498,7 @@ fn outbox_event(
         refund_id: None,
         event_type: event_type.to_string(),
         notify_url: payment.notify_url.clone(),
+        app_id: payment.app_id.clone(),
         created_at: now,
     }
 }

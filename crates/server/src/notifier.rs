@@ -249,8 +249,15 @@ async fn signing_app(
     state: &AppState,
     event: &OutboxEvent,
 ) -> Result<Option<paymux_store::App>, paymux_store::StoreError> {
-    let payment = state.store.payment(&event.payment_id).await?;
-    if let Some(app_id) = payment.and_then(|p| p.app_id) {
+    let app_id = match &event.app_id {
+        Some(app_id) => Some(app_id.clone()),
+        None => state
+            .store
+            .payment(&event.payment_id)
+            .await?
+            .and_then(|p| p.app_id),
+    };
+    if let Some(app_id) = app_id {
         if let Some(app) = state.directory.app(&*state.store, &app_id).await? {
             return Ok(Some(app));
         }

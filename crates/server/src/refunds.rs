@@ -260,6 +260,7 @@ async fn apply_once(
         event_type: event_type.to_string(),
         notify_url: refund.notify_url.clone(),
         created_at: now,
+        app_id: None,
     };
     match state
         .store

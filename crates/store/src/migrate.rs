@@ -59,6 +59,10 @@ const SQLITE: &[Migration] = &[
         version: 11,
         sql: include_str!("../migrations/sqlite/0011_directory_version.sql"),
     },
+    Migration {
+        version: 12,
+        sql: include_str!("../migrations/sqlite/0012_event_app.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -105,6 +109,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 11,
         sql: include_str!("../migrations/postgres/0011_directory_version.sql"),
+    },
+    Migration {
+        version: 12,
+        sql: include_str!("../migrations/postgres/0012_event_app.sql"),
     },
 ];
 

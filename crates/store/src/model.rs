@@ -225,6 +225,8 @@ pub struct NewEvent {
     pub payload: serde_json::Value,
     pub notify_url: String,
     pub created_at: DateTime<Utc>,
+    /// The app whose secret signs the notification, when known.
+    pub app_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -244,6 +246,8 @@ pub struct OutboxEvent {
     /// The schedule ran out without an acknowledgement.
     pub dead: bool,
     pub last_error: Option<String>,
+    /// The app whose secret signs the notification, when recorded.
+    pub app_id: Option<String>,
 }
 
 /// A page of a merchant's payments, newest first (by id: ids are ULIDs, so

@@ -499,8 +499,8 @@ impl Store for PgStore {
                 RETURNING *),
              outbox AS (
                 INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
-                    notify_url, created_at, attempts, next_attempt_at)
-                SELECT $8, $9, $10, $11, $12, $13, $14, $15, 0, $15 FROM moved
+                    notify_url, created_at, attempts, next_attempt_at, app_id)
+                SELECT $8, $9, $10, $11, $12, $13, $14, $15, 0, $15, $16 FROM moved
                 WHERE $8::text IS NOT NULL)
              SELECT * FROM moved",
         )
@@ -519,6 +519,7 @@ impl Store for PgStore {
         .bind(event.map(|e| &e.payload))
         .bind(event.map(|e| e.notify_url.as_str()))
         .bind(event.map(|e| e.created_at))
+        .bind(event.and_then(|e| e.app_id.as_deref()))
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| StoreError::unique(err, "event"))?;
@@ -1066,8 +1067,8 @@ impl Store for PgStore {
 async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, e: &NewEvent) -> Result<()> {
     sqlx::query(
         "INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
-            notify_url, created_at, attempts, next_attempt_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $8)",
+            notify_url, created_at, attempts, next_attempt_at, app_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $8, $9)",
     )
     .bind(&e.id)
     .bind(&e.merchant_id)
@@ -1077,6 +1078,7 @@ async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, e: &NewEve
     .bind(&e.payload)
     .bind(&e.notify_url)
     .bind(e.created_at)
+    .bind(&e.app_id)
     .execute(&mut **tx)
     .await
     .map_err(|err| StoreError::unique(err, "event"))?;

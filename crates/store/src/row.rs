@@ -163,6 +163,7 @@ pub(crate) fn event(r: &impl Cols) -> Result<OutboxEvent> {
         delivered_at: r.opt_ts("delivered_at")?,
         dead: r.flag("dead")?,
         last_error: r.opt_text("last_error")?,
+        app_id: r.opt_text("app_id")?,
     })
 }
 

@@ -100,6 +100,7 @@ fn event_for(p: &Payment, created_at: DateTime<Utc>) -> NewEvent {
         payload: json!({"id": p.id.as_str(), "amount": p.amount.minor}),
         notify_url: p.notify_url.clone(),
         created_at,
+        app_id: Some("app_signing".into()),
     }
 }
 
@@ -748,8 +749,8 @@ conformance!(transition_is_a_compare_and_set_with_its_event, |db| {
     assert_eq!(events.len(), 1);
     let ev = &events[0];
     assert_eq!(
-        (&ev.id, &ev.payload, ev.created_at),
-        (&e1.id, &e1.payload, e1.created_at)
+        (&ev.id, &ev.payload, ev.created_at, &ev.app_id),
+        (&e1.id, &e1.payload, e1.created_at, &e1.app_id)
     );
     assert_eq!(
         (ev.attempts, ev.next_attempt_at, ev.delivered_at, ev.dead),

@@ -1187,8 +1187,8 @@ fn insert_event(conn: &Connection, e: &NewEvent) -> Result<()> {
     exec_unique(
         conn,
         "INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
-            notify_url, created_at, attempts, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?8)",
+            notify_url, created_at, attempts, next_attempt_at, app_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?8, ?9)",
         params![
             e.id,
             e.merchant_id,
@@ -1198,6 +1198,7 @@ fn insert_event(conn: &Connection, e: &NewEvent) -> Result<()> {
             json_text(&e.payload),
             e.notify_url,
             micros(e.created_at),
+            e.app_id,
         ],
         "event",
     )
