@@ -153,13 +153,27 @@ pub fn callback_statuses(outcome: &Value) -> Vec<u64> {
         .collect()
 }
 
-/// Runs a test body once per backend, each on its own fresh database.
+/// Runs a test body as one test per backend (`NAME::sqlite`,
+/// `NAME::postgres`), each on its own fresh database, so a failure names its
+/// backend.
 macro_rules! on_every_backend {
     ($name:ident, |$db:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for $db in paymux_store::testing::backends().await {
-                eprintln!("-- {} on {}", stringify!($name), $db.backend);
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $db = paymux_store::testing::sqlite().await;
+                $body
+                $db.cleanup().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($db) = paymux_store::testing::postgres().await else {
+                    return;
+                };
                 $body
                 $db.cleanup().await;
             }
