@@ -747,7 +747,6 @@ impl Store for SqliteStore {
                                   AND created_at <= ?3
                                   AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
                                 ORDER BY created_at LIMIT ?5))
-                          AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
                         ORDER BY COALESCE(next_poll_at, created_at), id
                         LIMIT ?4)
                      RETURNING *",
@@ -825,7 +824,6 @@ impl Store for SqliteStore {
                                   AND expires_at <= ?1
                                   AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
                                 ORDER BY expires_at LIMIT ?5))
-                          AND (poll_locked_until IS NULL OR poll_locked_until <= ?1)
                         ORDER BY COALESCE(next_poll_at, created_at), id
                         LIMIT ?4)
                      RETURNING *",
