@@ -4,10 +4,13 @@
 //! Rules every backend keeps:
 //! - every status change is a compare-and-set on the expected old status and
 //!   writes its outbox row in the same transaction;
+//! - a change that moves money writes its balanced ledger postings in the
+//!   same transaction too (see [`ledger`]);
 //! - `(merchant_id, merchant_order_no)` is unique;
 //! - no method holds a transaction open across anything but its own SQL.
 
 pub mod error;
+pub mod ledger;
 mod migrate;
 pub mod model;
 pub mod postgres;
@@ -25,6 +28,9 @@ use chrono::{DateTime, Duration, Utc};
 use paymux_core::{ChannelKind, PaymentId, PaymentStatus, RefundStatus};
 
 pub use error::StoreError;
+pub use ledger::{
+    AccountBalance, LedgerAccount, LedgerCheck, LedgerIssue, LedgerIssueKind, Posting,
+};
 pub use model::*;
 pub use sealed::SealedStore;
 pub use secrets::{Keyring, MasterKey};
@@ -275,6 +281,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Invalid`] if it was delivered: an acknowledged event is
     /// never sent again.
     async fn retry_event(&self, id: &str, now: DateTime<Utc>) -> Result<OutboxEvent>;
+
+    // --- ledger ------------------------------------------------------------------
+
+    /// The merchant's ledger accounts, summed per channel account and currency.
+    async fn balances(&self, merchant_id: &str) -> Result<Vec<AccountBalance>>;
+    /// A payment's postings (its capture and its refunds'), oldest first.
+    async fn payment_postings(&self, payment_id: &PaymentId) -> Result<Vec<Posting>>;
+    /// Checks the whole ledger: every transaction balanced, every posting on
+    /// a known account of its own payment's merchant and channel account,
+    /// and the books agreeing with payments and refunds. Reports at most
+    /// `limit` issues of each kind.
+    async fn ledger_check(&self, limit: u32) -> Result<LedgerCheck>;
 
     // --- idempotency keys --------------------------------------------------------
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use paymux_core::{ChannelKind, PaymentId, PaymentStatus, RefundStatus};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 
+use crate::ledger::{self, AccountBalance, LedgerCheck, Posting};
 use crate::row::{self, get, Cols};
 use crate::shared::{self, check_edge, claim_window, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
@@ -485,6 +486,11 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Transition> {
         check_edge(from, to)?;
+        let legs: &[_] = if to == PaymentStatus::Succeeded {
+            &ledger::CAPTURE
+        } else {
+            &[]
+        };
         // One statement, one round trip: the compare-and-set and, only if it
         // matched, its outbox row, committed together or not at all. A
         // concurrent transition of the same payment blocks on the row lock
@@ -501,7 +507,18 @@ impl Store for PgStore {
                 INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
                     notify_url, created_at, attempts, next_attempt_at, app_id)
                 SELECT $8, $9, $10, $11, $12, $13, $14, $15, 0, $15, $16 FROM moved
-                WHERE $8::text IS NOT NULL)
+                WHERE $8::text IS NOT NULL),
+             -- The capture's postings (`ledger::capture`), from the moved row:
+             -- one per leg bound below, none when the payment did not succeed.
+             ledger AS (
+                INSERT INTO ledger_postings (txn_id, account, merchant_id, channel_account_id,
+                    currency, debit_minor, credit_minor, payment_id, refund_id, created_at)
+                SELECT 'capture:' || moved.id, leg.account, moved.merchant_id,
+                    moved.channel_account_id, moved.currency,
+                    CASE WHEN leg.debit THEN moved.amount_minor ELSE 0 END,
+                    CASE WHEN leg.debit THEN 0 ELSE moved.amount_minor END,
+                    moved.id, NULL, $2
+                FROM moved CROSS JOIN UNNEST($17::text[], $18::bool[]) AS leg(account, debit))
              SELECT * FROM moved",
         )
         .bind(to.as_str())
@@ -520,6 +537,12 @@ impl Store for PgStore {
         .bind(event.map(|e| e.notify_url.as_str()))
         .bind(event.map(|e| e.created_at))
         .bind(event.and_then(|e| e.app_id.as_deref()))
+        .bind(legs.iter().map(|l| l.0.as_str()).collect::<Vec<_>>())
+        .bind(
+            legs.iter()
+                .map(|l| l.1 == ledger::Side::Debit)
+                .collect::<Vec<_>>(),
+        )
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| StoreError::unique(err, "event"))?;
@@ -676,11 +699,16 @@ impl Store for PgStore {
         };
         let after = row::refund(&after)?;
         if to == RefundStatus::Succeeded {
-            sqlx::query("UPDATE payments SET refunded_minor = refunded_minor + $1 WHERE id = $2")
-                .bind(after.amount.minor)
-                .bind(after.payment_id.as_str())
-                .execute(&mut *tx)
-                .await?;
+            let account: String = sqlx::query_scalar(
+                "UPDATE payments SET refunded_minor = refunded_minor + $1 WHERE id = $2
+                 RETURNING channel_account_id",
+            )
+            .bind(after.amount.minor)
+            .bind(after.payment_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("payment {}", after.payment_id)))?;
+            insert_postings(&mut tx, &ledger::refund(&after, &account, now)).await?;
         }
         if let Some(e) = event {
             insert_event(&mut tx, e).await?;
@@ -991,6 +1019,47 @@ impl Store for PgStore {
         }
     }
 
+    async fn balances(&self, merchant_id: &str) -> Result<Vec<AccountBalance>> {
+        let rows = sqlx::query(ledger::BALANCES)
+            .bind(merchant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row::account_balance).collect()
+    }
+
+    async fn payment_postings(&self, payment_id: &PaymentId) -> Result<Vec<Posting>> {
+        let rows = sqlx::query(ledger::PAYMENT_POSTINGS)
+            .bind(payment_id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row::posting).collect()
+    }
+
+    async fn ledger_check(&self, limit: u32) -> Result<LedgerCheck> {
+        // One snapshot for every check, so a payment settling meanwhile
+        // cannot show as a mismatch between two of them.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let counts = sqlx::query(ledger::COUNTS).fetch_one(&mut *tx).await?;
+        let mut issues = Vec::new();
+        for &(kind, sql) in ledger::CHECKS {
+            let rows = sqlx::query(&format!("{sql} LIMIT {limit}"))
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in &rows {
+                issues.push(row::ledger_issue(kind, r)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(LedgerCheck {
+            transactions: counts.int("transactions")?,
+            postings: counts.int("postings")?,
+            issues,
+        })
+    }
+
     async fn idempotency_record(
         &self,
         merchant_id: &str,
@@ -1064,6 +1133,29 @@ impl Store for PgStore {
 }
 
 /// Writes an outbox event inside the transaction of the change it reports.
+async fn insert_postings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    postings: &[Posting],
+) -> Result<()> {
+    for p in postings {
+        sqlx::query(ledger::INSERT_POSTING)
+            .bind(&p.txn_id)
+            .bind(p.account.as_str())
+            .bind(&p.merchant_id)
+            .bind(&p.channel_account_id)
+            .bind(&p.currency)
+            .bind(p.debit)
+            .bind(p.credit)
+            .bind(&p.payment_id)
+            .bind(&p.refund_id)
+            .bind(p.created_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|err| StoreError::unique(err, "ledger posting"))?;
+    }
+    Ok(())
+}
+
 async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, e: &NewEvent) -> Result<()> {
     sqlx::query(
         "INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use paymux_core::{Currency, Money, PaymentId};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use crate::ledger::{AccountBalance, LedgerIssue, LedgerIssueKind, Posting};
 use crate::model::{
     App, ChannelAccount, IdempotencyRecord, Merchant, OutboxEvent, Payment, Refund,
 };
@@ -118,6 +119,41 @@ pub(crate) fn refund(r: &impl Cols) -> Result<Refund> {
         refunded_at: r.opt_ts("refunded_at")?,
         created_at: r.ts("created_at")?,
         updated_at: r.ts("updated_at")?,
+    })
+}
+
+pub(crate) fn posting(r: &impl Cols) -> Result<Posting> {
+    Ok(Posting {
+        txn_id: r.text("txn_id")?,
+        account: parse("account", &r.text("account")?)?,
+        merchant_id: r.text("merchant_id")?,
+        channel_account_id: r.text("channel_account_id")?,
+        currency: r.text("currency")?,
+        debit: r.int("debit_minor")?,
+        credit: r.int("credit_minor")?,
+        payment_id: r.text("payment_id")?,
+        refund_id: r.opt_text("refund_id")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+pub(crate) fn account_balance(r: &impl Cols) -> Result<AccountBalance> {
+    Ok(AccountBalance {
+        channel_account_id: r.text("channel_account_id")?,
+        channel: parse("channel", &r.text("channel")?)?,
+        currency: r.text("currency")?,
+        account: parse("account", &r.text("account")?)?,
+        debit: r.int("debit")?,
+        credit: r.int("credit")?,
+    })
+}
+
+pub(crate) fn ledger_issue(kind: LedgerIssueKind, r: &impl Cols) -> Result<LedgerIssue> {
+    Ok(LedgerIssue {
+        kind,
+        subject: r.text("subject")?,
+        expected: r.int("expected")?,
+        actual: r.int("actual")?,
     })
 }
 

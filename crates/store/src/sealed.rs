@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use paymux_core::{ChannelKind, PaymentId, PaymentStatus, RefundStatus};
 
+use crate::ledger::{AccountBalance, LedgerCheck, Posting};
 use crate::model::*;
 use crate::secrets::Keyring;
 use crate::{Result, Store, StoreError};
@@ -470,6 +471,15 @@ impl Store for SealedStore {
         self.inner.retry_event(id, now).await
     }
 
+    async fn balances(&self, merchant_id: &str) -> Result<Vec<AccountBalance>> {
+        self.inner.balances(merchant_id).await
+    }
+    async fn payment_postings(&self, payment_id: &PaymentId) -> Result<Vec<Posting>> {
+        self.inner.payment_postings(payment_id).await
+    }
+    async fn ledger_check(&self, limit: u32) -> Result<LedgerCheck> {
+        self.inner.ledger_check(limit).await
+    }
     async fn idempotency_record(
         &self,
         merchant_id: &str,

@@ -38,6 +38,34 @@ enum Cleanup {
 }
 
 impl TestDb {
+    /// Runs `sql` on the database directly, past the store: how a test
+    /// plays someone who edits the database by hand, to prove that a check
+    /// notices. How many rows it changed.
+    pub async fn tamper(&self, sql: &str) -> u64 {
+        match &self.cleanup {
+            Cleanup::Sqlite { dir, .. } => {
+                let conn = rusqlite::Connection::open(dir.join("paymux.db"))
+                    .unwrap_or_else(|e| panic!("opening the test database: {e}"));
+                conn.busy_timeout(Duration::from_secs(5))
+                    .expect("busy timeout");
+                conn.execute(sql, [])
+                    .unwrap_or_else(|e| panic!("tampering with {sql:?}: {e}"))
+                    as u64
+            }
+            Cleanup::Postgres { .. } => {
+                let mut conn = PgConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| panic!("connecting to the test database: {e}"));
+                let done = sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("tampering with {sql:?}: {e}"));
+                let _ = conn.close().await;
+                done.rows_affected()
+            }
+        }
+    }
+
     /// Closes the store and deletes the database. Panics if that fails, so
     /// leaked test databases do not go unnoticed.
     pub async fn cleanup(self) {

@@ -1700,3 +1700,156 @@ conformance!(processing_refunds_are_claimed_for_polling_when_due, |db| {
         Err(StoreError::NotFound(_))
     ));
 });
+
+// --- ledger ----------------------------------------------------------------------
+
+async fn settle_refund(store: &dyn Store, r: &Refund, to: RefundStatus) -> Refund {
+    let t = store
+        .transition_refund(
+            &r.id,
+            RefundStatus::Processing,
+            to,
+            &RefundPatch::default(),
+            None,
+            t0() + secs(2),
+        )
+        .await
+        .unwrap();
+    let RefundTransition::Applied(r) = t else {
+        panic!("{t:?}")
+    };
+    r
+}
+
+fn balance_of(balances: &[AccountBalance], account: LedgerAccount) -> (i64, i64) {
+    balances
+        .iter()
+        .filter(|b| b.account == account)
+        .fold((0, 0), |(d, c), b| (d + b.debit, c + b.credit))
+}
+
+conformance!(money_that_moves_is_posted_once_and_balances, |db| {
+    let s = db.store.as_ref();
+    let (m, p) = paid_payment(s).await;
+    // The capture, posted with the transition that made it.
+    assert_eq!(
+        s.payment_postings(&p.id).await.unwrap(),
+        ledger::capture(&p, t0()),
+        "{}",
+        db.backend
+    );
+    // An open payment and a closed one post nothing.
+    let (_, _, open) = setup(s).await;
+    assert!(s.payment_postings(&open.id).await.unwrap().is_empty());
+
+    let kept = refund_of(&p, "R-1", 2_000);
+    let refused = refund_of(&p, "R-2", 3_000);
+    for r in [&kept, &refused] {
+        assert_eq!(s.insert_refund(r).await.unwrap(), RefundInserted::New);
+    }
+    // A processing refund has moved no money yet.
+    assert_eq!(s.payment_postings(&p.id).await.unwrap().len(), 2);
+    let kept = settle_refund(s, &kept, RefundStatus::Succeeded).await;
+    settle_refund(s, &refused, RefundStatus::Failed).await;
+    let postings = s.payment_postings(&p.id).await.unwrap();
+    let mut expected = ledger::capture(&p, t0());
+    expected.extend(ledger::refund(&kept, &p.channel_account_id, t0() + secs(2)));
+    assert_eq!(postings, expected, "{}", db.backend);
+
+    let balances = s.balances(&m.id).await.unwrap();
+    assert!(balances
+        .iter()
+        .all(|b| b.channel_account_id == p.channel_account_id
+            && b.channel == ChannelKind::Wechat
+            && b.currency == "CNY"));
+    assert_eq!(
+        balance_of(&balances, LedgerAccount::ChannelReceivable),
+        (12_345, 2_000)
+    );
+    assert_eq!(
+        balance_of(&balances, LedgerAccount::MerchantRevenue),
+        (0, 12_345)
+    );
+    assert_eq!(
+        balance_of(&balances, LedgerAccount::MerchantRefunds),
+        (2_000, 0)
+    );
+    // Another merchant's books are empty.
+    let other = merchant(s).await;
+    assert!(s.balances(&other.id).await.unwrap().is_empty());
+
+    let check = s.ledger_check(10).await.unwrap();
+    assert!(check.ok(), "{:?}", check.issues);
+    assert_eq!((check.transactions, check.postings), (2, 4));
+});
+
+conformance!(a_tampered_ledger_fails_its_check, |db| {
+    let s = db.store.as_ref();
+    let (_, p) = paid_payment(s).await;
+    let r = refund_of(&p, "R-1", 45);
+    s.insert_refund(&r).await.unwrap();
+    let r = settle_refund(s, &r, RefundStatus::Succeeded).await;
+    assert!(s.ledger_check(10).await.unwrap().ok());
+
+    // One posting's amount edited: its transaction no longer balances and
+    // the capture no longer matches the payment.
+    let changed = db
+        .tamper(&format!(
+            "UPDATE ledger_postings SET credit_minor = credit_minor + 1
+             WHERE txn_id = 'capture:{}' AND account = 'merchant_revenue'",
+            p.id
+        ))
+        .await;
+    assert_eq!(changed, 1);
+    let check = s.ledger_check(10).await.unwrap();
+    let kinds: Vec<_> = check.issues.iter().map(|i| i.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            LedgerIssueKind::Unbalanced,
+            LedgerIssueKind::CaptureMismatch,
+            LedgerIssueKind::ReceivableMismatch
+        ],
+        "{:?}",
+        check.issues
+    );
+    assert_eq!(check.issues[0].subject, format!("capture:{}", p.id));
+    assert_eq!(
+        (check.issues[0].expected, check.issues[0].actual),
+        (12_345, 12_346)
+    );
+    assert_eq!(
+        check.issues[0].to_string(),
+        format!(
+            "unbalanced capture:{}: expected 12345, ledger has 12346",
+            p.id
+        )
+    );
+
+    // A refund's postings deleted outright: the refund is unposted, and
+    // with the capture restored everything else agrees again.
+    db.tamper(&format!(
+        "UPDATE ledger_postings SET credit_minor = credit_minor - 1
+         WHERE txn_id = 'capture:{}' AND account = 'merchant_revenue'",
+        p.id
+    ))
+    .await;
+    assert_eq!(
+        db.tamper(&format!(
+            "DELETE FROM ledger_postings WHERE refund_id = '{}'",
+            r.id
+        ))
+        .await,
+        2
+    );
+    let check = s.ledger_check(10).await.unwrap();
+    assert_eq!(
+        check.issues,
+        [LedgerIssue {
+            kind: LedgerIssueKind::RefundMismatch,
+            subject: r.id.clone(),
+            expected: 45,
+            actual: 0,
+        }]
+    );
+});

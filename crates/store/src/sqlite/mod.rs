@@ -20,6 +20,7 @@ use rusqlite::{params, Connection};
 
 use self::cols::{all, exec, exec_unique, from_micros, json_text, micros, one};
 use self::engine::Engine;
+use crate::ledger::{self, AccountBalance, LedgerCheck, Posting};
 use crate::row::{self, Cols};
 use crate::shared::{self, check_edge, claim_window, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
@@ -583,6 +584,9 @@ impl Store for SqliteStore {
                         None => Err(StoreError::NotFound(format!("payment {id}"))),
                     };
                 };
+                if to == PaymentStatus::Succeeded {
+                    insert_postings(c, &ledger::capture(&after, now))?;
+                }
                 if let Some(e) = &event {
                     insert_event(c, e)?;
                 }
@@ -706,11 +710,15 @@ impl Store for SqliteStore {
                     };
                 };
                 if to == RefundStatus::Succeeded {
-                    exec(
+                    let account = one(
                         c,
-                        "UPDATE payments SET refunded_minor = refunded_minor + ?1 WHERE id = ?2",
+                        "UPDATE payments SET refunded_minor = refunded_minor + ?1 WHERE id = ?2
+                         RETURNING channel_account_id",
                         params![after.amount.minor, after.payment_id.as_str()],
-                    )?;
+                        |r| r.text("channel_account_id"),
+                    )?
+                    .ok_or_else(|| StoreError::NotFound(format!("payment {}", after.payment_id)))?;
+                    insert_postings(c, &ledger::refund(&after, &account, now))?;
                 }
                 if let Some(e) = &event {
                     insert_event(c, e)?;
@@ -1059,6 +1067,52 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn balances(&self, merchant_id: &str) -> Result<Vec<AccountBalance>> {
+        let merchant_id = merchant_id.to_owned();
+        self.engine
+            .scan(move |c| {
+                all(c, ledger::BALANCES, [&merchant_id], |r| {
+                    row::account_balance(r)
+                })
+            })
+            .await
+    }
+
+    async fn payment_postings(&self, payment_id: &PaymentId) -> Result<Vec<Posting>> {
+        self.engine
+            .read(|c| {
+                all(c, ledger::PAYMENT_POSTINGS, [payment_id.as_str()], |r| {
+                    row::posting(r)
+                })
+            })
+            .await
+    }
+
+    async fn ledger_check(&self, limit: u32) -> Result<LedgerCheck> {
+        self.engine
+            .scan(move |c| {
+                // One snapshot for every check, so a payment settling
+                // meanwhile cannot show as a mismatch between two of them.
+                // Read only: dropping it rolls back.
+                let c = &c.unchecked_transaction()?;
+                let (postings, transactions) = one(c, ledger::COUNTS, [], |r| {
+                    Ok((r.int("postings")?, r.int("transactions")?))
+                })?
+                .unwrap_or_default();
+                let mut issues = Vec::new();
+                for &(kind, sql) in ledger::CHECKS {
+                    let sql = format!("{sql} LIMIT {limit}");
+                    issues.extend(all(c, &sql, [], |r| row::ledger_issue(kind, r))?);
+                }
+                Ok(LedgerCheck {
+                    transactions,
+                    postings,
+                    issues,
+                })
+            })
+            .await
+    }
+
     async fn idempotency_record(
         &self,
         merchant_id: &str,
@@ -1181,6 +1235,29 @@ fn refund_by_no(
 }
 
 /// Writes an outbox event inside the transaction of the change it reports.
+fn insert_postings(conn: &Connection, postings: &[Posting]) -> Result<()> {
+    for p in postings {
+        exec_unique(
+            conn,
+            ledger::INSERT_POSTING,
+            params![
+                p.txn_id,
+                p.account.as_str(),
+                p.merchant_id,
+                p.channel_account_id,
+                p.currency,
+                p.debit,
+                p.credit,
+                p.payment_id,
+                p.refund_id,
+                micros(p.created_at),
+            ],
+            "ledger posting",
+        )?;
+    }
+    Ok(())
+}
+
 fn insert_event(conn: &Connection, e: &NewEvent) -> Result<()> {
     exec_unique(
         conn,
