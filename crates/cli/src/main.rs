@@ -6,6 +6,7 @@ mod bench;
 mod channel;
 mod demo;
 mod keys;
+mod ledger;
 mod notify;
 mod serve;
 
@@ -60,6 +61,11 @@ enum Command {
     Notify {
         #[command(subcommand)]
         command: notify::NotifyCommand,
+    },
+    /// The books: check the ledger, show a merchant's balances.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
     },
     /// Start a sandbox and walk one mini-program payment end to end.
     Demo(demo::DemoArgs),
@@ -251,6 +257,7 @@ async fn main() -> ExitCode {
         Command::Channel { command } => channel::run(command).await,
         Command::Keys { command } => keys::run(command).await,
         Command::Notify { command } => notify::run(command).await,
+        Command::Ledger { command } => ledger::run(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     };

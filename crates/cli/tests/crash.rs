@@ -114,6 +114,7 @@ async fn notification_is_delivered_after_a_kill_9() {
         second.kill().unwrap();
         second.wait().unwrap();
         let _ = std::fs::remove_file(&config);
+        db.assert_ledger_ok().await;
         db.cleanup().await;
     }
 }

@@ -186,6 +186,10 @@ async fn a_kill_9_under_callback_load_loses_no_acknowledged_payment() {
             assert_eq!(succeeded, 1, "{id}: {succeeded} payment.succeeded events");
         }
 
+        // The books survived the kill too.
+        let out = op.ok(&["ledger", "check"]);
+        assert!(out.contains(&format!("{PAID} transactions")), "{out}");
+
         second.kill().unwrap();
         second.wait().unwrap();
         let _ = std::fs::remove_dir_all(&op.dir);

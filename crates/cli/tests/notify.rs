@@ -2,7 +2,6 @@
 //! running gateway: a dead-lettered event is listed, and after a retry the
 //! gateway's notifier delivers it once.
 
-use std::process::Command;
 use std::time::Duration;
 
 use paymux_core::{PaymentId, SystemClock};
@@ -11,21 +10,8 @@ use paymux_server::ServerConfig;
 use paymux_store::testing;
 use serde_json::{json, Value};
 
-fn paymux(db_url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_paymux"))
-        .args(args)
-        .args(["--database-url", db_url])
-        .env_remove("PAYMUX_MASTER_KEY")
-        .env_remove("PAYMUX_MASTER_KEY_FILE")
-        .env("PAYMUX_LOG", "warn")
-        .output()
-        .expect("paymux runs");
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+mod run;
+use run::paymux;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_event_is_listed_and_retried_from_the_command_line() {

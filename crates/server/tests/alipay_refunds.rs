@@ -118,6 +118,11 @@ on_every_backend!(partial_alipay_refunds_are_exact_and_never_repeated, |db| {
     assert_eq!(again["id"], ids[0].0.as_str());
     assert_eq!(books_of(&app.sim_refunds(&pid).await), ids);
     assert_eq!(app.status(&pid).await, "succeeded");
+    let books = app.checked_books(&db).await;
+    assert_eq!(
+        (&books["captured"], &books["refunded"], &books["receivable"]),
+        (&json!(1000), &json!(800), &json!(200))
+    );
     app.no_more_events().await;
     app.app.server.stop();
 });

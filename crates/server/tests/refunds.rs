@@ -105,6 +105,11 @@ on_every_backend!(several_partial_refunds_stay_within_the_payment, |db| {
         .map(|r| r["amount"].as_i64().unwrap())
         .sum();
     assert_eq!(books, 1000);
+    let books = app.checked_books(&db).await;
+    assert_eq!(
+        (&books["captured"], &books["refunded"], &books["receivable"]),
+        (&json!(1000), &json!(1000), &json!(0))
+    );
     app.no_more_events().await;
     app.app.server.stop();
 });
@@ -154,6 +159,11 @@ on_every_backend!(concurrent_partial_refunds_take_exactly_what_fits, |db| {
         .map(|r| r["amount"].as_i64().unwrap())
         .sum();
     assert_eq!(books, 900);
+    let books = app.checked_books(&db).await;
+    assert_eq!(
+        (&books["captured"], &books["refunded"], &books["receivable"]),
+        (&json!(1000), &json!(900), &json!(100))
+    );
     app.no_more_events().await;
     app.app.server.stop();
 });

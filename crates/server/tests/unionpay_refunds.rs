@@ -99,6 +99,11 @@ on_every_backend!(partial_unionpay_refunds_stay_within_the_payment, |db| {
     let (status, again) = app.refund(&pid, "UP-1", 300).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(app.sim_refunds(&pid).await.len(), 3);
+    let books = app.checked_books(&db).await;
+    assert_eq!(
+        (&books["captured"], &books["refunded"], &books["receivable"]),
+        (&json!(1000), &json!(1000), &json!(0))
+    );
     app.no_more_events().await;
     app.app.server.stop();
 });

@@ -176,6 +176,49 @@ pub struct AccountBalance {
     pub credit: i64,
 }
 
+/// A merchant's books at one channel account in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BalanceSummary {
+    pub channel_account_id: String,
+    pub channel: ChannelKind,
+    pub currency: String,
+    /// Payments captured.
+    pub captured: i64,
+    /// Refunds paid back.
+    pub refunded: i64,
+    /// What the channel holds for the merchant: `captured − refunded`.
+    pub receivable: i64,
+}
+
+/// Folds account rows (as [`crate::Store::balances`] returns them, ordered
+/// by channel account and currency) into one summary per channel account
+/// and currency.
+pub fn summarise(rows: &[AccountBalance]) -> Vec<BalanceSummary> {
+    let mut out: Vec<BalanceSummary> = Vec::new();
+    for r in rows {
+        let same = out.last().is_some_and(|s| {
+            s.channel_account_id == r.channel_account_id && s.currency == r.currency
+        });
+        if !same {
+            out.push(BalanceSummary {
+                channel_account_id: r.channel_account_id.clone(),
+                channel: r.channel,
+                currency: r.currency.clone(),
+                captured: 0,
+                refunded: 0,
+                receivable: 0,
+            });
+        }
+        let s = out.last_mut().expect("pushed above");
+        match r.account {
+            LedgerAccount::ChannelReceivable => s.receivable += r.debit - r.credit,
+            LedgerAccount::MerchantRevenue => s.captured += r.credit - r.debit,
+            LedgerAccount::MerchantRefunds => s.refunded += r.debit - r.credit,
+        }
+    }
+    out
+}
+
 /// The merchant's accounts, summed per channel account and currency.
 pub(crate) const BALANCES: &str = "SELECT l.channel_account_id, ca.channel, l.currency, l.account,
         CAST(SUM(l.debit_minor) AS BIGINT) AS debit,
@@ -382,6 +425,33 @@ mod tests {
         assert!(postings
             .iter()
             .all(|x| x.txn_id == capture_txn(p.id.as_str())));
+    }
+
+    #[test]
+    fn summaries_fold_accounts_per_channel_account_and_currency() {
+        let row = |acct: &str, account, debit, credit| AccountBalance {
+            channel_account_id: acct.into(),
+            channel: ChannelKind::Alipay,
+            currency: "CNY".into(),
+            account,
+            debit,
+            credit,
+        };
+        let rows = [
+            row("a1", LedgerAccount::ChannelReceivable, 500, 120),
+            row("a1", LedgerAccount::MerchantRefunds, 120, 0),
+            row("a1", LedgerAccount::MerchantRevenue, 0, 500),
+            row("a2", LedgerAccount::ChannelReceivable, 7, 0),
+            row("a2", LedgerAccount::MerchantRevenue, 0, 7),
+        ];
+        let s = summarise(&rows);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].captured, s[0].refunded, s[0].receivable),
+            (500, 120, 380)
+        );
+        assert_eq!((s[1].captured, s[1].refunded, s[1].receivable), (7, 0, 7));
+        assert!(summarise(&[]).is_empty());
     }
 
     #[test]

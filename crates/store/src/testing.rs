@@ -38,6 +38,23 @@ enum Cleanup {
 }
 
 impl TestDb {
+    /// Panics unless the whole ledger passes its check: end-to-end suites
+    /// call it after every case, so no flow, fault or race leaves books
+    /// that do not agree with payments and refunds.
+    pub async fn assert_ledger_ok(&self) {
+        let check = self
+            .store
+            .ledger_check(10)
+            .await
+            .unwrap_or_else(|e| panic!("checking the ledger: {e}"));
+        assert!(
+            check.ok(),
+            "ledger check on {}: {:?}",
+            self.backend,
+            check.issues
+        );
+    }
+
     /// Runs `sql` on the database directly, past the store: how a test
     /// plays someone who edits the database by hand, to prove that a check
     /// notices. How many rows it changed.

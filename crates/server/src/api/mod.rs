@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod auth_failures;
+pub mod balances;
 pub mod error;
 pub mod events;
 pub mod idempotency;
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/payments/{id}/close", post(payments::close))
         .route("/v1/refunds", post(refunds::create).get(refunds::find))
         .route("/v1/refunds/{id}", get(refunds::get))
+        .route("/v1/balances", get(balances::get))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}/retry", post(events::retry))
         .layer(middleware::from_fn_with_state(state, auth::authenticate))

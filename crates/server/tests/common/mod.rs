@@ -155,7 +155,7 @@ pub fn callback_statuses(outcome: &Value) -> Vec<u64> {
 
 /// Runs a test body as one test per backend (`NAME::sqlite`,
 /// `NAME::postgres`), each on its own fresh database, so a failure names its
-/// backend.
+/// backend. Every case ends with a check of the whole ledger.
 macro_rules! on_every_backend {
     ($name:ident, |$db:ident| $body:block) => {
         mod $name {
@@ -166,6 +166,7 @@ macro_rules! on_every_backend {
             async fn sqlite() {
                 let $db = paymux_store::testing::sqlite().await;
                 $body
+                $db.assert_ledger_ok().await;
                 $db.cleanup().await;
             }
 
@@ -175,6 +176,7 @@ macro_rules! on_every_backend {
                     return;
                 };
                 $body
+                $db.assert_ledger_ok().await;
                 $db.cleanup().await;
             }
         }

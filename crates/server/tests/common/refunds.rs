@@ -53,6 +53,20 @@ pub async fn spawn_refund_app(db: &TestDb, channel: &'static str) -> RefundApp {
 }
 
 impl RefundApp {
+    /// The merchant's books at its one channel account, from
+    /// `GET /v1/balances`, once the whole ledger has passed its check.
+    pub async fn checked_books(&self, db: &TestDb) -> Value {
+        db.assert_ledger_ok().await;
+        let r = self.client.get("/v1/balances").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["object"], "balances");
+        let data = r.body["data"].as_array().unwrap();
+        assert_eq!(data.len(), 1, "{}", r.body);
+        assert_eq!(data[0]["channel"], self.channel);
+        assert_eq!(data[0]["currency"], "CNY");
+        data[0].clone()
+    }
+
     /// A Native (QR) payment of `amount` fen, paid at the simulator, its
     /// `payment.succeeded` received; returns its id.
     pub async fn paid_payment(&mut self, order_no: &str, amount: i64) -> String {

@@ -1,0 +1,121 @@
+//! `paymux ledger check` and `paymux ledger balances` against the database
+//! of a running gateway: payments and refunds made through the API are in
+//! the books, the check passes, and a posting edited by hand fails it.
+
+use paymux_core::SystemClock;
+use paymux_server::client::MerchantClient;
+use paymux_server::ServerConfig;
+use paymux_store::testing;
+use serde_json::{json, Value};
+
+mod run;
+use run::paymux;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_books_are_checked_and_shown_from_the_command_line() {
+    for db in testing::backends().await {
+        eprintln!("-- on {}", db.backend);
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            sandbox: true,
+            ..Default::default()
+        };
+        let server = paymux_server::start(config, db.store.clone())
+            .await
+            .unwrap();
+        let (merchant, app) =
+            paymux_server::merchants::create_merchant(&*db.store, &SystemClock, "Mall")
+                .await
+                .unwrap();
+        let client = MerchantClient::new(&server.base_url(), &app.app_id, &app.secret);
+        let http = reqwest::Client::new();
+        let mut ids = Vec::new();
+        for (no, amount) in [("L-1", 1_000), ("L-2", 2_500)] {
+            let created = client
+                .post(
+                    "/v1/payments",
+                    &json!({"merchant_order_no": no, "amount": amount, "channel": "alipay",
+                            "method": "native", "description": "tea",
+                            "notify_url": "https://mall.invalid/notify"}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(created.status, 201, "{}", created.body);
+            let id = created.body["id"].as_str().unwrap().to_string();
+            let paid = http
+                .post(format!("{}/sim/alipay/pay", server.base_url()))
+                .json(&json!({"out_trade_no": id}))
+                .send()
+                .await
+                .unwrap();
+            assert!(paid.status().is_success());
+            ids.push(id);
+        }
+        // Alipay refunds settle in the call.
+        let refund = client
+            .post(
+                "/v1/refunds",
+                &json!({"payment_id": ids[1], "merchant_refund_no": "LR-1", "amount": 400}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(refund.status, 201, "{}", refund.body);
+        assert_eq!(refund.body["status"], "succeeded");
+
+        let (ok, out, err) = paymux(&db.url, &["ledger", "check", "--json"]);
+        assert!(ok, "{out}{err}");
+        let check: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(check["ok"], true, "{check}");
+        assert_eq!(
+            (&check["transactions"], &check["postings"]),
+            (&json!(3), &json!(6))
+        );
+        let (ok, out, _) = paymux(&db.url, &["ledger", "check"]);
+        assert!(
+            ok && out.contains("agrees with payments and refunds"),
+            "{out}"
+        );
+
+        let (ok, out, err) = paymux(
+            &db.url,
+            &["ledger", "balances", "--merchant", &merchant.id, "--json"],
+        );
+        assert!(ok, "{err}");
+        let books: Value = serde_json::from_str(&out).unwrap();
+        let row = &books["data"][0];
+        assert_eq!(books["data"].as_array().unwrap().len(), 1, "{books}");
+        assert_eq!(
+            (
+                &row["channel"],
+                &row["captured"],
+                &row["refunded"],
+                &row["receivable"]
+            ),
+            (&json!("alipay"), &json!(3_500), &json!(400), &json!(3_100)),
+            "{books}"
+        );
+        // The API shows the same books.
+        let api = client.get("/v1/balances").await.unwrap();
+        assert_eq!(api.body["data"], books["data"]);
+
+        // Someone edits a refund's posting by hand: the check fails, names it,
+        // and exits non-zero.
+        let changed = db
+            .tamper(
+                "UPDATE ledger_postings SET debit_minor = 40
+                 WHERE account = 'merchant_refunds'",
+            )
+            .await;
+        assert_eq!(changed, 1);
+        let (ok, out, err) = paymux(&db.url, &["ledger", "check", "--json"]);
+        assert!(!ok, "{out}");
+        let check: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(check["ok"], false);
+        assert_eq!(check["issues"][0]["kind"], "unbalanced", "{check}");
+        assert!(err.contains("the first: unbalanced refund:ref_"), "{err}");
+        let (ok, out, _) = paymux(&db.url, &["ledger", "check"]);
+        assert!(!ok && out.contains("refund_mismatch"), "{out}");
+        server.stop();
+        db.cleanup().await;
+    }
+}
