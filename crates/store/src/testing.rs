@@ -57,7 +57,7 @@ impl TestDb {
 
     /// Runs `sql` on the database directly, past the store: how a test
     /// plays someone who edits the database by hand, to prove that a check
-    /// notices. How many rows it changed.
+    /// notices. `sql` may be several statements; how many rows they changed.
     pub async fn tamper(&self, sql: &str) -> u64 {
         match &self.cleanup {
             Cleanup::Sqlite { dir, .. } => {
@@ -65,9 +65,10 @@ impl TestDb {
                     .unwrap_or_else(|e| panic!("opening the test database: {e}"));
                 conn.busy_timeout(Duration::from_secs(5))
                     .expect("busy timeout");
-                conn.execute(sql, [])
-                    .unwrap_or_else(|e| panic!("tampering with {sql:?}: {e}"))
-                    as u64
+                let before = conn.total_changes();
+                conn.execute_batch(sql)
+                    .unwrap_or_else(|e| panic!("tampering with {sql:?}: {e}"));
+                conn.total_changes() - before
             }
             Cleanup::Postgres { .. } => {
                 let mut conn = PgConnection::connect(&self.url)

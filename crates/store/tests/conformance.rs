@@ -1853,3 +1853,24 @@ conformance!(a_tampered_ledger_fails_its_check, |db| {
         }]
     );
 });
+
+conformance!(opening_entries_post_what_moved_before_the_ledger, |db| {
+    let s = db.store.as_ref();
+    let (_, p) = paid_payment(s).await;
+    let r = refund_of(&p, "R-1", 345);
+    s.insert_refund(&r).await.unwrap();
+    settle_refund(s, &r, RefundStatus::Succeeded).await;
+    let posted = s.payment_postings(&p.id).await.unwrap();
+    // A database from before the ledger: the money moved, nothing posted.
+    db.tamper("DELETE FROM ledger_postings").await;
+    assert!(!s.ledger_check(10).await.unwrap().ok());
+    // The migration's opening entries, as an upgrade runs them.
+    let migration = match db.backend {
+        "sqlite" => include_str!("../migrations/sqlite/0013_ledger.sql"),
+        _ => include_str!("../migrations/postgres/0013_ledger.sql"),
+    };
+    let (_, opening) = migration.split_once("-- Opening entries").unwrap();
+    assert_eq!(db.tamper(&format!("--{opening}")).await, 4);
+    assert_eq!(s.payment_postings(&p.id).await.unwrap(), posted);
+    assert!(s.ledger_check(10).await.unwrap().ok());
+});
