@@ -3,6 +3,7 @@
 //! Channels never touch the store: the server orchestrates.
 
 pub mod alipay;
+pub mod bill;
 pub mod error;
 pub mod keys;
 pub mod transport;

@@ -8,6 +8,7 @@
 //! [`sign`] and [`types`] are public so paymux's simulator reuses the exact same
 //! rules and wire types instead of re-implementing them.
 
+pub mod bill;
 mod certs;
 mod client;
 mod notify;
