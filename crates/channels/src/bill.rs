@@ -37,7 +37,8 @@ pub enum BillRecord {
 /// already checked, ready to be read.
 #[derive(Debug)]
 pub struct BillFile {
-    path: PathBuf,
+    /// `None` for a day the channel has no bill for (nothing moved).
+    path: Option<PathBuf>,
     format: BillFormat,
 }
 
@@ -53,11 +54,23 @@ pub const MAX_LINE: usize = 64 * 1024;
 
 impl BillFile {
     pub fn new(path: PathBuf, format: BillFormat) -> Self {
-        BillFile { path, format }
+        BillFile {
+            path: Some(path),
+            format,
+        }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The bill of a day on which nothing moved.
+    pub fn empty() -> Self {
+        BillFile {
+            path: None,
+            format: BillFormat::WechatTradeGzip,
+        }
+    }
+
+    /// Where the file is (`None` for an empty bill).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// The file's records, read as they are needed. Blocking I/O: call it
@@ -66,11 +79,16 @@ impl BillFile {
         &self,
     ) -> Result<Box<dyn Iterator<Item = Result<BillRecord, ChannelError>> + Send>, ChannelError>
     {
-        let file = File::open(&self.path).map_err(io)?;
+        let Some(path) = &self.path else {
+            return Ok(Box::new(std::iter::empty()));
+        };
+        let file = File::open(path).map_err(io)?;
         match self.format {
             BillFormat::WechatTradeGzip => {
                 let reader = BufReader::new(flate2::read::GzDecoder::new(file));
-                Ok(Box::new(crate::wechat::bill::TradeBillReader::new(reader)?.records()))
+                Ok(Box::new(
+                    crate::wechat::bill::TradeBillReader::new(reader)?.records(),
+                ))
             }
         }
     }
@@ -78,7 +96,9 @@ impl BillFile {
 
 impl Drop for BillFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

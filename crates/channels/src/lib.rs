@@ -11,7 +11,9 @@ pub mod unionpay;
 pub mod wechat;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::bill::BillFile;
 use paymux_core::{Money, PayMethod};
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +219,16 @@ pub trait Channel: Send + Sync {
         let _ = (callback, now);
         Err(ChannelError::Protocol(
             "this channel sends no refund callbacks".into(),
+        ))
+    }
+
+    /// Downloads the channel's bill of the China-time day `date` to a
+    /// temporary file and checks its integrity (before anything is read
+    /// from it). The channel makes a day's bill the next morning.
+    async fn bill(&self, date: NaiveDate) -> Result<BillFile, ChannelError> {
+        let _ = date;
+        Err(ChannelError::Config(
+            "paymux does not read this channel's bills yet".into(),
         ))
     }
 

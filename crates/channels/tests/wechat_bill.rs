@@ -77,7 +77,9 @@ fn the_sample_bill_reads_as_records_that_add_up() {
     let refunds: Vec<_> = records
         .iter()
         .filter_map(|r| match r {
-            BillRecord::Refund { amount, succeeded, .. } => Some((*amount, *succeeded)),
+            BillRecord::Refund {
+                amount, succeeded, ..
+            } => Some((*amount, *succeeded)),
             _ => None,
         })
         .collect();
@@ -95,7 +97,10 @@ fn a_bill_that_disagrees_with_its_summary_is_refused() {
     assert_ne!(changed, text);
     let reader = TradeBillReader::new(Cursor::new(changed.into_bytes())).unwrap();
     let last = reader.records().last().unwrap();
-    assert!(last.unwrap_err().to_string().contains("disagree with its summary"));
+    assert!(last
+        .unwrap_err()
+        .to_string()
+        .contains("disagree with its summary"));
 }
 
 #[test]
@@ -106,11 +111,18 @@ fn broken_bills_are_errors_never_panics() {
         String::new(),
         lines[0].to_string(),
         // A row with a field missing.
-        format!("{}\r\n{}\r\n", lines[0], &lines[1][..lines[1].rfind(",`").unwrap()]),
+        format!(
+            "{}\r\n{}\r\n",
+            lines[0],
+            &lines[1][..lines[1].rfind(",`").unwrap()]
+        ),
         // No summary values.
         format!("{}\r\n{}\r\n{}\r\n", lines[0], lines[1], lines[46]),
         // Something after the summary.
-        format!("{}\r\n{}\r\n{}\r\n{}\r\nmore\r\n", lines[0], lines[1], lines[46], lines[47]),
+        format!(
+            "{}\r\n{}\r\n{}\r\n{}\r\nmore\r\n",
+            lines[0], lines[1], lines[46], lines[47]
+        ),
         // An amount that is not one.
         text.replacen("`0.01,`0.00,`ORIGINAL", "`0.0x,`0.00,`ORIGINAL", 1),
         "交易时间,商户号\r\n".to_string(),

@@ -159,9 +159,28 @@ struct Inner {
     held: Vec<reqwest::RequestBuilder>,
 }
 
+/// Differences to put into the next bill the simulator produces (then
+/// forgotten), to test reconciliation: trades or refunds left out (by
+/// `out_trade_no` or `out_refund_no`), trades nobody made, amounts changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillFaults {
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default)]
+    pub add_unknown: u32,
+    /// `out_trade_no` → the amount (minor units) the bill shows instead.
+    #[serde(default)]
+    pub change_amount: std::collections::BTreeMap<String, i64>,
+}
+
+/// Unknown trades one bill may gain at most.
+const MAX_UNKNOWN: u32 = 10_000;
+
 /// One simulator's fault state (each simulator has its own).
 pub struct Faults {
     inner: Mutex<Inner>,
+    bill: Mutex<BillFaults>,
     /// Delayed or held callbacks not yet delivered.
     pending: Arc<AtomicUsize>,
 }
@@ -175,6 +194,7 @@ impl Default for Faults {
                 injected: Injected::default(),
                 held: Vec::new(),
             }),
+            bill: Mutex::new(BillFaults::default()),
             pending: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -187,6 +207,23 @@ impl std::fmt::Debug for Faults {
 }
 
 impl Faults {
+    /// Sets the differences the next bill gets.
+    pub fn set_bill_faults(&self, faults: BillFaults) -> Result<(), String> {
+        if faults.add_unknown > MAX_UNKNOWN {
+            return Err(format!("add_unknown is at most {MAX_UNKNOWN}"));
+        }
+        if faults.change_amount.values().any(|&a| a <= 0) {
+            return Err("change_amount takes positive amounts".into());
+        }
+        *crate::lock(&self.bill) = faults;
+        Ok(())
+    }
+
+    /// The differences for the bill being made now; the next one has none.
+    pub fn take_bill_faults(&self) -> BillFaults {
+        std::mem::take(&mut *crate::lock(&self.bill))
+    }
+
     /// Replaces the configuration and restarts the sequence from its seed.
     /// Callbacks held back for reordering are sent now.
     pub fn set(&self, config: FaultConfig) -> Result<(), String> {
@@ -400,7 +437,7 @@ pub(crate) mod routes {
     use axum::response::{IntoResponse, Response};
     use axum::Json;
 
-    use super::{FaultConfig, Faults};
+    use super::{BillFaults, FaultConfig, Faults};
 
     pub async fn show(State(f): State<Arc<Faults>>) -> Response {
         Json(f.status()).into_response()
@@ -422,6 +459,17 @@ pub(crate) mod routes {
         StatusCode::NO_CONTENT.into_response()
     }
 
+    pub async fn set_bill(State(f): State<Arc<Faults>>, body: axum::body::Bytes) -> Response {
+        let faults: BillFaults = match serde_json::from_slice(&body) {
+            Ok(c) => c,
+            Err(e) => return invalid(e.to_string()),
+        };
+        match f.set_bill_faults(faults.clone()) {
+            Ok(()) => Json(faults).into_response(),
+            Err(e) => invalid(e),
+        }
+    }
+
     fn invalid(message: String) -> Response {
         (
             StatusCode::BAD_REQUEST,
@@ -430,13 +478,15 @@ pub(crate) mod routes {
             .into_response()
     }
 
-    /// `GET` shows, `POST` sets, `DELETE` clears.
+    /// `/faults`: `GET` shows, `POST` sets, `DELETE` clears.
+    /// `/bills/faults`: `POST` sets the next bill's differences.
     pub fn router<S>(faults: Arc<Faults>) -> axum::Router<S>
     where
         S: Clone + Send + Sync + 'static,
     {
         axum::Router::new()
             .route("/faults", axum::routing::get(show).post(set).delete(clear))
+            .route("/bills/faults", axum::routing::post(set_bill))
             .with_state(faults)
     }
 }

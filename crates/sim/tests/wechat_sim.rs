@@ -734,3 +734,111 @@ async fn a_registered_merchant_shows_its_public_key_and_never_its_apiv3_key() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// Today in China, the day bills are made for.
+fn china_today() -> chrono::NaiveDate {
+    (Utc::now() + Duration::hours(8)).date_naive()
+}
+
+async fn bill_of_today(ch: &WechatPay) -> Vec<paymux_channels::bill::BillRecord> {
+    let file = ch.bill(china_today()).await.unwrap();
+    tokio::task::spawn_blocking(move || file.records().unwrap().collect::<Result<Vec<_>, _>>())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_days_bill_lists_what_was_paid_and_refunded_with_injected_differences() {
+    use paymux_channels::bill::BillRecord;
+    let (_sim, host, _m, ch) = setup().await;
+    // Nothing moved yet: no bill, which reads as an empty one.
+    assert!(bill_of_today(&ch).await.is_empty());
+    let nowhere = "http://127.0.0.1:9/notify";
+    let (a, b) = (order_no("bill"), order_no("bill"));
+    for no in [&a, &b] {
+        ch.prepay(&request(no, PayMethod::Native, nowhere))
+            .await
+            .unwrap();
+        let (status, _) = pay_http(&host, json!({"out_trade_no": no, "callbacks": 0})).await;
+        assert_eq!(status, 200);
+    }
+    let refund = paymux_channels::RefundRequest {
+        out_trade_no: a.clone(),
+        method: PayMethod::Native,
+        out_refund_no: format!("{a}_r1"),
+        amount: Money::new(500, Currency::CNY).unwrap(),
+        total: Money::new(1999, Currency::CNY).unwrap(),
+        reason: None,
+        notify_url: nowhere.into(),
+        channel_trade_no: None,
+        created_at: Utc::now(),
+    };
+    ch.refund(&refund).await.unwrap();
+    for _ in 0..100 {
+        if ch.query_refund(&refund).await.unwrap().state == paymux_channels::RefundState::Succeeded
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let mut records = bill_of_today(&ch).await;
+    records.sort_by_key(|r| format!("{r:?}"));
+    let paid: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            BillRecord::Payment {
+                out_trade_no,
+                amount,
+                fee_milli,
+                ..
+            } => Some((out_trade_no.clone(), *amount, *fee_milli)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paid, [(a.clone(), 1999, 11_994), (b.clone(), 1999, 11_994)]);
+    assert!(records.iter().any(|r| matches!(r,
+        BillRecord::Refund { out_trade_no, out_refund_no, amount: 500, succeeded: true, .. }
+            if *out_trade_no == a && *out_refund_no == refund.out_refund_no)));
+    assert_eq!(records.len(), 3);
+
+    // The next bill gets the differences asked for, and only the next.
+    let set = reqwest::Client::new()
+        .post(format!("{host}/sim/wechat/bills/faults"))
+        .json(&json!({"drop": [b], "add_unknown": 2, "change_amount": {a.clone(): 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let faulty = bill_of_today(&ch).await;
+    let amounts: Vec<_> = faulty
+        .iter()
+        .filter_map(|r| match r {
+            BillRecord::Payment {
+                out_trade_no,
+                amount,
+                ..
+            } => Some((out_trade_no.clone(), *amount)),
+            _ => None,
+        })
+        .collect();
+    assert!(amounts.contains(&(a.clone(), 1)), "{amounts:?}");
+    assert!(!amounts.iter().any(|(no, _)| *no == b));
+    assert_eq!(
+        amounts
+            .iter()
+            .filter(|(no, _)| no.starts_with("unknown"))
+            .count(),
+        2
+    );
+    assert_eq!(bill_of_today(&ch).await.len(), 3);
+
+    let refused = reqwest::Client::new()
+        .post(format!("{host}/sim/wechat/bills/faults"))
+        .json(&json!({"change_amount": {a: 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}

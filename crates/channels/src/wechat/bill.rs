@@ -121,7 +121,8 @@ fn utf8<'a>(bytes: &'a [u8], line_no: u64) -> Result<&'a str, ChannelError> {
 
 /// A backtick-prefixed row's fields.
 fn ticked(line: &str) -> Option<Vec<&str>> {
-    line.strip_prefix('`').map(|rest| rest.split(",`").collect())
+    line.strip_prefix('`')
+        .map(|rest| rest.split(",`").collect())
 }
 
 impl<R: BufRead> TradeBillReader<R> {
@@ -226,7 +227,9 @@ impl<R: BufRead> TradeBillReader<R> {
             )));
         }
         if !read_line(&mut self.input, &mut self.line)? {
-            return Err(ChannelError::Protocol("the bill's summary has no values".into()));
+            return Err(ChannelError::Protocol(
+                "the bill's summary has no values".into(),
+            ));
         }
         self.line_no += 1;
         let line_no = self.line_no;
@@ -354,4 +357,39 @@ fn record(row: TradeBillRow) -> Option<BillRecord> {
         }),
         _ => None,
     }
+}
+
+/// Compressed bills larger than this are refused (about 30 million rows).
+pub const MAX_DOWNLOAD_BYTES: u64 = 2 << 30;
+
+/// What `/v3/bill/tradebill` answers.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct BillLink {
+    pub hash_type: String,
+    pub hash_value: String,
+    pub download_url: String,
+}
+
+/// Checks the SHA-1 of the decompressed bill at `path` against the one the
+/// bill's link came with. Blocking I/O.
+pub fn check_gzip_sha1(path: &std::path::Path, want_hex: &str) -> Result<(), ChannelError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(crate::bill::io)?;
+    let mut gz = flate2::read::GzDecoder::new(file);
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = gz.read(&mut buf).map_err(crate::bill::io)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    let got = hex::encode(ctx.finish());
+    if !got.eq_ignore_ascii_case(want_hex.trim()) {
+        return Err(ChannelError::Protocol(format!(
+            "the bill's SHA1 is {got}, its link said {want_hex}"
+        )));
+    }
+    Ok(())
 }

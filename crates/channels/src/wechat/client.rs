@@ -84,6 +84,29 @@ impl WechatPay {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, ChannelError> {
+        let resp = self.request(method, path_and_query, body).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ChannelError::Transport(format!("reading answer: {e}")))?
+            .to_vec();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends one signed request and returns the answer unread (a bill
+    /// download streams its body to disk).
+    pub(super) async fn request(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, ChannelError> {
         let url_text = format!(
             "{}{}",
             self.base_url.as_str().trim_end_matches('/'),
@@ -119,22 +142,9 @@ impl WechatPay {
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let resp = req
-            .send()
+        req.send()
             .await
-            .map_err(|e| ChannelError::Transport(format!("{method} {canonical}: {e}")))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ChannelError::Transport(format!("reading answer: {e}")))?
-            .to_vec();
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+            .map_err(|e| ChannelError::Transport(format!("{method} {canonical}: {e}")))
     }
 
     /// Sends a signed request, verifies the answer's signature and turns

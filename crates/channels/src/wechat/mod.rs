@@ -19,10 +19,11 @@ pub mod types;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, SecondsFormat, Utc};
 use paymux_core::{Clock, Currency, Money, PayMethod, SystemClock};
 use serde::{Deserialize, Serialize};
 
+use crate::bill::{self as bill_file, BillFile, BillFormat};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::{
     Callback, CallbackReply, Channel, ChannelError, ChannelRefund, ChannelTrade, Notification,
@@ -397,6 +398,76 @@ impl Channel for WechatPay {
     /// Downloads the platform certificates (proves request signing and, by
     /// decrypting them, the APIv3 key) unless a platform public key is
     /// configured, then queries an order that does not exist.
+    async fn bill(&self, date: NaiveDate) -> Result<BillFile, ChannelError> {
+        let asked = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL&tar_type=GZIP"),
+                None,
+            )
+            .await;
+        let link: bill::BillLink = match asked {
+            // No trade that day: WeChat makes no bill.
+            Err(ChannelError::Rejected { code, .. }) if code == "NO_STATEMENT_EXIST" => {
+                return Ok(BillFile::empty());
+            }
+            other => other?.json()?,
+        };
+        if !link.hash_type.eq_ignore_ascii_case("SHA1") {
+            return Err(ChannelError::Protocol(format!(
+                "bill hash type {:?} is not SHA1",
+                link.hash_type
+            )));
+        }
+        // The link is signed for like any request, so it must lead to this
+        // account's API and nowhere else.
+        let base = self.base_url.as_str().trim_end_matches('/');
+        let path = link
+            .download_url
+            .strip_prefix(base)
+            .filter(|p| p.starts_with('/'))
+            .ok_or_else(|| {
+                ChannelError::Protocol(format!(
+                    "download_url {:?} is not at the account's base URL",
+                    link.download_url
+                ))
+            })?;
+        let mut resp = self.request(reqwest::Method::GET, path, None).await?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(ChannelError::Rejected {
+                code: format!("HTTP_{}", resp.status().as_u16()),
+                message: "the bill download was refused".into(),
+            });
+        }
+        let path = bill_file::temp_path("wechat-tradebill");
+        // Owned from here: an error below removes the partial file.
+        let file = BillFile::new(path.clone(), BillFormat::WechatTradeGzip);
+        let mut out = std::fs::File::create(&path).map_err(bill_file::io)?;
+        let mut written: u64 = 0;
+        // Chunks go straight to disk (small writes to the page cache), so
+        // the bill is never held in memory.
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ChannelError::Transport(format!("downloading the bill: {e}")))?
+        {
+            written += chunk.len() as u64;
+            if written > bill::MAX_DOWNLOAD_BYTES {
+                return Err(ChannelError::Protocol(format!(
+                    "the bill is larger than {} bytes",
+                    bill::MAX_DOWNLOAD_BYTES
+                )));
+            }
+            std::io::Write::write_all(&mut out, &chunk).map_err(bill_file::io)?;
+        }
+        drop(out);
+        let want = link.hash_value;
+        tokio::task::spawn_blocking(move || bill::check_gzip_sha1(&path, &want))
+            .await
+            .map_err(|e| ChannelError::Protocol(format!("checking the bill: {e}")))??;
+        Ok(file)
+    }
+
     async fn probe(&self) -> Result<(), ChannelError> {
         if self.platform_key.is_none() {
             self.refresh_platform_certificates().await?;

@@ -58,6 +58,8 @@ where
             "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
             post(close),
         )
+        .route("/v3/bill/tradebill", get(trade_bill))
+        .route("/v3/billdownload/file", get(download_bill))
         .route("/v3/refund/domestic/refunds", post(create_refund))
         .route(
             "/v3/refund/domestic/refunds/{out_refund_no}",
@@ -661,4 +663,135 @@ async fn list_refunds(
     axum::extract::Query(q): axum::extract::Query<RefundsQuery>,
 ) -> Response {
     Json(sim.refunds(&q.out_trade_no)).into_response()
+}
+
+/// The query of a bill request or download.
+#[derive(Default)]
+struct BillQuery {
+    bill_date: Option<String>,
+    bill_type: Option<String>,
+    tar_type: Option<String>,
+    token: Option<String>,
+}
+
+fn bill_query(uri: &Uri) -> BillQuery {
+    let mut q = BillQuery::default();
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        let slot = match k.as_ref() {
+            "bill_date" => &mut q.bill_date,
+            "bill_type" => &mut q.bill_type,
+            "tar_type" => &mut q.tar_type,
+            "token" => &mut q.token,
+            _ => continue,
+        };
+        *slot = Some(v.into_owned());
+    }
+    q
+}
+
+/// `GET /v3/bill/tradebill?bill_date=&bill_type=ALL&tar_type=GZIP`: makes the
+/// merchant's bill of that day (with the bill faults set for it) and answers
+/// its SHA1 and a link to download it. Any day may be asked for; the real
+/// WeChat Pay has a day's bill from 09:00 the next day.
+async fn trade_bill(
+    State(sim): State<Arc<WechatSim>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    hdrs: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = (|| {
+        let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
+        let q = bill_query(&uri);
+        let date = chrono::NaiveDate::parse_from_str(
+            q.bill_date.as_deref().unwrap_or_default(),
+            "%Y-%m-%d",
+        )
+        .map_err(|_| ApiError::param("bill_date 格式错误"))?;
+        if q.bill_type.as_deref().is_some_and(|t| t != "ALL") {
+            return Err(ApiError::param("模拟器只提供 ALL 账单"));
+        }
+        let faults = sim.faults.take_bill_faults();
+        let text = sim
+            .trade_bill(&merchant.info.mchid, date, &faults)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "NO_STATEMENT_EXIST",
+                    "账单文件不存在",
+                )
+            })?;
+        let sha1 = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            text.as_bytes(),
+        ));
+        let bytes = if q.tar_type.as_deref() == Some("GZIP") {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(text.as_bytes())
+                .and_then(|()| gz.finish())
+                .map_err(|e| ApiError::from(SimError::Internal(e.to_string())))?
+        } else {
+            text.into_bytes()
+        };
+        let token = sim.unique(24);
+        {
+            let mut bills = lock(&sim.bills);
+            bills.push_back((token.clone(), merchant.info.mchid.clone(), bytes));
+            while bills.len() > super::KEPT_BILLS {
+                bills.pop_front();
+            }
+        }
+        // The link is where this request came in, so it works wherever the
+        // simulator is mounted.
+        let host = hdrs
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        let prefix = uri.path().trim_end_matches("/v3/bill/tradebill");
+        let scheme = uri.scheme_str().unwrap_or("http");
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "hash_type": "SHA1",
+                "hash_value": sha1,
+                "download_url": format!("{scheme}://{host}{prefix}/v3/billdownload/file?token={token}"),
+            }),
+        )
+    })();
+    sim.respond(result)
+}
+
+/// `GET /v3/billdownload/file?token=`: the bill's bytes, unsigned (as WeChat
+/// sends them), for the merchant that asked for it.
+async fn download_bill(
+    State(sim): State<Arc<WechatSim>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    hdrs: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let found = (|| {
+        let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
+        let token = bill_query(&uri).token.unwrap_or_default();
+        lock(&sim.bills)
+            .iter()
+            .find(|(t, m, _)| *t == token && *m == merchant.info.mchid)
+            .map(|(_, _, bytes)| bytes.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "RESOURCE_NOT_EXISTS",
+                    "账单不存在或已过期",
+                )
+            })
+    })();
+    match found {
+        Ok(bytes) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => sim.respond(Err(e)),
+    }
 }
