@@ -294,6 +294,28 @@ pub trait Store: Send + Sync + 'static {
     /// `limit` issues of each kind.
     async fn ledger_check(&self, limit: u32) -> Result<LedgerCheck>;
 
+    // --- reconciliation ---------------------------------------------------------
+
+    /// Records a run that has started (a manual one: any number per day).
+    async fn insert_reconciliation(&self, run: &ReconciliationRun) -> Result<()>;
+    /// Claims the daily run of `run`'s account and day for this node: `run`
+    /// is recorded and its id returned, unless that day's daily run exists;
+    /// then `None`, except when it failed before `retry_failed_before`:
+    /// then it is running again, claimed, and its id is returned.
+    async fn claim_daily_reconciliation(
+        &self,
+        run: &ReconciliationRun,
+        retry_failed_before: DateTime<Utc>,
+    ) -> Result<Option<String>>;
+    /// Records how a run ended: status, counts, discrepancies, error,
+    /// finish time. [`StoreError::NotFound`] if there is no such run.
+    async fn finish_reconciliation(&self, run: &ReconciliationRun) -> Result<()>;
+    async fn reconciliation(&self, id: &str) -> Result<Option<ReconciliationRun>>;
+    /// One page of the account's payments that succeeded in the range.
+    async fn settled_payments(&self, q: &SettledQuery) -> Result<Vec<Payment>>;
+    /// One page of the refunds of the account's payments that succeeded in the range.
+    async fn settled_refunds(&self, q: &SettledQuery) -> Result<Vec<Refund>>;
+
     // --- idempotency keys --------------------------------------------------------
 
     async fn idempotency_record(

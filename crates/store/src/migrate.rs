@@ -67,6 +67,10 @@ const SQLITE: &[Migration] = &[
         version: 13,
         sql: include_str!("../migrations/sqlite/0013_ledger.sql"),
     },
+    Migration {
+        version: 14,
+        sql: include_str!("../migrations/sqlite/0014_reconciliations.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -121,6 +125,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 13,
         sql: include_str!("../migrations/postgres/0013_ledger.sql"),
+    },
+    Migration {
+        version: 14,
+        sql: include_str!("../migrations/postgres/0014_reconciliations.sql"),
     },
 ];
 

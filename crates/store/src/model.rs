@@ -393,3 +393,70 @@ impl IdempotencyRecord {
         self.status == Self::IN_PROGRESS
     }
 }
+
+/// One reconciliation of a channel account's bill for a China-time day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconciliationRun {
+    /// `rec_<ULID>`.
+    pub id: String,
+    pub merchant_id: String,
+    pub channel_account_id: String,
+    pub channel: ChannelKind,
+    pub bill_date: chrono::NaiveDate,
+    /// `manual` (asked for) or `daily` (the worker's, one per account and day).
+    pub trigger: String,
+    pub status: RunStatus,
+    /// Bill records that agreed with paymux.
+    pub matched: i64,
+    /// Every difference found (`discrepancies` lists the first ones).
+    pub discrepancy_count: i64,
+    /// A JSON array of differences (see the reconciliation module).
+    pub discrepancies: serde_json::Value,
+    /// Why a failed run failed.
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "running" => Ok(RunStatus::Running),
+            "succeeded" => Ok(RunStatus::Succeeded),
+            "failed" => Ok(RunStatus::Failed),
+            other => Err(format!("{other:?} is not a run status")),
+        }
+    }
+}
+
+/// A page of what one channel account settled in a time range, oldest id
+/// first: payments that succeeded (by `paid_at`) or refunds that succeeded
+/// (by `refunded_at`).
+#[derive(Debug, Clone)]
+pub struct SettledQuery {
+    pub channel_account_id: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Only ids after this one (the last of the previous page).
+    pub after: Option<String>,
+    pub limit: u32,
+}

@@ -1019,6 +1019,96 @@ impl Store for PgStore {
         }
     }
 
+    async fn insert_reconciliation(&self, run: &ReconciliationRun) -> Result<()> {
+        bind_reconciliation(sqlx::query(INSERT_RECONCILIATION), run)
+            .execute(&self.pool)
+            .await
+            .map_err(|err| StoreError::unique(err, "reconciliation"))?;
+        Ok(())
+    }
+
+    async fn claim_daily_reconciliation(
+        &self,
+        run: &ReconciliationRun,
+        retry_failed_before: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        let sql = format!(
+            "{INSERT_RECONCILIATION}
+             ON CONFLICT (channel_account_id, bill_date) WHERE trigger_kind = 'daily'
+             DO UPDATE SET status = 'running', started_at = excluded.started_at,
+                 finished_at = NULL, error = NULL
+             WHERE reconciliations.status = 'failed' AND reconciliations.finished_at < $14
+             RETURNING id"
+        );
+        let row = bind_reconciliation(sqlx::query(&sql), run)
+            .bind(retry_failed_before)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.text("id")).transpose()
+    }
+
+    async fn finish_reconciliation(&self, run: &ReconciliationRun) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE reconciliations SET status = $2, matched = $3, discrepancy_count = $4,
+                discrepancies = $5, error = $6, finished_at = $7
+             WHERE id = $1",
+        )
+        .bind(&run.id)
+        .bind(run.status.as_str())
+        .bind(run.matched)
+        .bind(run.discrepancy_count)
+        .bind(&run.discrepancies)
+        .bind(&run.error)
+        .bind(run.finished_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        updated(n, "reconciliation", &run.id)
+    }
+
+    async fn reconciliation(&self, id: &str) -> Result<Option<ReconciliationRun>> {
+        let row = sqlx::query("SELECT * FROM reconciliations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::reconciliation).transpose()
+    }
+
+    async fn settled_payments(&self, q: &SettledQuery) -> Result<Vec<Payment>> {
+        let rows = sqlx::query(
+            "SELECT * FROM payments
+             WHERE channel_account_id = $1 AND status = 'succeeded'
+               AND paid_at >= $2 AND paid_at < $3 AND ($4::text IS NULL OR id COLLATE \"C\" > $4)
+             ORDER BY id COLLATE \"C\" LIMIT $5",
+        )
+        .bind(&q.channel_account_id)
+        .bind(q.from)
+        .bind(q.to)
+        .bind(&q.after)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::payment).collect()
+    }
+
+    async fn settled_refunds(&self, q: &SettledQuery) -> Result<Vec<Refund>> {
+        let rows = sqlx::query(
+            "SELECT r.* FROM refunds r JOIN payments p ON p.id = r.payment_id
+             WHERE p.channel_account_id = $1 AND r.status = 'succeeded'
+               AND r.refunded_at >= $2 AND r.refunded_at < $3
+               AND ($4::text IS NULL OR r.id COLLATE \"C\" > $4)
+             ORDER BY r.id COLLATE \"C\" LIMIT $5",
+        )
+        .bind(&q.channel_account_id)
+        .bind(q.from)
+        .bind(q.to)
+        .bind(&q.after)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::refund).collect()
+    }
+
     async fn balances(&self, merchant_id: &str) -> Result<Vec<AccountBalance>> {
         let rows = sqlx::query(ledger::BALANCES)
             .bind(merchant_id)
@@ -1133,6 +1223,30 @@ impl Store for PgStore {
 }
 
 /// Writes an outbox event inside the transaction of the change it reports.
+const INSERT_RECONCILIATION: &str = "INSERT INTO reconciliations (id, merchant_id,
+    channel_account_id, channel, bill_date, trigger_kind, status, matched, discrepancy_count,
+    discrepancies, error, started_at, finished_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+fn bind_reconciliation<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    run: &'q ReconciliationRun,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&run.id)
+        .bind(&run.merchant_id)
+        .bind(&run.channel_account_id)
+        .bind(run.channel.as_str())
+        .bind(run.bill_date.to_string())
+        .bind(&run.trigger)
+        .bind(run.status.as_str())
+        .bind(run.matched)
+        .bind(run.discrepancy_count)
+        .bind(&run.discrepancies)
+        .bind(&run.error)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+}
+
 async fn insert_postings(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     postings: &[Posting],

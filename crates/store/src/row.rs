@@ -12,7 +12,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::ledger::{AccountBalance, LedgerIssue, LedgerIssueKind, Posting};
 use crate::model::{
-    App, ChannelAccount, IdempotencyRecord, Merchant, OutboxEvent, Payment, Refund,
+    App, ChannelAccount, IdempotencyRecord, Merchant, OutboxEvent, Payment, ReconciliationRun,
+    Refund,
 };
 use crate::{RequestKey, Result, StoreError};
 
@@ -119,6 +120,26 @@ pub(crate) fn refund(r: &impl Cols) -> Result<Refund> {
         refunded_at: r.opt_ts("refunded_at")?,
         created_at: r.ts("created_at")?,
         updated_at: r.ts("updated_at")?,
+    })
+}
+
+pub(crate) fn reconciliation(r: &impl Cols) -> Result<ReconciliationRun> {
+    let date = r.text("bill_date")?;
+    Ok(ReconciliationRun {
+        id: r.text("id")?,
+        merchant_id: r.text("merchant_id")?,
+        channel_account_id: r.text("channel_account_id")?,
+        channel: parse("channel", &r.text("channel")?)?,
+        bill_date: chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+            .map_err(|e| StoreError::Corrupt(format!("column bill_date: {e}")))?,
+        trigger: r.text("trigger_kind")?,
+        status: parse("status", &r.text("status")?)?,
+        matched: r.int("matched")?,
+        discrepancy_count: r.int("discrepancy_count")?,
+        discrepancies: r.json("discrepancies")?,
+        error: r.opt_text("error")?,
+        started_at: r.ts("started_at")?,
+        finished_at: r.opt_ts("finished_at")?,
     })
 }
 

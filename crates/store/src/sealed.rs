@@ -471,6 +471,30 @@ impl Store for SealedStore {
         self.inner.retry_event(id, now).await
     }
 
+    async fn insert_reconciliation(&self, run: &ReconciliationRun) -> Result<()> {
+        self.inner.insert_reconciliation(run).await
+    }
+    async fn claim_daily_reconciliation(
+        &self,
+        run: &ReconciliationRun,
+        retry_failed_before: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        self.inner
+            .claim_daily_reconciliation(run, retry_failed_before)
+            .await
+    }
+    async fn finish_reconciliation(&self, run: &ReconciliationRun) -> Result<()> {
+        self.inner.finish_reconciliation(run).await
+    }
+    async fn reconciliation(&self, id: &str) -> Result<Option<ReconciliationRun>> {
+        self.inner.reconciliation(id).await
+    }
+    async fn settled_payments(&self, q: &SettledQuery) -> Result<Vec<Payment>> {
+        self.inner.settled_payments(q).await
+    }
+    async fn settled_refunds(&self, q: &SettledQuery) -> Result<Vec<Refund>> {
+        self.inner.settled_refunds(q).await
+    }
     async fn balances(&self, merchant_id: &str) -> Result<Vec<AccountBalance>> {
         self.inner.balances(merchant_id).await
     }

@@ -1709,7 +1709,10 @@ async fn settle_refund(store: &dyn Store, r: &Refund, to: RefundStatus) -> Refun
             &r.id,
             RefundStatus::Processing,
             to,
-            &RefundPatch::default(),
+            &RefundPatch {
+                refunded_at: (to == RefundStatus::Succeeded).then(|| t0() + secs(2)),
+                ..Default::default()
+            },
             None,
             t0() + secs(2),
         )
@@ -1873,4 +1876,170 @@ conformance!(opening_entries_post_what_moved_before_the_ledger, |db| {
     assert_eq!(db.tamper(&format!("--{opening}")).await, 4);
     assert_eq!(s.payment_postings(&p.id).await.unwrap(), posted);
     assert!(s.ledger_check(10).await.unwrap().ok());
+});
+
+// --- reconciliation ----------------------------------------------------------------
+
+fn run_of(a: &ChannelAccount, trigger: &str, started_at: DateTime<Utc>) -> ReconciliationRun {
+    ReconciliationRun {
+        id: new_id("rec"),
+        merchant_id: a.merchant_id.clone(),
+        channel_account_id: a.id.clone(),
+        channel: a.channel,
+        bill_date: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        trigger: trigger.into(),
+        status: RunStatus::Running,
+        matched: 0,
+        discrepancy_count: 0,
+        discrepancies: json!([]),
+        error: None,
+        started_at,
+        finished_at: None,
+    }
+}
+
+conformance!(
+    reconciliation_runs_are_kept_and_daily_ones_claimed_once,
+    |db| {
+        let s = db.store.as_ref();
+        let m = merchant(s).await;
+        let a = account(s, &m, t0(), true).await;
+        let manual = run_of(&a, "manual", t0());
+        s.insert_reconciliation(&manual).await.unwrap();
+        s.insert_reconciliation(&run_of(&a, "manual", t0()))
+            .await
+            .unwrap();
+        let done = ReconciliationRun {
+            status: RunStatus::Succeeded,
+            matched: 41,
+            discrepancy_count: 1,
+            discrepancies: json!([{"kind": "missing_here", "payment_id": "pay_1", "theirs": 100}]),
+            finished_at: Some(t0() + secs(3)),
+            ..manual.clone()
+        };
+        s.finish_reconciliation(&done).await.unwrap();
+        assert_eq!(
+            s.reconciliation(&manual.id).await.unwrap(),
+            Some(done),
+            "{}",
+            db.backend
+        );
+        assert_eq!(s.reconciliation("rec_nope").await.unwrap(), None);
+        assert!(matches!(
+            s.finish_reconciliation(&run_of(&a, "manual", t0())).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // One daily run per account and day, whoever asks.
+        let first = run_of(&a, "daily", t0());
+        let later = t0() + secs(3_600);
+        assert_eq!(
+            s.claim_daily_reconciliation(&first, later).await.unwrap(),
+            Some(first.id.clone())
+        );
+        let second = run_of(&a, "daily", t0() + secs(60));
+        assert_eq!(
+            s.claim_daily_reconciliation(&second, later).await.unwrap(),
+            None
+        );
+        // A failed one is claimed again once it failed long enough ago.
+        let failed = ReconciliationRun {
+            status: RunStatus::Failed,
+            error: Some("bill not ready".into()),
+            finished_at: Some(t0() + secs(120)),
+            ..first.clone()
+        };
+        s.finish_reconciliation(&failed).await.unwrap();
+        assert_eq!(
+            s.claim_daily_reconciliation(&second, t0() + secs(100))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            s.claim_daily_reconciliation(&second, t0() + secs(121))
+                .await
+                .unwrap(),
+            Some(first.id.clone())
+        );
+        let again = s.reconciliation(&first.id).await.unwrap().unwrap();
+        assert_eq!(
+            (again.status, again.error, again.finished_at),
+            (RunStatus::Running, None, None)
+        );
+        assert_eq!(again.started_at, second.started_at);
+    }
+);
+
+conformance!(what_an_account_settled_in_a_day_is_paged_by_id, |db| {
+    let s = db.store.as_ref();
+    let (m, a, _) = setup(s).await;
+    let mut paid = Vec::new();
+    for at in [secs(1), secs(2), secs(100)] {
+        let p = to_pending(s, &fresh_payment(s, &m, &a).await).await;
+        let patch = TransitionPatch {
+            paid_at: Some(t0() + at),
+            ..Default::default()
+        };
+        let t = s
+            .transition(
+                &p.id,
+                PaymentStatus::Pending,
+                PaymentStatus::Succeeded,
+                &patch,
+                None,
+                t0() + at,
+            )
+            .await
+            .unwrap();
+        let Transition::Applied(p) = t else {
+            panic!("{t:?}")
+        };
+        paid.push(p);
+    }
+    let r = refund_of(&paid[0], "R-1", 45);
+    s.insert_refund(&r).await.unwrap();
+    let r = settle_refund(s, &r, RefundStatus::Succeeded).await;
+    let q = |after: Option<String>, limit: u32| SettledQuery {
+        channel_account_id: a.id.clone(),
+        from: t0(),
+        to: t0() + secs(10),
+        after,
+        limit,
+    };
+    let mut ids: Vec<_> = paid[..2]
+        .iter()
+        .map(|p| p.id.as_str().to_string())
+        .collect();
+    ids.sort();
+    let page = s.settled_payments(&q(None, 1)).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id.as_str(), ids[0]);
+    let rest = s
+        .settled_payments(&q(Some(ids[0].clone()), 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        [ids[1].as_str()]
+    );
+    assert_eq!(
+        s.settled_refunds(&q(None, 10))
+            .await
+            .unwrap()
+            .iter()
+            .map(|x| &x.id)
+            .collect::<Vec<_>>(),
+        [&r.id]
+    );
+    assert!(s
+        .settled_refunds(&q(Some(r.id.clone()), 10))
+        .await
+        .unwrap()
+        .is_empty());
+    let other = SettledQuery {
+        channel_account_id: "acct_other".into(),
+        ..q(None, 10)
+    };
+    assert!(s.settled_payments(&other).await.unwrap().is_empty());
 });

@@ -1067,6 +1067,133 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn insert_reconciliation(&self, run: &ReconciliationRun) -> Result<()> {
+        let run = run.clone();
+        self.engine
+            .write(move |c| {
+                exec_unique(
+                    c,
+                    &format!("{INSERT_RECONCILIATION} VALUES {RECONCILIATION_VALUES}"),
+                    rusqlite::params_from_iter(reconciliation_params(&run)),
+                    "reconciliation",
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn claim_daily_reconciliation(
+        &self,
+        run: &ReconciliationRun,
+        retry_failed_before: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        let run = run.clone();
+        self.engine
+            .write(move |c| {
+                let mut p = reconciliation_params(&run);
+                p.push(Box::new(micros(retry_failed_before)));
+                one(
+                    c,
+                    &format!(
+                        "{INSERT_RECONCILIATION} VALUES {RECONCILIATION_VALUES}
+                         ON CONFLICT (channel_account_id, bill_date) WHERE trigger_kind = 'daily'
+                         DO UPDATE SET status = 'running', started_at = excluded.started_at,
+                             finished_at = NULL, error = NULL
+                         WHERE reconciliations.status = 'failed'
+                           AND reconciliations.finished_at < ?14
+                         RETURNING id"
+                    ),
+                    rusqlite::params_from_iter(p),
+                    |r| r.text("id"),
+                )
+            })
+            .await
+    }
+
+    async fn finish_reconciliation(&self, run: &ReconciliationRun) -> Result<()> {
+        let run = run.clone();
+        self.engine
+            .write(move |c| {
+                let n = exec(
+                    c,
+                    "UPDATE reconciliations SET status = ?2, matched = ?3, discrepancy_count = ?4,
+                        discrepancies = ?5, error = ?6, finished_at = ?7
+                     WHERE id = ?1",
+                    params![
+                        run.id,
+                        run.status.as_str(),
+                        run.matched,
+                        run.discrepancy_count,
+                        json_text(&run.discrepancies),
+                        run.error,
+                        run.finished_at.map(micros),
+                    ],
+                )?;
+                updated(n, "reconciliation", &run.id)
+            })
+            .await
+    }
+
+    async fn reconciliation(&self, id: &str) -> Result<Option<ReconciliationRun>> {
+        self.engine
+            .read(|c| {
+                one(
+                    c,
+                    "SELECT * FROM reconciliations WHERE id = ?1",
+                    [id],
+                    |r| row::reconciliation(r),
+                )
+            })
+            .await
+    }
+
+    async fn settled_payments(&self, q: &SettledQuery) -> Result<Vec<Payment>> {
+        let q = q.clone();
+        self.engine
+            .scan(move |c| {
+                all(
+                    c,
+                    "SELECT * FROM payments
+                     WHERE channel_account_id = ?1 AND status = 'succeeded'
+                       AND paid_at >= ?2 AND paid_at < ?3 AND (?4 IS NULL OR id > ?4)
+                     ORDER BY id LIMIT ?5",
+                    params![
+                        q.channel_account_id,
+                        micros(q.from),
+                        micros(q.to),
+                        q.after,
+                        i64::from(q.limit)
+                    ],
+                    |r| row::payment(r),
+                )
+            })
+            .await
+    }
+
+    async fn settled_refunds(&self, q: &SettledQuery) -> Result<Vec<Refund>> {
+        let q = q.clone();
+        self.engine
+            .scan(move |c| {
+                all(
+                    c,
+                    "SELECT r.* FROM refunds r JOIN payments p ON p.id = r.payment_id
+                     WHERE p.channel_account_id = ?1 AND r.status = 'succeeded'
+                       AND r.refunded_at >= ?2 AND r.refunded_at < ?3
+                       AND (?4 IS NULL OR r.id > ?4)
+                     ORDER BY r.id LIMIT ?5",
+                    params![
+                        q.channel_account_id,
+                        micros(q.from),
+                        micros(q.to),
+                        q.after,
+                        i64::from(q.limit)
+                    ],
+                    |r| row::refund(r),
+                )
+            })
+            .await
+    }
+
     async fn balances(&self, merchant_id: &str) -> Result<Vec<AccountBalance>> {
         let merchant_id = merchant_id.to_owned();
         self.engine
@@ -1235,6 +1362,30 @@ fn refund_by_no(
 }
 
 /// Writes an outbox event inside the transaction of the change it reports.
+const INSERT_RECONCILIATION: &str = "INSERT INTO reconciliations (id, merchant_id,
+    channel_account_id, channel, bill_date, trigger_kind, status, matched, discrepancy_count,
+    discrepancies, error, started_at, finished_at)";
+const RECONCILIATION_VALUES: &str = "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+/// A run's columns as [`INSERT_RECONCILIATION`] lists them.
+fn reconciliation_params(run: &ReconciliationRun) -> Vec<Box<dyn rusqlite::ToSql>> {
+    vec![
+        Box::new(run.id.clone()),
+        Box::new(run.merchant_id.clone()),
+        Box::new(run.channel_account_id.clone()),
+        Box::new(run.channel.as_str()),
+        Box::new(run.bill_date.to_string()),
+        Box::new(run.trigger.clone()),
+        Box::new(run.status.as_str()),
+        Box::new(run.matched),
+        Box::new(run.discrepancy_count),
+        Box::new(json_text(&run.discrepancies)),
+        Box::new(run.error.clone()),
+        Box::new(micros(run.started_at)),
+        Box::new(run.finished_at.map(micros)),
+    ]
+}
+
 fn insert_postings(conn: &Connection, postings: &[Posting]) -> Result<()> {
     for p in postings {
         exec_unique(
