@@ -222,6 +222,11 @@ pub trait Channel: Send + Sync {
         ))
     }
 
+    /// Whether [`Channel::bill`] reads this channel's bills.
+    fn reads_bills(&self) -> bool {
+        false
+    }
+
     /// Downloads the channel's bill of the China-time day `date` to a
     /// temporary file and checks its integrity (before anything is read
     /// from it). The channel makes a day's bill the next morning.

@@ -1,6 +1,6 @@
 //! The operator's HTTP API under `/admin/...`: channel accounts, the same
 //! operations as `paymux channel`, and undelivered merchant notifications,
-//! the same as `paymux notify`. Authenticated with the operator token
+//! the same as `paymux notify`, and reconciliation runs (`paymux reconcile`). Authenticated with the operator token
 //! (`Authorization: Bearer …`), never with merchant app credentials. Without
 //! a configured token none of these routes exist (404), so a forgotten
 //! setting cannot open them. Nothing secret is ever returned: accounts are
@@ -18,7 +18,7 @@ use paymux_store::StoreError;
 use serde::Deserialize;
 
 use crate::api::ApiError;
-use crate::{accounts, undelivered};
+use crate::{accounts, reconcile, undelivered};
 use crate::{AppState, ServerError};
 
 /// The admin routes, or none when no operator token is configured.
@@ -35,6 +35,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/channel-accounts/{id}/test", post(test))
         .route("/admin/events", get(list_events))
         .route("/admin/events/{id}/retry", post(retry_event))
+        .route("/admin/reconciliations", post(reconcile::http::start))
+        .route("/admin/reconciliations/{id}", get(reconcile::http::show))
+        .route(
+            "/admin/reconciliations/{id}/report.csv",
+            get(reconcile::http::report),
+        )
         .layer(middleware::from_fn_with_state(state, authenticate))
 }
 

@@ -10,7 +10,8 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use paymux_channels::bill::BillFile;
 use paymux_channels::{
     Callback, CallbackReply, Channel, ChannelError, ChannelRefund, ChannelTrade, Diagnosis,
     Notification, Prepared, PrepayRequest, RefundNotification, RefundRequest,
@@ -219,6 +220,16 @@ impl Channel for GuardedChannel {
 
     async fn probe(&self) -> Result<(), ChannelError> {
         self.inner.probe().await
+    }
+
+    fn reads_bills(&self) -> bool {
+        self.inner.reads_bills()
+    }
+
+    // A daily download, not traffic: it neither waits for nor trips the
+    // breakers that protect payments.
+    async fn bill(&self, date: NaiveDate) -> Result<BillFile, ChannelError> {
+        self.inner.bill(date).await
     }
 
     fn diagnose(&self, err: &ChannelError) -> Diagnosis {

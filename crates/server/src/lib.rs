@@ -20,6 +20,7 @@ pub mod notifier;
 pub mod observe;
 pub mod ops;
 pub mod outbound;
+pub mod reconcile;
 pub mod refunds;
 pub mod request_keys;
 pub mod sandbox;

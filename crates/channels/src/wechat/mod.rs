@@ -398,6 +398,10 @@ impl Channel for WechatPay {
     /// Downloads the platform certificates (proves request signing and, by
     /// decrypting them, the APIv3 key) unless a platform public key is
     /// configured, then queries an order that does not exist.
+    fn reads_bills(&self) -> bool {
+        true
+    }
+
     async fn bill(&self, date: NaiveDate) -> Result<BillFile, ChannelError> {
         let asked = self
             .call(

@@ -34,6 +34,9 @@ impl DerefMut for RefundApp {
     }
 }
 
+/// The operator token of these apps' admin API.
+pub const ADMIN_TOKEN: &str = "operator-token-for-tests";
+
 /// Refund checks first run a minute after a refund, then every minute.
 pub async fn spawn_refund_app(db: &TestDb, channel: &'static str) -> RefundApp {
     let clock = Arc::new(ManualClock::new(Utc::now()));
@@ -43,6 +46,7 @@ pub async fn spawn_refund_app(db: &TestDb, channel: &'static str) -> RefundApp {
         config.poller.first_delay_secs = 60;
         config.poller.schedule_secs = vec![60];
         config.channel_http.request_timeout_ms = 1_000;
+        config.admin_token = Some(paymux_server::config::SecretString::new(ADMIN_TOKEN));
     })
     .await;
     RefundApp {
@@ -53,6 +57,24 @@ pub async fn spawn_refund_app(db: &TestDb, channel: &'static str) -> RefundApp {
 }
 
 impl RefundApp {
+    /// Calls the admin API: its status and JSON answer (`Null` if not JSON).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/admin{path}", self.server.base_url()))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     /// The merchant's books at its one channel account, from
     /// `GET /v1/balances`, once the whole ledger has passed its check.
     pub async fn checked_books(&self, db: &TestDb) -> Value {

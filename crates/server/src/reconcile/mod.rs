@@ -1,0 +1,367 @@
+//! Reconciliation (对账): a channel account's bill of one China-time day
+//! matched against paymux's payments and refunds, every difference
+//! classified ([`classify::Kind`]), and what can be settled settled.
+//!
+//! The bill is downloaded to disk and read on a blocking thread, its
+//! records passed through a bounded queue, so a bill of millions of rows is
+//! matched in bounded memory: what stays in memory is the set of ids the
+//! bill named (to find what it lacks) and at most [`MAX_LISTED`]
+//! differences. Nothing is settled until the whole bill has been read and
+//! has agreed with its own summary: a bill that turns out broken changes
+//! nothing.
+
+pub mod classify;
+pub mod http;
+pub mod report;
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, SubsecRound, TimeZone, Utc};
+use paymux_channels::bill::BillRecord;
+use paymux_channels::Channel;
+use paymux_core::{new_id, PaymentId, PaymentStatus};
+use paymux_store::{ChannelAccount, Payment, ReconciliationRun, RunStatus, SettledQuery};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use self::classify::{BilledRefund, BilledTrade, Discrepancy, Kind};
+use crate::error::FlowError;
+use crate::{flow, AppState};
+
+/// Differences a run lists at most (it counts them all).
+pub const MAX_LISTED: usize = 10_000;
+/// Bill records read ahead of the matching.
+const RECORD_QUEUE: usize = 1024;
+/// Payments or refunds read per page of paymux's side.
+const PAGE: u32 = 500;
+
+/// The China-time day `date` as a UTC range `[from, to)`.
+pub fn china_day(date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let cst = FixedOffset::east_opt(8 * 3600).expect("a valid offset");
+    let start = cst
+        .from_local_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight exists"))
+        .single()
+        .expect("a fixed offset has no gaps");
+    let from = start.with_timezone(&Utc);
+    (from, from + Duration::days(1))
+}
+
+/// The day it is in China at `now`.
+pub fn china_date(now: DateTime<Utc>) -> NaiveDate {
+    (now + Duration::hours(8)).date_naive()
+}
+
+/// Starts a run for `account` and `date` and carries it out.
+pub async fn run(
+    state: &AppState,
+    account: &ChannelAccount,
+    date: NaiveDate,
+) -> Result<ReconciliationRun, FlowError> {
+    let run = new_run(state, account, date, "manual");
+    state.store.insert_reconciliation(&run).await?;
+    Ok(carry_out(state, account, run).await?)
+}
+
+pub(crate) fn new_run(
+    state: &AppState,
+    account: &ChannelAccount,
+    date: NaiveDate,
+    trigger: &str,
+) -> ReconciliationRun {
+    ReconciliationRun {
+        id: new_id("rec"),
+        merchant_id: account.merchant_id.clone(),
+        channel_account_id: account.id.clone(),
+        channel: account.channel,
+        bill_date: date,
+        trigger: trigger.into(),
+        status: RunStatus::Running,
+        matched: 0,
+        discrepancy_count: 0,
+        discrepancies: json!([]),
+        error: None,
+        started_at: now_micros(state),
+        finished_at: None,
+    }
+}
+
+/// The time to the microsecond, as the store keeps it, so a run reads back
+/// exactly as it was answered.
+fn now_micros(state: &AppState) -> DateTime<Utc> {
+    state.clock.now().trunc_subsecs(6)
+}
+
+/// Matches, settles, and records how the run ended (a failure included:
+/// it is stored with its error, not returned as one).
+pub(crate) async fn carry_out(
+    state: &AppState,
+    account: &ChannelAccount,
+    mut run: ReconciliationRun,
+) -> Result<ReconciliationRun, paymux_store::StoreError> {
+    let channel = account.channel.as_str();
+    match reconcile(state, account, run.bill_date).await {
+        Ok(found) => {
+            run.status = RunStatus::Succeeded;
+            run.matched = found.matched;
+            run.discrepancy_count = found.count;
+            for d in &found.listed {
+                metrics::counter!("paymux_reconciliation_discrepancies_total",
+                    "channel" => channel, "kind" => d.kind.as_str())
+                .increment(1);
+            }
+            run.discrepancies = serde_json::to_value(&found.listed).unwrap_or_else(|_| json!([]));
+            if found.count > 0 {
+                tracing::warn!(
+                    run_id = %run.id, account = %account.id, date = %run.bill_date,
+                    discrepancies = found.count, matched = found.matched,
+                    "RECONCILIATION: the channel's bill and paymux differ"
+                );
+            } else {
+                tracing::info!(run_id = %run.id, account = %account.id, date = %run.bill_date,
+                    matched = found.matched, "reconciliation: the bill agrees");
+            }
+        }
+        Err(e) => {
+            run.status = RunStatus::Failed;
+            run.error = Some(e.to_string());
+            tracing::error!(run_id = %run.id, account = %account.id, date = %run.bill_date,
+                error = %e, "reconciliation failed");
+        }
+    }
+    metrics::counter!("paymux_reconciliation_runs_total",
+        "channel" => channel, "status" => run.status.as_str())
+    .increment(1);
+    run.finished_at = Some(now_micros(state));
+    state.store.finish_reconciliation(&run).await?;
+    Ok(run)
+}
+
+#[derive(Default)]
+struct Found {
+    matched: i64,
+    count: i64,
+    listed: Vec<Discrepancy>,
+    /// Open payments the bill says were paid: settled once the bill is read.
+    to_settle: Vec<(usize, Payment)>,
+}
+
+impl Found {
+    fn add(&mut self, d: Discrepancy) -> Option<usize> {
+        self.count += 1;
+        if self.listed.len() >= MAX_LISTED {
+            return None;
+        }
+        self.listed.push(d);
+        Some(self.listed.len() - 1)
+    }
+}
+
+async fn reconcile(
+    state: &AppState,
+    account: &ChannelAccount,
+    date: NaiveDate,
+) -> Result<Found, FlowError> {
+    let client = state
+        .channels
+        .client(account)
+        .map_err(|e| FlowError::ChannelNotConfigured(e.to_string()))?;
+    if !client.reads_bills() {
+        return Err(FlowError::Invalid(format!(
+            "paymux does not read {} bills yet",
+            account.channel
+        )));
+    }
+    let file = client.bill(date).await.map_err(flow::unavailable)?;
+    let (tx, mut rx) = mpsc::channel(RECORD_QUEUE);
+    let reader = tokio::task::spawn_blocking(move || {
+        let records = match file.records() {
+            Ok(records) => records,
+            Err(e) => return Err(e),
+        };
+        for record in records {
+            let failed = record.is_err();
+            if tx.blocking_send(record).is_err() || failed {
+                break;
+            }
+        }
+        Ok(())
+    });
+
+    let mut found = Found::default();
+    let mut seen_payments = HashSet::new();
+    let mut seen_refunds = HashSet::new();
+    while let Some(record) = rx.recv().await {
+        let record = record.map_err(|e| FlowError::ChannelRejected(format!("the bill: {e}")))?;
+        match record {
+            BillRecord::Payment {
+                out_trade_no,
+                channel_trade_no,
+                amount,
+                currency,
+                ..
+            } => {
+                let ours = match PaymentId::parse(&out_trade_no) {
+                    Ok(id) => state.store.payment(&id).await?,
+                    Err(_) => None,
+                };
+                let billed = BilledTrade {
+                    out_trade_no: &out_trade_no,
+                    channel_trade_no: &channel_trade_no,
+                    amount,
+                    currency: &currency,
+                };
+                match classify::paid_trade(account, &billed, ours.as_ref()) {
+                    None => found.matched += 1,
+                    Some(d) => {
+                        let open = d.kind == Kind::MissingHere && d.ours.is_some();
+                        if let (Some(at), true, Some(p)) = (found.add(d), open, ours) {
+                            found.to_settle.push((at, p));
+                        }
+                    }
+                }
+                seen_payments.insert(out_trade_no);
+            }
+            BillRecord::Refund {
+                out_trade_no,
+                out_refund_no,
+                amount,
+                currency,
+                succeeded,
+                ..
+            } => {
+                let ours = state.store.refund(&out_refund_no).await?;
+                let billed = BilledRefund {
+                    out_trade_no: &out_trade_no,
+                    out_refund_no: &out_refund_no,
+                    amount,
+                    currency: &currency,
+                    succeeded,
+                };
+                match classify::billed_refund(account, &billed, ours.as_ref()) {
+                    None => found.matched += 1,
+                    Some(d) => {
+                        found.add(d);
+                    }
+                }
+                seen_refunds.insert(out_refund_no);
+            }
+        }
+    }
+    reader
+        .await
+        .map_err(|e| FlowError::Internal(crate::ServerError::Config(format!("bill reader: {e}"))))?
+        .map_err(|e| FlowError::ChannelRejected(format!("the bill: {e}")))?;
+
+    lacking_at_channel(
+        state,
+        account,
+        date,
+        &seen_payments,
+        &seen_refunds,
+        &mut found,
+    )
+    .await?;
+    for (at, payment) in std::mem::take(&mut found.to_settle) {
+        found.listed[at].resolution = Some(settle(state, client.as_ref(), payment).await);
+    }
+    Ok(found)
+}
+
+/// What paymux settled that day that the bill does not name.
+async fn lacking_at_channel(
+    state: &AppState,
+    account: &ChannelAccount,
+    date: NaiveDate,
+    seen_payments: &HashSet<String>,
+    seen_refunds: &HashSet<String>,
+    found: &mut Found,
+) -> Result<(), FlowError> {
+    let (from, to) = china_day(date);
+    let mut q = SettledQuery {
+        channel_account_id: account.id.clone(),
+        from,
+        to,
+        after: None,
+        limit: PAGE,
+    };
+    loop {
+        let page = state.store.settled_payments(&q).await?;
+        for p in &page {
+            if !seen_payments.contains(p.id.as_str()) {
+                found.add(Discrepancy {
+                    kind: Kind::MissingAtChannel,
+                    payment_id: Some(p.id.to_string()),
+                    refund_id: None,
+                    channel_trade_no: p.channel_trade_no.clone(),
+                    ours: Some(classify::ours_payment(p)),
+                    theirs: None,
+                    resolution: None,
+                });
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => q.after = Some(last.id.to_string()),
+            _ => break,
+        }
+    }
+    q.after = None;
+    loop {
+        let page = state.store.settled_refunds(&q).await?;
+        for r in &page {
+            if !seen_refunds.contains(&r.id) {
+                found.add(Discrepancy {
+                    kind: Kind::RefundMismatch,
+                    payment_id: Some(r.payment_id.to_string()),
+                    refund_id: Some(r.id.clone()),
+                    channel_trade_no: r.channel_refund_no.clone(),
+                    ours: Some(classify::ours_refund(r)),
+                    theirs: None,
+                    resolution: None,
+                });
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => q.after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Settles an open payment the bill says was paid: the channel is asked
+/// and its answer applied like any query's, through the normal transition
+/// (which writes the merchant's event). Says what happened.
+async fn settle(state: &AppState, client: &dyn Channel, payment: Payment) -> String {
+    let trade = match client.query(payment.id.as_str()).await {
+        Ok(trade) => trade,
+        Err(e) => return format!("not settled: querying the channel failed: {e}"),
+    };
+    match flow::apply_trade(state, payment, &trade).await {
+        Ok(p) if p.status == PaymentStatus::Succeeded => {
+            "settled: the channel's query says paid; the payment is now succeeded \
+             and the merchant is notified"
+                .into()
+        }
+        Ok(p) => format!(
+            "not settled: the channel's query says {:?}; the payment stays {}",
+            trade.state, p.status
+        ),
+        Err(e) => format!("not settled: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_china_day_starts_at_16_utc_the_day_before() {
+        let d = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let (from, to) = china_day(d);
+        assert_eq!(from.to_rfc3339(), "2026-11-30T16:00:00+00:00");
+        assert_eq!(to - from, Duration::days(1));
+        assert_eq!(china_date(from), d);
+        assert_eq!(china_date(to - Duration::seconds(1)), d);
+        assert_eq!(china_date(to), d.succ_opt().unwrap());
+    }
+}
