@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 seconds=${PAYMUX_FUZZ_SECONDS:-20}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(merchant_requests wechat_callbacks alipay_forms unionpay_forms certificates)
+[ ${#targets[@]} -gt 0 ] || targets=(merchant_requests wechat_callbacks alipay_forms unionpay_forms certificates bills)
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -8,6 +8,7 @@ mod demo;
 mod keys;
 mod ledger;
 mod notify;
+mod reconcile;
 mod serve;
 
 use std::net::SocketAddr;
@@ -67,6 +68,8 @@ enum Command {
         #[command(subcommand)]
         command: ledger::LedgerCommand,
     },
+    /// Reconcile a channel's bill of one day, through a running paymux.
+    Reconcile(reconcile::ReconcileArgs),
     /// Start a sandbox and walk one mini-program payment end to end.
     Demo(demo::DemoArgs),
     /// Measure payment creation and callback throughput against the in-process simulator.
@@ -258,6 +261,7 @@ async fn main() -> ExitCode {
         Command::Keys { command } => keys::run(command).await,
         Command::Notify { command } => notify::run(command).await,
         Command::Ledger { command } => ledger::run(command).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     };

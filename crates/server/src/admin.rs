@@ -35,7 +35,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/channel-accounts/{id}/test", post(test))
         .route("/admin/events", get(list_events))
         .route("/admin/events/{id}/retry", post(retry_event))
-        .route("/admin/reconciliations", post(reconcile::http::start))
+        .route(
+            "/admin/reconciliations",
+            post(reconcile::http::start).get(reconcile::http::list),
+        )
         .route("/admin/reconciliations/{id}", get(reconcile::http::show))
         .route(
             "/admin/reconciliations/{id}/report.csv",

@@ -64,6 +64,7 @@ pub struct ServerConfig {
     pub auth_failures: crate::api::auth_failures::AuthFailureLimits,
     pub notifier: NotifierConfig,
     pub poller: PollerConfig,
+    pub reconcile: ReconcileConfig,
     pub breaker: BreakerConfig,
     pub channel_http: ChannelHttpConfig,
 }
@@ -132,6 +133,32 @@ pub struct NotifierConfig {
     /// Deliveries in flight at once for one merchant, so that one merchant's
     /// dead endpoint never holds every slot.
     pub per_merchant_concurrency: usize,
+}
+
+/// `[reconcile]`: the daily reconciliation of every account whose
+/// channel's bills paymux reads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    pub enabled: bool,
+    /// From this hour (0–23, China time) yesterday's bills are fetched; the
+    /// channels make them in the morning (WeChat Pay from 09:00).
+    pub hour: u32,
+    /// How often the worker looks for a day not reconciled yet.
+    pub check_interval_secs: u64,
+    /// A daily run that failed is tried again this long after.
+    pub retry_failed_secs: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            enabled: true,
+            hour: 10,
+            check_interval_secs: 300,
+            retry_failed_secs: 3600,
+        }
+    }
 }
 
 /// Status checks of open payments at their channel: polling for lost
@@ -278,6 +305,7 @@ impl Default for ServerConfig {
             auth_failures: Default::default(),
             notifier: NotifierConfig::default(),
             poller: PollerConfig::default(),
+            reconcile: ReconcileConfig::default(),
             breaker: BreakerConfig::default(),
             channel_http: ChannelHttpConfig::default(),
         }
@@ -340,7 +368,12 @@ impl ServerConfig {
                 }
             }
         }
-        serde_json::from_value(merged).map_err(|e| format!("configuration: {e}"))
+        let config: ServerConfig =
+            serde_json::from_value(merged).map_err(|e| format!("configuration: {e}"))?;
+        if config.reconcile.hour > 23 {
+            return Err("reconcile.hour must be 0 to 23 (an hour of China time)".into());
+        }
+        Ok(config)
     }
 
     /// The callback base URL channels are given: `public_url`, or

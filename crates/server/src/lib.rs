@@ -135,6 +135,9 @@ pub async fn start_with_clock(
         tasks.push(tokio::spawn(workers::poller::run(state.clone())));
         tasks.push(tokio::spawn(workers::refund_checks::run(state.clone())));
     }
+    if state.config.reconcile.enabled {
+        tasks.push(tokio::spawn(workers::reconcile::run(state.clone())));
+    }
 
     let app = router(state.clone());
     tasks.push(tokio::spawn(http_limits::serve(

@@ -22,6 +22,14 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Every metric paymux writes, with its help text.
 const COUNTERS: &[(&str, &str)] = &[
     (
+        "paymux_reconciliation_runs_total",
+        "Reconciliation runs finished, by channel and status (succeeded, failed)",
+    ),
+    (
+        "paymux_reconciliation_discrepancies_total",
+        "Differences reconciliation runs found, by channel and kind",
+    ),
+    (
         "paymux_http_requests_total",
         "HTTP requests answered, by route, method and status",
     ),

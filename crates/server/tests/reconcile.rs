@@ -255,3 +255,69 @@ on_every_backend!(reconciliation_requests_are_checked, |db| {
     assert_eq!(status, 404);
     app.app.server.stop();
 });
+
+on_every_backend!(the_daily_run_reconciles_yesterday_once, |db| {
+    let mut app = common::refunds::spawn_refund_app_with(&db, "wechat", |c| {
+        c.reconcile.check_interval_secs = 1;
+    })
+    .await;
+    let pid = app.paid_payment("RD-1", 500).await;
+    let payment = app
+        .client
+        .get(&format!("/v1/payments/{pid}"))
+        .await
+        .unwrap();
+    assert_eq!(payment.body["status"], "succeeded");
+    let today = china_date(app.clock.now());
+    let account = db
+        .store
+        .list_channel_accounts(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.channel == paymux_core::ChannelKind::Wechat)
+        .unwrap();
+    // Tomorrow, 10:30 in China: today's bill is due.
+    let (tomorrow, _) = paymux_server::reconcile::china_day(today.succ_opt().unwrap());
+    app.clock
+        .set(tomorrow + chrono::Duration::minutes(10 * 60 + 30));
+    let mut runs = Vec::new();
+    for _ in 0..100 {
+        runs = db.store.reconciliations(&account.id, today).await.unwrap();
+        if runs.iter().any(|r| r.finished_at.is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert_eq!(
+        (run.trigger.as_str(), run.status.as_str()),
+        ("daily", "succeeded"),
+        "{run:?}"
+    );
+    assert_eq!((run.matched, run.discrepancy_count), (1, 0));
+    // Later rounds leave the day alone.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(
+        db.store
+            .reconciliations(&account.id, today)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let (status, listed) = app
+        .admin(
+            Method::GET,
+            &format!(
+                "/reconciliations?channel_account_id={}&date={today}",
+                account.id
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["data"][0]["run_id"], run.id.as_str());
+    app.app.server.stop();
+});

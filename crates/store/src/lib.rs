@@ -311,6 +311,12 @@ pub trait Store: Send + Sync + 'static {
     /// finish time. [`StoreError::NotFound`] if there is no such run.
     async fn finish_reconciliation(&self, run: &ReconciliationRun) -> Result<()>;
     async fn reconciliation(&self, id: &str) -> Result<Option<ReconciliationRun>>;
+    /// The account's runs for a day, newest first.
+    async fn reconciliations(
+        &self,
+        channel_account_id: &str,
+        bill_date: chrono::NaiveDate,
+    ) -> Result<Vec<ReconciliationRun>>;
     /// One page of the account's payments that succeeded in the range.
     async fn settled_payments(&self, q: &SettledQuery) -> Result<Vec<Payment>>;
     /// One page of the refunds of the account's payments that succeeded in the range.

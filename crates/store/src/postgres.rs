@@ -1074,6 +1074,22 @@ impl Store for PgStore {
         row.as_ref().map(row::reconciliation).transpose()
     }
 
+    async fn reconciliations(
+        &self,
+        channel_account_id: &str,
+        bill_date: chrono::NaiveDate,
+    ) -> Result<Vec<ReconciliationRun>> {
+        let rows = sqlx::query(
+            "SELECT * FROM reconciliations WHERE channel_account_id = $1 AND bill_date = $2
+             ORDER BY started_at DESC, id DESC",
+        )
+        .bind(channel_account_id)
+        .bind(bill_date.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::reconciliation).collect()
+    }
+
     async fn settled_payments(&self, q: &SettledQuery) -> Result<Vec<Payment>> {
         let rows = sqlx::query(
             "SELECT * FROM payments

@@ -489,6 +489,15 @@ impl Store for SealedStore {
     async fn reconciliation(&self, id: &str) -> Result<Option<ReconciliationRun>> {
         self.inner.reconciliation(id).await
     }
+    async fn reconciliations(
+        &self,
+        channel_account_id: &str,
+        bill_date: chrono::NaiveDate,
+    ) -> Result<Vec<ReconciliationRun>> {
+        self.inner
+            .reconciliations(channel_account_id, bill_date)
+            .await
+    }
     async fn settled_payments(&self, q: &SettledQuery) -> Result<Vec<Payment>> {
         self.inner.settled_payments(q).await
     }

@@ -1962,6 +1962,14 @@ conformance!(
                 .unwrap(),
             Some(first.id.clone())
         );
+        let day = s.reconciliations(&a.id, first.bill_date).await.unwrap();
+        assert_eq!(day.len(), 3, "two manual runs and one daily");
+        assert_eq!(day.iter().filter(|r| r.trigger == "daily").count(), 1);
+        assert!(s
+            .reconciliations(&a.id, first.bill_date.succ_opt().unwrap())
+            .await
+            .unwrap()
+            .is_empty());
         let again = s.reconciliation(&first.id).await.unwrap().unwrap();
         assert_eq!(
             (again.status, again.error, again.finished_at),

@@ -114,7 +114,7 @@ impl Columns {
     }
 }
 
-fn utf8<'a>(bytes: &'a [u8], line_no: u64) -> Result<&'a str, ChannelError> {
+fn utf8(bytes: &[u8], line_no: u64) -> Result<&str, ChannelError> {
     std::str::from_utf8(bytes)
         .map_err(|_| ChannelError::Protocol(format!("bill line {line_no} is not UTF-8")))
 }

@@ -11,7 +11,10 @@
 //!   the clock starts, as the channel would send them, each sent once;
 //! - `refund`: signed `POST /v1/refunds` against paid payments;
 //! - `mix`: a flash sale: creates, callbacks and queries in a given ratio.
+//!
+//! `--bill-rows N` measures reading a channel bill instead (see [`bill`]).
 
+mod bill;
 mod floors;
 mod load;
 
@@ -66,6 +69,9 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure only reading a WeChat Pay bill of this many rows (no server).
+    #[arg(long)]
+    bill_rows: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -124,6 +130,9 @@ struct Bench {
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
+    if let Some(rows) = args.bill_rows {
+        return bill::run(rows, args.json).await;
+    }
     let url = match (&args.database_url, &args.data_dir) {
         (Some(url), _) => url.clone(),
         (None, Some(dir)) => dir.join("paymux.db").display().to_string(),

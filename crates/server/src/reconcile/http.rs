@@ -126,3 +126,29 @@ pub async fn report(
     )
         .into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    channel_account_id: String,
+    date: String,
+}
+
+/// `GET /admin/reconciliations?channel_account_id=&date=`: that account's
+/// runs of the day, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {e}")))?;
+    let date = NaiveDate::parse_from_str(&q.date, "%Y-%m-%d")
+        .map_err(|_| ApiError::invalid("date must be YYYY-MM-DD"))?;
+    let runs = state
+        .store
+        .reconciliations(&q.channel_account_id, date)
+        .await
+        .map_err(FlowError::from)?;
+    Ok(Json(
+        json!({"object": "list", "data": runs.iter().map(view).collect::<Vec<_>>()}),
+    ))
+}

@@ -39,6 +39,15 @@ pub const ADMIN_TOKEN: &str = "operator-token-for-tests";
 
 /// Refund checks first run a minute after a refund, then every minute.
 pub async fn spawn_refund_app(db: &TestDb, channel: &'static str) -> RefundApp {
+    spawn_refund_app_with(db, channel, |_| {}).await
+}
+
+/// [`spawn_refund_app`] with more configuration.
+pub async fn spawn_refund_app_with(
+    db: &TestDb,
+    channel: &'static str,
+    tweak: impl FnOnce(&mut paymux_server::ServerConfig),
+) -> RefundApp {
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let app = super::spawn_app_with_clock(db, clock.clone(), |config| {
         config.notifier.poll_interval_ms = 50;
@@ -47,6 +56,7 @@ pub async fn spawn_refund_app(db: &TestDb, channel: &'static str) -> RefundApp {
         config.poller.schedule_secs = vec![60];
         config.channel_http.request_timeout_ms = 1_000;
         config.admin_token = Some(paymux_server::config::SecretString::new(ADMIN_TOKEN));
+        tweak(config);
     })
     .await;
     RefundApp {

@@ -20,17 +20,20 @@ const SUMMARY_HEADER: &str =
 const FEE_MILLI_PER_FEN: i64 = 6;
 
 /// One detail row: a successful trade or a refund.
-struct Row {
-    time: String,
-    appid: String,
-    transaction_id: String,
-    out_trade_no: String,
-    openid: String,
-    trade_type: &'static str,
-    description: String,
+#[derive(Debug, Clone)]
+pub struct BillLine {
+    /// `YYYY-MM-DD HH:MM:SS`, China time.
+    pub time: String,
+    pub appid: String,
+    pub transaction_id: String,
+    pub out_trade_no: String,
+    pub openid: String,
+    pub trade_type: &'static str,
+    pub description: String,
     /// The order's amount in fen (0 on a refund row).
-    amount: i64,
-    refund: Option<(String, String, i64)>,
+    pub amount: i64,
+    /// `(refund_id, out_refund_no, amount in fen)` on a refund row.
+    pub refund: Option<(String, String, i64)>,
 }
 
 fn china() -> FixedOffset {
@@ -72,7 +75,7 @@ impl WechatSim {
                 .get(out_trade_no)
                 .copied()
                 .unwrap_or(o.body.amount.total);
-            rows.push(Row {
+            rows.push(BillLine {
                 time,
                 appid: o.body.appid.clone(),
                 transaction_id: o.transaction_id.clone().unwrap_or_default(),
@@ -104,7 +107,7 @@ impl WechatSim {
                     continue;
                 };
                 let order = orders.get(&(m.clone(), out_trade_no.clone()));
-                rows.push(Row {
+                rows.push(BillLine {
                     time,
                     appid: order.map(|o| o.body.appid.clone()).unwrap_or_default(),
                     transaction_id: r.transaction_id.clone().unwrap_or_default(),
@@ -124,7 +127,7 @@ impl WechatSim {
             }
         }
         for i in 0..faults.add_unknown {
-            rows.push(Row {
+            rows.push(BillLine {
                 time: format!("{date} 12:00:00"),
                 appid: String::new(),
                 transaction_id: format!("42000{}", self.unique(23)),
@@ -140,17 +143,28 @@ impl WechatSim {
             return None;
         }
         rows.sort_by(|a, b| a.time.cmp(&b.time));
-        Some(write(mchid, &rows))
+        let mut out = Vec::with_capacity(256 * (rows.len() + 3));
+        write_bill(&mut out, mchid, rows).expect("writing to memory");
+        Some(String::from_utf8(out).expect("the bill is UTF-8"))
     }
 }
 
-fn write(mchid: &str, rows: &[Row]) -> String {
-    let mut out = String::with_capacity(256 * (rows.len() + 3));
-    out.push('\u{feff}');
-    out.push_str(HEADER);
-    out.push_str("\r\n");
-    let (mut settled, mut refunded, mut fees) = (0i64, 0i64, 0i64);
+/// Writes a whole bill of `rows` for merchant `mchid`, one line at a time
+/// (so a bill of any size streams, as `paymux bench` uses it).
+pub fn write_bill(
+    out: &mut impl std::io::Write,
+    mchid: &str,
+    rows: impl IntoIterator<Item = BillLine>,
+) -> std::io::Result<()> {
+    let mut line = String::with_capacity(512);
+    line.push('\u{feff}');
+    line.push_str(HEADER);
+    line.push_str("\r\n");
+    out.write_all(line.as_bytes())?;
+    let (mut count, mut settled, mut refunded, mut fees) = (0u64, 0i64, 0i64, 0i64);
     for r in rows {
+        count += 1;
+        line.clear();
         let (refund_id, out_refund_no, refund_amount) = r
             .refund
             .clone()
@@ -194,19 +208,21 @@ fn write(mchid: &str, rows: &[Row]) -> String {
         ];
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                line.push(',');
             }
-            out.push('`');
-            out.push_str(f);
+            line.push('`');
+            line.push_str(f);
         }
-        out.push_str("\r\n");
+        line.push_str("\r\n");
+        out.write_all(line.as_bytes())?;
     }
-    out.push_str(SUMMARY_HEADER);
-    out.push_str("\r\n");
+    line.clear();
+    line.push_str(SUMMARY_HEADER);
+    line.push_str("\r\n");
     // Fees are summed exactly, then rounded to the fen.
     let fee_total = (fees + 500) / 1000;
     let summary = [
-        format!("{}.0", rows.len()),
+        format!("{count}.0"),
         yuan(settled),
         yuan(refunded),
         "0.00".into(),
@@ -214,10 +230,10 @@ fn write(mchid: &str, rows: &[Row]) -> String {
         yuan(settled),
         yuan(refunded),
     ];
-    out.push('`');
-    out.push_str(&summary.join(",`"));
-    out.push_str("\r\n");
-    out
+    line.push('`');
+    line.push_str(&summary.join(",`"));
+    line.push_str("\r\n");
+    out.write_all(line.as_bytes())
 }
 
 #[cfg(test)]

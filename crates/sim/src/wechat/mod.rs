@@ -12,7 +12,7 @@
 //! simulator and the client cannot drift apart.
 
 mod api;
-mod bill;
+pub mod bill;
 mod refund;
 pub use refund::{RefundView, SimRefundState};
 

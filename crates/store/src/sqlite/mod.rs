@@ -1147,6 +1147,25 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn reconciliations(
+        &self,
+        channel_account_id: &str,
+        bill_date: chrono::NaiveDate,
+    ) -> Result<Vec<ReconciliationRun>> {
+        let (account, date) = (channel_account_id.to_owned(), bill_date.to_string());
+        self.engine
+            .scan(move |c| {
+                all(
+                    c,
+                    "SELECT * FROM reconciliations WHERE channel_account_id = ?1 AND bill_date = ?2
+                     ORDER BY started_at DESC, id DESC",
+                    [&account, &date],
+                    |r| row::reconciliation(r),
+                )
+            })
+            .await
+    }
+
     async fn settled_payments(&self, q: &SettledQuery) -> Result<Vec<Payment>> {
         let q = q.clone();
         self.engine
