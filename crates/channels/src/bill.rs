@@ -46,7 +46,12 @@ pub struct BillFile {
 pub enum BillFormat {
     /// WeChat Pay's trade bill, gzip-compressed.
     WechatTradeGzip,
+    /// The detail file of Alipay's trade bill, taken out of its zip (GBK).
+    AlipayDetail,
 }
+
+/// Largest bill paymux downloads or unpacks (about 30 million rows).
+pub const MAX_BILL_BYTES: u64 = 8 << 30;
 
 /// Longest line paymux reads from a bill; anything longer is an error, so a
 /// hostile or broken file cannot make a line grow without bound.
@@ -90,6 +95,7 @@ impl BillFile {
                     crate::wechat::bill::TradeBillReader::new(reader)?.records(),
                 ))
             }
+            BillFormat::AlipayDetail => Ok(crate::alipay::bill::records(file)),
         }
     }
 }
@@ -102,9 +108,54 @@ impl Drop for BillFile {
     }
 }
 
+/// A temporary file that is removed when this is dropped.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(what: &str) -> Self {
+        Scratch(temp_path(what))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A fresh path for a downloaded bill in the system's temporary directory.
 pub fn temp_path(what: &str) -> PathBuf {
     std::env::temp_dir().join(format!("paymux-{what}-{}", paymux_core::new_id("bill")))
+}
+
+/// Streams a download's body to `path`, at most `max` bytes, never
+/// holding it in memory (small writes to the page cache).
+pub async fn download_to(
+    mut resp: reqwest::Response,
+    path: &Path,
+    max: u64,
+) -> Result<(), ChannelError> {
+    let mut out = File::create(path).map_err(io)?;
+    let mut written: u64 = 0;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ChannelError::Transport(format!("downloading the bill: {e}")))?
+    {
+        written += chunk.len() as u64;
+        if written > max {
+            return Err(ChannelError::Protocol(format!(
+                "the bill is larger than {max} bytes"
+            )));
+        }
+        std::io::Write::write_all(&mut out, &chunk).map_err(io)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn io(e: std::io::Error) -> ChannelError {

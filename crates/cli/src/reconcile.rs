@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 #[derive(Args)]
 pub struct ReconcileArgs {
-    /// wechat (the channel whose bills paymux reads today).
+    /// wechat or alipay (the channels whose bills paymux reads).
     #[arg(long)]
     channel: String,
     /// One channel account; without it every enabled account of the channel.

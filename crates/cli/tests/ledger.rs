@@ -9,7 +9,7 @@ use paymux_store::testing;
 use serde_json::{json, Value};
 
 mod run;
-use run::paymux;
+use run::{paid_native, paymux};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_books_are_checked_and_shown_from_the_command_line() {
@@ -28,28 +28,9 @@ async fn the_books_are_checked_and_shown_from_the_command_line() {
                 .await
                 .unwrap();
         let client = MerchantClient::new(&server.base_url(), &app.app_id, &app.secret);
-        let http = reqwest::Client::new();
         let mut ids = Vec::new();
         for (no, amount) in [("L-1", 1_000), ("L-2", 2_500)] {
-            let created = client
-                .post(
-                    "/v1/payments",
-                    &json!({"merchant_order_no": no, "amount": amount, "channel": "alipay",
-                            "method": "native", "description": "tea",
-                            "notify_url": "https://mall.invalid/notify"}),
-                )
-                .await
-                .unwrap();
-            assert_eq!(created.status, 201, "{}", created.body);
-            let id = created.body["id"].as_str().unwrap().to_string();
-            let paid = http
-                .post(format!("{}/sim/alipay/pay", server.base_url()))
-                .json(&json!({"out_trade_no": id}))
-                .send()
-                .await
-                .unwrap();
-            assert!(paid.status().is_success());
-            ids.push(id);
+            ids.push(paid_native(&client, &server.base_url(), "alipay", no, amount).await);
         }
         // Alipay refunds settle in the call.
         let refund = client

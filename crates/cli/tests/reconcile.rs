@@ -12,22 +12,17 @@ use paymux_server::ServerConfig;
 use paymux_store::testing;
 use serde_json::{json, Value};
 
+mod run;
+
 const TOKEN: &str = "reconcile-cli-token";
 
 fn reconcile(base: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_paymux"))
-        .arg("reconcile")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paymux"));
+    cmd.arg("reconcile")
         .args(args)
         .args(["--url", base])
-        .env("PAYMUX_ADMIN_TOKEN", TOKEN)
-        .env("PAYMUX_LOG", "warn")
-        .output()
-        .expect("paymux runs");
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+        .env("PAYMUX_ADMIN_TOKEN", TOKEN);
+    run::output(cmd)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,31 +42,12 @@ async fn a_day_is_reconciled_from_the_command_line() {
         .await
         .unwrap();
     let client = MerchantClient::new(&base, &app.app_id, &app.secret);
-    let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for no in ["C-1", "C-2"] {
-        let created = client
-            .post(
-                "/v1/payments",
-                &json!({"merchant_order_no": no, "amount": 880, "channel": "wechat",
-                        "method": "native", "description": "tea",
-                        "notify_url": "https://mall.invalid/notify"}),
-            )
-            .await
-            .unwrap();
-        assert_eq!(created.status, 201, "{}", created.body);
-        let id = created.body["id"].as_str().unwrap().to_string();
-        let paid = http
-            .post(format!("{base}/sim/wechat/pay"))
-            .json(&json!({"out_trade_no": id}))
-            .send()
-            .await
-            .unwrap();
-        assert!(paid.status().is_success());
-        ids.push(id);
+        ids.push(run::paid_native(&client, &base, "wechat", no, 880).await);
     }
     // The bill will lack the second payment.
-    let set = http
+    let set = reqwest::Client::new()
         .post(format!("{base}/sim/wechat/bills/faults"))
         .json(&json!({"drop": [ids[1]]}))
         .send()

@@ -479,3 +479,57 @@ async fn refunds_settle_in_the_call_and_are_never_made_twice() {
         assert!(sim.refunds(&no).is_empty());
     }
 }
+
+async fn bill_of_today(ch: &Alipay) -> Vec<paymux_channels::bill::BillRecord> {
+    let today = (Utc::now() + Duration::hours(8)).date_naive();
+    let file = ch.bill(today).await.unwrap();
+    tokio::task::spawn_blocking(move || file.records().unwrap().collect::<Result<Vec<_>, _>>())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_days_bill_is_a_zip_of_gbk_csv_with_the_injected_differences() {
+    use paymux_channels::bill::BillRecord;
+    let (_sim, host) = start_sim().await;
+    let ch = Alipay::new(register(&host, false).await, reqwest::Client::new()).unwrap();
+    assert!(ch.reads_bills());
+    // Nothing moved: no bill, read as an empty one.
+    assert!(bill_of_today(&ch).await.is_empty());
+    let (a, b) = (order_no("bill"), order_no("bill"));
+    for no in [&a, &b] {
+        ch.prepay(&request(no, PayMethod::Native)).await.unwrap();
+        assert_eq!(sim_pay(&host, no).await, 200);
+    }
+    let refund = refund_of(&a, 400);
+    ch.refund(&refund).await.unwrap();
+
+    let records = bill_of_today(&ch).await;
+    assert_eq!(records.len(), 3, "{records:?}");
+    for no in [&a, &b] {
+        assert!(records.iter().any(|r| matches!(r,
+            BillRecord::Payment { out_trade_no, amount: 1999, fee_milli: 12_000, .. } if out_trade_no == no)),
+            "{records:?}");
+    }
+    assert!(records.iter().any(|r| matches!(r,
+        BillRecord::Refund { out_trade_no, out_refund_no, amount: 400, succeeded: true, .. }
+            if *out_trade_no == a && *out_refund_no == refund.out_refund_no)));
+
+    let set = reqwest::Client::new()
+        .post(format!("{host}/sim/alipay/bills/faults"))
+        .json(&json!({"drop": [refund.out_refund_no], "add_unknown": 1, "change_amount": {b.clone(): 7}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let faulty = bill_of_today(&ch).await;
+    assert!(!faulty
+        .iter()
+        .any(|r| matches!(r, BillRecord::Refund { .. })));
+    assert!(faulty.iter().any(|r| matches!(r,
+        BillRecord::Payment { out_trade_no, amount: 7, .. } if *out_trade_no == b)));
+    assert!(faulty.iter().any(|r| matches!(r,
+        BillRecord::Payment { out_trade_no, .. } if out_trade_no.starts_with("unknown"))));
+    assert_eq!(bill_of_today(&ch).await.len(), 3);
+}

@@ -366,17 +366,16 @@ pub(crate) const CHECKS: &[(LedgerIssueKind, &str)] = &[
     ),
     (
         LedgerIssueKind::ReceivableMismatch,
-        "SELECT merchant_id || ' ' || channel_account_id || ' ' || currency AS subject,
-                CAST(SUM(CASE WHEN account IN ('merchant_revenue', 'merchant_refunds')
-                              THEN credit_minor - debit_minor ELSE 0 END) AS BIGINT) AS expected,
-                CAST(SUM(CASE WHEN account = 'channel_receivable'
-                              THEN debit_minor - credit_minor ELSE 0 END) AS BIGINT) AS actual
-         FROM ledger_postings GROUP BY merchant_id, channel_account_id, currency
-         HAVING SUM(CASE WHEN account IN ('merchant_revenue', 'merchant_refunds')
-                         THEN credit_minor - debit_minor ELSE 0 END)
-             <> SUM(CASE WHEN account = 'channel_receivable'
-                         THEN debit_minor - credit_minor ELSE 0 END)
-         ORDER BY 1",
+        "SELECT subject, expected, actual FROM (
+             SELECT merchant_id || ' ' || channel_account_id || ' ' || currency AS subject,
+                 CAST(SUM(CASE WHEN account IN ('merchant_revenue', 'merchant_refunds')
+                               THEN credit_minor - debit_minor ELSE 0 END) AS BIGINT) AS expected,
+                 CAST(SUM(CASE WHEN account = 'channel_receivable'
+                               THEN debit_minor - credit_minor ELSE 0 END) AS BIGINT) AS actual
+             FROM ledger_postings GROUP BY merchant_id, channel_account_id, currency
+         ) books
+         WHERE expected <> actual
+         ORDER BY subject",
     ),
 ];
 

@@ -13,6 +13,7 @@
 //!
 //! [`sign`] is public so paymux's simulator uses the very same rules.
 
+pub mod bill;
 mod notify;
 mod refund;
 pub mod sign;
@@ -21,11 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use paymux_core::{Clock, Currency, Money, PayMethod, SystemClock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::bill::{self as bill_file, BillFile, BillFormat};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::{
     Callback, CallbackReply, Channel, ChannelError, ChannelRefund, ChannelTrade, Notification,
@@ -549,6 +551,52 @@ impl Channel for Alipay {
 
     async fn query_refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
         self.find_refund(req).await
+    }
+
+    fn reads_bills(&self) -> bool {
+        true
+    }
+
+    async fn bill(&self, date: NaiveDate) -> Result<BillFile, ChannelError> {
+        const METHOD: &str = "alipay.data.dataservice.bill.downloadurl.query";
+        let biz = json!({"bill_type": "trade", "bill_date": date.to_string()});
+        let node = self.call(METHOD, &biz, None).await?;
+        if code_of(&node) != sign::CODE_SUCCESS {
+            // No trade that day: Alipay makes no bill.
+            if str_field(&node, "sub_code") == Some("isp.bill_not_exist") {
+                return Ok(BillFile::empty());
+            }
+            return Err(rejection(&node));
+        }
+        let link = str_field(&node, "bill_download_url")
+            .ok_or_else(|| ChannelError::Protocol(format!("{METHOD}: no bill_download_url")))?;
+        // The link comes in a signed answer; it points at Alipay's file
+        // servers (not the gateway) and needs no signature of its own.
+        let url = reqwest::Url::parse(link)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| ChannelError::Protocol(format!("{METHOD}: bad bill_download_url")))?;
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| ChannelError::Transport(format!("downloading the bill: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(ChannelError::Rejected {
+                code: format!("HTTP_{}", resp.status().as_u16()),
+                message: "the bill download was refused".into(),
+            });
+        }
+        let zip = bill_file::Scratch::new("alipay-bill-zip");
+        bill_file::download_to(resp, zip.path(), bill_file::MAX_BILL_BYTES).await?;
+        let dest = bill_file::temp_path("alipay-bill");
+        // Owned from here: an error below removes the partial file.
+        let file = BillFile::new(dest.clone(), BillFormat::AlipayDetail);
+        tokio::task::spawn_blocking(move || bill::extract_detail(zip.path(), &dest))
+            .await
+            .map_err(|e| ChannelError::Protocol(format!("unpacking the bill: {e}")))??;
+        Ok(file)
     }
 
     fn callback_reply(&self, ok: bool) -> CallbackReply {

@@ -436,7 +436,7 @@ impl Channel for WechatPay {
                     link.download_url
                 ))
             })?;
-        let mut resp = self.request(reqwest::Method::GET, path, None).await?;
+        let resp = self.request(reqwest::Method::GET, path, None).await?;
         if resp.status() != reqwest::StatusCode::OK {
             return Err(ChannelError::Rejected {
                 code: format!("HTTP_{}", resp.status().as_u16()),
@@ -446,25 +446,7 @@ impl Channel for WechatPay {
         let path = bill_file::temp_path("wechat-tradebill");
         // Owned from here: an error below removes the partial file.
         let file = BillFile::new(path.clone(), BillFormat::WechatTradeGzip);
-        let mut out = std::fs::File::create(&path).map_err(bill_file::io)?;
-        let mut written: u64 = 0;
-        // Chunks go straight to disk (small writes to the page cache), so
-        // the bill is never held in memory.
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ChannelError::Transport(format!("downloading the bill: {e}")))?
-        {
-            written += chunk.len() as u64;
-            if written > bill::MAX_DOWNLOAD_BYTES {
-                return Err(ChannelError::Protocol(format!(
-                    "the bill is larger than {} bytes",
-                    bill::MAX_DOWNLOAD_BYTES
-                )));
-            }
-            std::io::Write::write_all(&mut out, &chunk).map_err(bill_file::io)?;
-        }
-        drop(out);
+        bill_file::download_to(resp, &path, bill::MAX_DOWNLOAD_BYTES).await?;
         let want = link.hash_value;
         tokio::task::spawn_blocking(move || bill::check_gzip_sha1(&path, &want))
             .await

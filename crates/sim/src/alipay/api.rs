@@ -31,6 +31,7 @@ where
         .route("/pay", post(pay))
         .route("/gateway.do", get(gateway).post(gateway))
         .route("/refunds", get(list_refunds))
+        .route("/bills/download", get(download_bill))
         .with_state(sim.clone())
         .merge(crate::faults::routes::router(sim.faults.clone()))
 }
@@ -134,8 +135,20 @@ async fn pay(State(sim): State<Arc<AlipaySim>>, Json(req): Json<PayRequest>) -> 
 async fn gateway(
     State(sim): State<Arc<AlipaySim>>,
     OriginalUri(uri): OriginalUri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Where this simulator's files are served: beside its gateway, wherever
+    // it is mounted.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let files_base = format!(
+        "{}://{host}{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.path().trim_end_matches("/gateway.do")
+    );
     let mut params = match sign::parse_form(uri.query().unwrap_or("").as_bytes()) {
         Ok(p) => p,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -179,7 +192,7 @@ async fn gateway(
             return gateway_answer(body);
         }
     }
-    let (answer, notify) = gateway_call(&sim, &method, &params);
+    let (answer, notify) = gateway_call(&sim, &method, &params, &files_base);
     if let Some(notify) = notify {
         // After the answer, like Alipay, and subject to the callback faults.
         let sim = sim.clone();
@@ -198,8 +211,9 @@ fn gateway_call(
     sim: &AlipaySim,
     method: &str,
     params: &Params,
+    files_base: &str,
 ) -> (Response, Option<reqwest::RequestBuilder>) {
-    let (node, notify) = match sim.handle(method, params) {
+    let (node, notify) = match sim.handle(method, params, files_base) {
         Ok(Handled::Node(node)) => (node, None),
         Ok(Handled::NodeThen(node, notify)) => (node, notify.map(|n| *n)),
         Ok(Handled::Cashier(order)) => return (cashier(&order), None),
@@ -273,7 +287,7 @@ pub(crate) enum Handled {
 
 impl AlipaySim {
     /// Checks the common parameters and the signature, then runs the method.
-    fn handle(&self, method: &str, p: &Params) -> Result<Handled, Refusal> {
+    fn handle(&self, method: &str, p: &Params, files_base: &str) -> Result<Handled, Refusal> {
         let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
         if method.is_empty() {
             return Err(Refusal::args("isv.missing-method", "缺少方法名参数"));
@@ -361,6 +375,9 @@ impl AlipaySim {
                 .refund(&app, &biz)
                 .map(|(node, notify)| Handled::NodeThen(node, notify.map(Box::new))),
             "alipay.trade.fastpay.refund.query" => self.refund_query(&app, &biz).map(Handled::Node),
+            "alipay.data.dataservice.bill.downloadurl.query" => {
+                self.bill_link(&app, &biz, files_base).map(Handled::Node)
+            }
             _ => Err(Refusal::args("isv.invalid-method", "不存在的方法名")),
         }
     }
@@ -613,4 +630,20 @@ async fn list_refunds(
     axum::extract::Query(q): axum::extract::Query<RefundsQuery>,
 ) -> Response {
     Json(sim.refunds(&q.out_trade_no)).into_response()
+}
+
+/// `GET /bills/download?…&token=`: a bill's zip, like Alipay's file
+/// servers: no signature, the token is the key.
+async fn download_bill(
+    State(sim): State<Arc<AlipaySim>>,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    let token = sign::parse_form(uri.query().unwrap_or("").as_bytes())
+        .ok()
+        .and_then(|p| p.get("token").cloned())
+        .unwrap_or_default();
+    match sim.bill_file(&token) {
+        Some(zip) => ([(axum::http::header::CONTENT_TYPE, "application/zip")], zip).into_response(),
+        None => text(StatusCode::NOT_FOUND, "no such bill".into()),
+    }
 }
