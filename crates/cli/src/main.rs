@@ -178,12 +178,21 @@ pub fn redact(url: &str) -> String {
 pub async fn start_sandbox(
     url: &str,
 ) -> Result<(Arc<dyn paymux_store::Store>, paymux_server::Running), String> {
+    start_sandbox_with(url, |_| {}).await
+}
+
+/// [`start_sandbox`] with more configuration.
+pub async fn start_sandbox_with(
+    url: &str,
+    tweak: impl FnOnce(&mut paymux_server::ServerConfig),
+) -> Result<(Arc<dyn paymux_store::Store>, paymux_server::Running), String> {
     let store = paymux_store::open(url).await.map_err(|e| e.to_string())?;
-    let config = paymux_server::ServerConfig {
+    let mut config = paymux_server::ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         sandbox: true,
         ..Default::default()
     };
+    tweak(&mut config);
     let server = paymux_server::start(config, store.clone())
         .await
         .map_err(|e| e.to_string())?;

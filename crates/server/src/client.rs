@@ -26,6 +26,8 @@ pub struct ApiResponse {
     pub body: Value,
     /// Whether the response signature verified with our secret.
     pub signature_ok: bool,
+    /// The `Retry-After` header, in seconds, when there is one.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiResponse {
@@ -143,6 +145,7 @@ impl MerchantClient {
             header(HEADER_NONCE),
             header(HEADER_SIGNATURE),
         );
+        let retry_after = header("retry-after").parse().ok();
         let bytes = resp.bytes().await?;
         let signature_ok = signing::verify_response(&self.secret, &ts, &nonce, &bytes, &sig);
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -150,6 +153,7 @@ impl MerchantClient {
             status,
             body,
             signature_ok,
+            retry_after,
         })
     }
 }

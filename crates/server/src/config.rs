@@ -65,6 +65,7 @@ pub struct ServerConfig {
     pub notifier: NotifierConfig,
     pub poller: PollerConfig,
     pub reconcile: ReconcileConfig,
+    pub rate_limit: RateLimitConfig,
     pub breaker: BreakerConfig,
     pub channel_http: ChannelHttpConfig,
 }
@@ -133,6 +134,46 @@ pub struct NotifierConfig {
     /// Deliveries in flight at once for one merchant, so that one merchant's
     /// dead endpoint never holds every slot.
     pub per_merchant_concurrency: usize,
+}
+
+/// `[rate_limit]`: how many merchant API requests each app may make, per
+/// node. `app_rps = 0` turns the limit off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per second an app may make on average.
+    pub app_rps: f64,
+    /// Requests an idle app may make at once.
+    pub app_burst: u32,
+    /// Other limits for some apps, by app id.
+    pub apps: std::collections::BTreeMap<String, AppRate>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRate {
+    pub rps: f64,
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            app_rps: 1000.0,
+            app_burst: 2000,
+            apps: Default::default(),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// The rate `app_id` is held to (`None`: unlimited).
+    pub fn for_app(&self, app_id: &str) -> Option<crate::rate_limit::Rate> {
+        match self.apps.get(app_id) {
+            Some(r) => crate::rate_limit::Rate::new(r.rps, r.burst),
+            None => crate::rate_limit::Rate::new(self.app_rps, self.app_burst),
+        }
+    }
 }
 
 /// `[reconcile]`: the daily reconciliation of every account whose
@@ -306,6 +347,7 @@ impl Default for ServerConfig {
             notifier: NotifierConfig::default(),
             poller: PollerConfig::default(),
             reconcile: ReconcileConfig::default(),
+            rate_limit: RateLimitConfig::default(),
             breaker: BreakerConfig::default(),
             channel_http: ChannelHttpConfig::default(),
         }
@@ -510,6 +552,26 @@ mod tests {
         let c = ServerConfig::load(None, env).unwrap();
         assert_eq!(c.poller.schedule_secs, vec![5, 10]);
         assert_eq!(c.poller.first_delay_secs, 30);
+    }
+
+    #[test]
+    fn rate_limits_and_the_reconciliation_hour_are_configured_and_checked() {
+        let env = [
+            ("PAYMUX_RATE_LIMIT_APP_RPS", "50"),
+            ("PAYMUX_RATE_LIMIT_APP_BURST", "10"),
+            ("PAYMUX_RECONCILE_HOUR", "9"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let file = serde_json::json!({"rate_limit": {"apps": {"app_big": {"rps": 0, "burst": 1}}}});
+        let c = ServerConfig::load(Some(file), env).unwrap();
+        assert_eq!((c.rate_limit.app_rps, c.rate_limit.app_burst), (50.0, 10));
+        assert_eq!(c.reconcile.hour, 9);
+        assert!(c.rate_limit.for_app("app_any").is_some());
+        assert_eq!(c.rate_limit.for_app("app_big"), None, "0 rps: no limit");
+        let late = [("PAYMUX_RECONCILE_HOUR".to_string(), "24".to_string())];
+        assert!(ServerConfig::load(None, late)
+            .unwrap_err()
+            .contains("reconcile.hour"));
     }
 
     #[test]

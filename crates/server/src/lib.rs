@@ -20,6 +20,7 @@ pub mod notifier;
 pub mod observe;
 pub mod ops;
 pub mod outbound;
+pub mod rate_limit;
 pub mod reconcile;
 pub mod refunds;
 pub mod request_keys;

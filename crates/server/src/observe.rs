@@ -22,6 +22,10 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Every metric paymux writes, with its help text.
 const COUNTERS: &[(&str, &str)] = &[
     (
+        "paymux_rate_limited_total",
+        "Requests refused for being over a rate limit, by scope (app)",
+    ),
+    (
         "paymux_reconciliation_runs_total",
         "Reconciliation runs finished, by channel and status (succeeded, failed)",
     ),

@@ -72,7 +72,10 @@ mod tests {
             assert!(l.take("app", rate, t0).is_ok());
         }
         let wait = l.take("app", rate, t0).unwrap_err();
-        assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(90) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
         // One interval later, one more.
         let t1 = t0 + Duration::from_millis(100);
         assert!(l.take("app", rate, t1).is_ok());

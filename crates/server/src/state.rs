@@ -34,6 +34,8 @@ pub struct AppState {
     pub http: crate::outbound::NotifyClient,
     /// Failed merchant authentications, for the log, metrics and back-off.
     pub auth_failures: Arc<AuthFailures>,
+    /// Each app's request budget (`[rate_limit]`).
+    pub app_limits: Arc<crate::rate_limit::Limiter>,
     pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
 }
 
@@ -87,6 +89,7 @@ impl AppState {
             outbox_wakeup: Arc::new(Notify::new()),
             http,
             auth_failures,
+            app_limits: Default::default(),
             sandbox,
         })
     }

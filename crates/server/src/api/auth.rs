@@ -96,6 +96,19 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         Err(e) => return e.into_response(),
     };
     tracing::Span::current().record("merchant_id", app.merchant_id.as_str());
+    // After authentication, so nobody but the app can spend its budget.
+    if let Some(rate) = state.config.rate_limit.for_app(&app.app_id) {
+        if let Err(wait) = state.app_limits.take(&app.app_id, rate, started) {
+            metrics::counter!("paymux_rate_limited_total", "scope" => "app").increment(1);
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "this app is over its request rate; retry after the Retry-After seconds",
+            );
+            e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+            return sign(&state, &secret, e.into_response()).await;
+        }
+    }
     parts.extensions.insert(Caller {
         app_id: app.app_id.clone(),
         merchant_id: app.merchant_id.clone(),

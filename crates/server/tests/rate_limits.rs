@@ -1,0 +1,78 @@
+//! Per-app rate limits: a burst passes, the next request is refused with
+//! 429 `RATE_LIMITED` and `Retry-After` (signed like every answer), other
+//! apps keep their own budget, and the budget comes back with time.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::spawn_app;
+use paymux_core::SystemClock;
+use paymux_server::client::MerchantClient;
+use paymux_server::config::AppRate;
+
+on_every_backend!(an_app_over_its_rate_is_told_when_to_come_back, |db| {
+    let app = spawn_app(&db, |c| {
+        c.rate_limit.app_rps = 2.0;
+        c.rate_limit.app_burst = 3;
+    })
+    .await;
+    for _ in 0..3 {
+        let r = app.client.get("/v1/payments?limit=1").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = app.client.get("/v1/payments?limit=1").await.unwrap();
+    assert_eq!(
+        (r.status, r.error_code()),
+        (429, Some("RATE_LIMITED")),
+        "{}",
+        r.body
+    );
+    assert!(r.signature_ok, "a limited answer is signed too");
+    assert_eq!(r.retry_after, Some(1));
+
+    // Another merchant's app has a budget of its own.
+    let (_, other) = paymux_server::merchants::create_merchant(&*db.store, &SystemClock, "Other")
+        .await
+        .unwrap();
+    let other = MerchantClient::new(&app.server.base_url(), &other.app_id, &other.secret);
+    assert_eq!(other.get("/v1/payments?limit=1").await.unwrap().status, 200);
+
+    // At 2 per second, the next one is allowed half a second later.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        app.client.get("/v1/payments?limit=1").await.unwrap().status,
+        200
+    );
+    app.server.stop();
+});
+
+on_every_backend!(an_app_can_have_a_limit_of_its_own, |db| {
+    let (_, vip) = paymux_server::merchants::create_merchant(&*db.store, &SystemClock, "VIP")
+        .await
+        .unwrap();
+    let vip_id = vip.app_id.clone();
+    let app = spawn_app(&db, move |c| {
+        c.rate_limit.app_rps = 1.0;
+        c.rate_limit.app_burst = 1;
+        // No limit for this one.
+        c.rate_limit
+            .apps
+            .insert(vip_id, AppRate { rps: 0.0, burst: 1 });
+    })
+    .await;
+    let vip = MerchantClient::new(&app.server.base_url(), &vip.app_id, &vip.secret);
+    for _ in 0..20 {
+        assert_eq!(vip.get("/v1/payments?limit=1").await.unwrap().status, 200);
+    }
+    assert_eq!(
+        app.client.get("/v1/payments?limit=1").await.unwrap().status,
+        200
+    );
+    assert_eq!(
+        app.client.get("/v1/payments?limit=1").await.unwrap().status,
+        429
+    );
+    app.server.stop();
+});
