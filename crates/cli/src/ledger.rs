@@ -78,12 +78,13 @@ pub async fn run(command: LedgerCommand) -> Result<(), String> {
             }
             for b in &books {
                 println!(
-                    "{}  {:<8} {}  captured={} refunded={} receivable={}",
+                    "{}  {:<8} {}  captured={} refunded={} fees={} receivable={}",
                     b.channel_account_id,
                     b.channel,
                     b.currency,
                     b.captured,
                     b.refunded,
+                    b.fees,
                     b.receivable
                 );
             }

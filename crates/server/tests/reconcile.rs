@@ -96,6 +96,14 @@ async fn every_difference_is_reported(db: &paymux_store::testing::TestDb, channe
         (&json!(4), &json!(0)),
         "{run}"
     );
+    // The bill's fees (the simulators charge 0.6 %) are in the books now,
+    // and a second run posts none twice.
+    let fees = json!(6 + 12 + 18);
+    let books = app.checked_books(db).await;
+    assert_eq!(
+        (&books["fees"], &books["receivable"]),
+        (&fees, &json!(6000 - 400 - 36))
+    );
 
     // Now every kind of difference: a payment whose callback was lost
     // (missing here, and settled by the run), a trade paymux never made, a
@@ -204,6 +212,9 @@ async fn every_difference_is_reported(db: &paymux_store::testing::TestDb, channe
         "{csv}"
     );
 
+    // The lost payment's fee joined the others; none was posted twice.
+    let books = app.checked_books(db).await;
+    assert_eq!(books["fees"], json!(36 + 4), "{books}");
     // The faults were for that bill only, and the lost payment is settled:
     // a third run finds the day in agreement.
     let (_, body) = app

@@ -5,12 +5,14 @@
 //! Accounts are kept per merchant and per channel account:
 //! - `channel_receivable` (asset): what the channel holds for the merchant;
 //! - `merchant_revenue` (income): payments captured;
-//! - `merchant_refunds` (contra-income): refunds paid back.
+//! - `merchant_refunds` (contra-income): refunds paid back;
+//! - `channel_fees` (expense): what the channel kept, as its bill states.
 //!
 //! A captured payment debits the receivable and credits revenue; a refund
-//! that succeeded debits refunds and credits the receivable. So, per
-//! channel account and currency, receivable = revenue − refunds, and that is
-//! what the merchant is owed by the channel before its fees.
+//! that succeeded debits refunds and credits the receivable; a fee (posted
+//! when the channel's bill is reconciled) debits fees and credits the
+//! receivable. So, per channel account and currency, receivable = revenue −
+//! refunds − fees: what the channel owes the merchant.
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,13 +29,15 @@ pub enum LedgerAccount {
     ChannelReceivable,
     MerchantRevenue,
     MerchantRefunds,
+    ChannelFees,
 }
 
 impl LedgerAccount {
-    pub const ALL: [LedgerAccount; 3] = [
+    pub const ALL: [LedgerAccount; 4] = [
         LedgerAccount::ChannelReceivable,
         LedgerAccount::MerchantRevenue,
         LedgerAccount::MerchantRefunds,
+        LedgerAccount::ChannelFees,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,7 @@ impl LedgerAccount {
             LedgerAccount::ChannelReceivable => "channel_receivable",
             LedgerAccount::MerchantRevenue => "merchant_revenue",
             LedgerAccount::MerchantRefunds => "merchant_refunds",
+            LedgerAccount::ChannelFees => "channel_fees",
         }
     }
 }
@@ -79,10 +84,16 @@ pub const REFUND: [(LedgerAccount, Side); 2] = [
     (LedgerAccount::ChannelReceivable, Side::Credit),
 ];
 
+/// The channel's fee for a payment, from its bill.
+pub const FEE: [(LedgerAccount, Side); 2] = [
+    (LedgerAccount::ChannelFees, Side::Debit),
+    (LedgerAccount::ChannelReceivable, Side::Credit),
+];
+
 /// One row of the ledger: one account's side of one ledger transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Posting {
-    /// `capture:<payment id>` or `refund:<refund id>`.
+    /// `capture:<payment id>`, `refund:<refund id>` or `fee:<payment id>`.
     pub txn_id: String,
     pub account: LedgerAccount,
     pub merchant_id: String,
@@ -114,6 +125,39 @@ pub fn capture(p: &Payment, at: DateTime<Utc>) -> Vec<Posting> {
         refund_id: None,
         created_at: at,
     })
+}
+
+/// The ledger transaction id of a payment's fee.
+pub fn fee_txn(payment_id: &str) -> String {
+    format!("fee:{payment_id}")
+}
+
+/// The postings of the channel's fee of `fee` minor units for a captured payment.
+pub fn fee(p: &Payment, fee: i64, at: DateTime<Utc>) -> Vec<Posting> {
+    legs(&FEE, fee, |account| Posting {
+        txn_id: fee_txn(p.id.as_str()),
+        account,
+        merchant_id: p.merchant_id.clone(),
+        channel_account_id: p.channel_account_id.clone(),
+        currency: p.amount.currency.as_str().to_owned(),
+        debit: 0,
+        credit: 0,
+        payment_id: p.id.as_str().to_owned(),
+        refund_id: None,
+        created_at: at,
+    })
+}
+
+/// What [`crate::Store::post_fee`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeePosted {
+    New,
+    /// The same fee was posted before.
+    Already,
+    /// Another fee was posted before: this is it (nothing changed).
+    Differs {
+        posted: i64,
+    },
 }
 
 /// The postings of a refund that has just succeeded; `channel_account_id`
@@ -158,6 +202,10 @@ fn legs(
     postings
 }
 
+/// The fee posted for a payment, if any.
+pub(crate) const POSTED_FEE: &str = "SELECT CAST(SUM(debit_minor) AS BIGINT) AS fee
+     FROM ledger_postings WHERE txn_id = $1 AND account = 'channel_fees'";
+
 /// Inserts one posting; `$1`…`$10` as [`Posting`]'s fields are ordered.
 pub(crate) const INSERT_POSTING: &str = "INSERT INTO ledger_postings (txn_id, account,
         merchant_id, channel_account_id, currency, debit_minor, credit_minor, payment_id,
@@ -186,7 +234,9 @@ pub struct BalanceSummary {
     pub captured: i64,
     /// Refunds paid back.
     pub refunded: i64,
-    /// What the channel holds for the merchant: `captured − refunded`.
+    /// The channel's fees, as far as its bills have been reconciled.
+    pub fees: i64,
+    /// What the channel holds for the merchant: `captured − refunded − fees`.
     pub receivable: i64,
 }
 
@@ -206,6 +256,7 @@ pub fn summarise(rows: &[AccountBalance]) -> Vec<BalanceSummary> {
                 currency: r.currency.clone(),
                 captured: 0,
                 refunded: 0,
+                fees: 0,
                 receivable: 0,
             });
         }
@@ -214,6 +265,7 @@ pub fn summarise(rows: &[AccountBalance]) -> Vec<BalanceSummary> {
             LedgerAccount::ChannelReceivable => s.receivable += r.debit - r.credit,
             LedgerAccount::MerchantRevenue => s.captured += r.credit - r.debit,
             LedgerAccount::MerchantRefunds => s.refunded += r.debit - r.credit,
+            LedgerAccount::ChannelFees => s.fees += r.debit - r.credit,
         }
     }
     out
@@ -242,6 +294,9 @@ pub enum LedgerIssueKind {
     Unbalanced,
     /// A posting to an account the ledger does not have.
     UnknownAccount,
+    /// A posting on an account, or a side, that its kind of transaction
+    /// (capture, refund, fee) does not post to.
+    Misplaced,
     /// A posting whose merchant, channel account or currency is not its payment's.
     Misattributed,
     /// A payment whose captured amount in the ledger is not what its status says.
@@ -250,7 +305,8 @@ pub enum LedgerIssueKind {
     RefundMismatch,
     /// A payment whose refunded total is not the sum of its succeeded refunds.
     RefundedTotalMismatch,
-    /// A channel account whose receivable is not its revenue minus its refunds.
+    /// A channel account whose receivable is not its revenue minus its
+    /// refunds and fees.
     ReceivableMismatch,
 }
 
@@ -316,7 +372,25 @@ pub(crate) const CHECKS: &[(LedgerIssueKind, &str)] = &[
         "SELECT txn_id || ' ' || account AS subject, CAST(0 AS BIGINT) AS expected,
                 debit_minor + credit_minor AS actual
          FROM ledger_postings
-         WHERE account NOT IN ('channel_receivable', 'merchant_revenue', 'merchant_refunds')
+         WHERE account NOT IN
+             ('channel_receivable', 'merchant_revenue', 'merchant_refunds', 'channel_fees')
+         ORDER BY txn_id",
+    ),
+    (
+        LedgerIssueKind::Misplaced,
+        "SELECT txn_id || ' ' || account AS subject, CAST(0 AS BIGINT) AS expected,
+                debit_minor + credit_minor AS actual
+         FROM ledger_postings
+         WHERE NOT (
+             (txn_id LIKE 'capture:%' AND refund_id IS NULL
+                 AND ((account = 'channel_receivable' AND credit_minor = 0)
+                   OR (account = 'merchant_revenue' AND debit_minor = 0)))
+             OR (txn_id LIKE 'refund:%' AND refund_id IS NOT NULL
+                 AND ((account = 'merchant_refunds' AND credit_minor = 0)
+                   OR (account = 'channel_receivable' AND debit_minor = 0)))
+             OR (txn_id LIKE 'fee:%' AND refund_id IS NULL
+                 AND ((account = 'channel_fees' AND credit_minor = 0)
+                   OR (account = 'channel_receivable' AND debit_minor = 0))))
          ORDER BY txn_id",
     ),
     (
@@ -368,7 +442,7 @@ pub(crate) const CHECKS: &[(LedgerIssueKind, &str)] = &[
         LedgerIssueKind::ReceivableMismatch,
         "SELECT subject, expected, actual FROM (
              SELECT merchant_id || ' ' || channel_account_id || ' ' || currency AS subject,
-                 CAST(SUM(CASE WHEN account IN ('merchant_revenue', 'merchant_refunds')
+                 CAST(SUM(CASE WHEN account <> 'channel_receivable'
                                THEN credit_minor - debit_minor ELSE 0 END) AS BIGINT) AS expected,
                  CAST(SUM(CASE WHEN account = 'channel_receivable'
                                THEN debit_minor - credit_minor ELSE 0 END) AS BIGINT) AS actual
@@ -467,7 +541,9 @@ mod tests {
         // The SQL spells account names; they must be the enum's.
         for (_, sql) in CHECKS {
             for word in sql.split(|c: char| !(c.is_ascii_lowercase() || c == '_')) {
-                if word.starts_with("merchant_r") || word.starts_with("channel_rec") {
+                let account_like = word.starts_with("merchant_r")
+                    || (word.starts_with("channel_") && word != "channel_account_id");
+                if account_like {
                     assert!(word.parse::<LedgerAccount>().is_ok(), "{word} in {sql}");
                 }
             }

@@ -288,6 +288,16 @@ pub trait Store: Send + Sync + 'static {
     async fn balances(&self, merchant_id: &str) -> Result<Vec<AccountBalance>>;
     /// A payment's postings (its capture and its refunds'), oldest first.
     async fn payment_postings(&self, payment_id: &PaymentId) -> Result<Vec<Posting>>;
+    /// Posts the channel's fee of `fee` minor units (from its bill) for a
+    /// payment that succeeded, once: a fee already posted is left as it is
+    /// and reported ([`ledger::FeePosted`]). [`StoreError::Invalid`] if the
+    /// payment has not succeeded.
+    async fn post_fee(
+        &self,
+        payment_id: &PaymentId,
+        fee: i64,
+        at: DateTime<Utc>,
+    ) -> Result<ledger::FeePosted>;
     /// Checks the whole ledger: every transaction balanced, every posting on
     /// a known account of its own payment's merchant and channel account,
     /// and the books agreeing with payments and refunds. Reports at most

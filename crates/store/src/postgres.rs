@@ -1141,6 +1141,32 @@ impl Store for PgStore {
         rows.iter().map(row::posting).collect()
     }
 
+    async fn post_fee(
+        &self,
+        payment_id: &PaymentId,
+        fee: i64,
+        at: DateTime<Utc>,
+    ) -> Result<ledger::FeePosted> {
+        let mut tx = self.pool.begin().await?;
+        // Locked, so two runs posting the same fee wait for each other.
+        let payment = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
+            .bind(payment_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("payment {payment_id}")))?;
+        let payment = row::payment(&payment)?;
+        shared::check_fee(&payment, fee)?;
+        let before: Option<i64> = sqlx::query_scalar(ledger::POSTED_FEE)
+            .bind(ledger::fee_txn(payment_id.as_str()))
+            .fetch_one(&mut *tx)
+            .await?;
+        if before.is_none() {
+            insert_postings(&mut tx, &ledger::fee(&payment, fee, at)).await?;
+        }
+        tx.commit().await?;
+        Ok(shared::fee_outcome(before, fee))
+    }
+
     async fn ledger_check(&self, limit: u32) -> Result<LedgerCheck> {
         // One snapshot for every check, so a payment settling meanwhile
         // cannot show as a mismatch between two of them.

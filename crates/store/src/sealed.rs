@@ -510,6 +510,14 @@ impl Store for SealedStore {
     async fn payment_postings(&self, payment_id: &PaymentId) -> Result<Vec<Posting>> {
         self.inner.payment_postings(payment_id).await
     }
+    async fn post_fee(
+        &self,
+        payment_id: &PaymentId,
+        fee: i64,
+        at: DateTime<Utc>,
+    ) -> Result<crate::ledger::FeePosted> {
+        self.inner.post_fee(payment_id, fee, at).await
+    }
     async fn ledger_check(&self, limit: u32) -> Result<LedgerCheck> {
         self.inner.ledger_check(limit).await
     }

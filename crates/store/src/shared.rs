@@ -87,3 +87,30 @@ pub(crate) fn refund_verdict(
         })),
     }
 }
+
+/// The fee a payment may be charged: positive, and only once it succeeded.
+pub(crate) fn check_fee(payment: &Payment, fee: i64) -> Result<()> {
+    if payment.status != PaymentStatus::Succeeded {
+        return Err(StoreError::Invalid(format!(
+            "a fee is posted for a succeeded payment; {} is {}",
+            payment.id, payment.status
+        )));
+    }
+    if fee <= 0 || fee > payment.amount.minor {
+        return Err(StoreError::Invalid(format!(
+            "a fee of {fee} does not fit payment {} of {}",
+            payment.id, payment.amount.minor
+        )));
+    }
+    Ok(())
+}
+
+/// What posting a fee did, given the fee posted before (if any).
+pub(crate) fn fee_outcome(before: Option<i64>, fee: i64) -> crate::ledger::FeePosted {
+    use crate::ledger::FeePosted;
+    match before {
+        None => FeePosted::New,
+        Some(posted) if posted == fee => FeePosted::Already,
+        Some(posted) => FeePosted::Differs { posted },
+    }
+}

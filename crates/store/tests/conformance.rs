@@ -2051,3 +2051,60 @@ conformance!(what_an_account_settled_in_a_day_is_paged_by_id, |db| {
     };
     assert!(s.settled_payments(&other).await.unwrap().is_empty());
 });
+
+conformance!(
+    a_channel_fee_is_posted_once_and_lowers_the_receivable,
+    |db| {
+        let s = db.store.as_ref();
+        let (m, p) = paid_payment(s).await;
+        let at = t0() + secs(5);
+        assert_eq!(
+            s.post_fee(&p.id, 74, at).await.unwrap(),
+            ledger::FeePosted::New
+        );
+        assert_eq!(
+            s.post_fee(&p.id, 74, at).await.unwrap(),
+            ledger::FeePosted::Already
+        );
+        assert_eq!(
+            s.post_fee(&p.id, 75, at).await.unwrap(),
+            ledger::FeePosted::Differs { posted: 74 }
+        );
+        let mut expected = ledger::capture(&p, t0());
+        expected.extend(ledger::fee(&p, 74, at));
+        assert_eq!(
+            s.payment_postings(&p.id).await.unwrap(),
+            expected,
+            "{}",
+            db.backend
+        );
+        let books = ledger::summarise(&s.balances(&m.id).await.unwrap());
+        assert_eq!(
+            (books[0].captured, books[0].fees, books[0].receivable),
+            (12_345, 74, 12_345 - 74)
+        );
+        let check = s.ledger_check(10).await.unwrap();
+        assert!(check.ok(), "{:?}", check.issues);
+
+        // Only a succeeded payment has a fee, and never more than it.
+        let (_, _, open) = setup(s).await;
+        for (id, fee) in [(&open.id, 1), (&p.id, 0), (&p.id, 12_346)] {
+            assert!(
+                matches!(s.post_fee(id, fee, at).await, Err(StoreError::Invalid(_))),
+                "{fee}"
+            );
+        }
+        assert!(matches!(
+            s.post_fee(&PaymentId::generate(), 1, at).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // Posted to the wrong account by hand, it shows.
+        db.tamper(&format!(
+            "UPDATE ledger_postings SET account = 'merchant_refunds'
+         WHERE txn_id = 'fee:{}' AND account = 'channel_fees'",
+            p.id
+        ))
+        .await;
+        assert!(!s.ledger_check(10).await.unwrap().ok());
+    }
+);

@@ -1,5 +1,5 @@
-//! Property tests of the books: any sequence of payments, settlements and
-//! refunds leaves a ledger that balances, agrees with payments and refunds,
+//! Property tests of the books: any sequence of payments, settlements,
+//! refunds and channel fees leaves a ledger that balances, agrees with payments and refunds,
 //! and sums to what a plain model of the same sequence says. Each case runs
 //! on its own merchant in one database per backend.
 
@@ -23,6 +23,8 @@ enum Op {
     Refund(usize, i64),
     /// The n-th refund succeeds (`true`) or fails.
     SettleRefund(usize, bool),
+    /// The channel's bill states a fee of this many fen for the n-th payment.
+    Fee(usize, i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -35,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         ]).prop_map(|(i, s)| Op::Settle(i, s)),
         3 => (any::<usize>(), 1i64..30_000).prop_map(|(i, a)| Op::Refund(i, a)),
         3 => (any::<usize>(), prop::bool::weighted(0.8)).prop_map(|(i, ok)| Op::SettleRefund(i, ok)),
+        1 => (any::<usize>(), 1i64..300).prop_map(|(i, fee)| Op::Fee(i, fee)),
     ]
 }
 
@@ -43,6 +46,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     payments: Vec<(PaymentId, i64, PaymentStatus)>,
     refunds: Vec<(String, usize, i64, RefundStatus)>,
+    /// The fee posted per payment index.
+    fees: std::collections::BTreeMap<usize, i64>,
 }
 
 impl Model {
@@ -187,6 +192,31 @@ async fn apply(db: &TestDb, ops: &[Op]) -> Result<(), String> {
                     (other, _) => return Err(format!("refund of {amount} against {i}: {other:?}")),
                 }
             }
+            Op::Fee(i, fee) => {
+                let Some(i) = pick(i, model.payments.len()) else {
+                    continue;
+                };
+                let (id, amount, status) = model.payments[i].clone();
+                let posted = s.post_fee(&id, fee, now).await;
+                let want_ok = status == PaymentStatus::Succeeded && fee <= amount;
+                match (posted, want_ok) {
+                    (Ok(outcome), true) => {
+                        let expected = match model.fees.get(&i) {
+                            None => ledger::FeePosted::New,
+                            Some(&f) if f == fee => ledger::FeePosted::Already,
+                            Some(&f) => ledger::FeePosted::Differs { posted: f },
+                        };
+                        if outcome != expected {
+                            return Err(format!(
+                                "fee {fee} on {i}: {outcome:?}, model {expected:?}"
+                            ));
+                        }
+                        model.fees.entry(i).or_insert(fee);
+                    }
+                    (Err(StoreError::Invalid(_)), false) => {}
+                    (other, _) => return Err(format!("fee {fee} on {i}: {other:?}")),
+                }
+            }
             Op::SettleRefund(j, ok) => {
                 let Some(j) = pick(j, model.refunds.len()) else {
                     continue;
@@ -222,25 +252,26 @@ async fn apply(db: &TestDb, ops: &[Op]) -> Result<(), String> {
     if !check.ok() {
         return Err(format!("ledger check: {:?}", check.issues));
     }
-    let (mut receivable, mut revenue, mut refunds) = (0, 0, 0);
+    let (mut receivable, mut revenue, mut refunds, mut fees) = (0, 0, 0, 0);
     for b in s.balances(&m.id).await.map_err(|e| e.to_string())? {
         let net = b.debit - b.credit;
         match b.account {
             LedgerAccount::ChannelReceivable => receivable += net,
             LedgerAccount::MerchantRevenue => revenue -= net,
             LedgerAccount::MerchantRefunds => refunds += net,
+            LedgerAccount::ChannelFees => fees += net,
         }
     }
+    let model_fees: i64 = model.fees.values().sum();
     let want = (
-        model.captured() - model.refunded(),
+        model.captured() - model.refunded() - model_fees,
         model.captured(),
         model.refunded(),
+        model_fees,
     );
-    if (receivable, revenue, refunds) != want {
-        return Err(format!(
-            "books {:?}, model {want:?}",
-            (receivable, revenue, refunds)
-        ));
+    let books = (receivable, revenue, refunds, fees);
+    if books != want {
+        return Err(format!("books {books:?}, model {want:?}"));
     }
     Ok(())
 }

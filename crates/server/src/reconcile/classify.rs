@@ -22,6 +22,8 @@ pub enum Kind {
     /// A refund that one side has and the other lacks, or has for another
     /// amount or outcome.
     RefundMismatch,
+    /// The bill's fee for a payment is not the one already in the books.
+    FeeMismatch,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             Kind::AmountMismatch => "amount_mismatch",
             Kind::StatusMismatch => "status_mismatch",
             Kind::RefundMismatch => "refund_mismatch",
+            Kind::FeeMismatch => "fee_mismatch",
         }
     }
 }

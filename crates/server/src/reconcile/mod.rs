@@ -16,10 +16,13 @@ pub mod report;
 
 use std::collections::HashSet;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, SubsecRound, TimeZone, Utc};
-use paymux_channels::bill::BillRecord;
-use paymux_channels::Channel;
+use paymux_channels::bill::{BillFile, BillRecord};
+use paymux_channels::{Channel, ChannelError};
 use paymux_core::{new_id, PaymentId, PaymentStatus};
+use paymux_store::ledger::FeePosted;
 use paymux_store::{ChannelAccount, Payment, ReconciliationRun, RunStatus, SettledQuery};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -171,21 +174,8 @@ async fn reconcile(
             account.channel
         )));
     }
-    let file = client.bill(date).await.map_err(flow::unavailable)?;
-    let (tx, mut rx) = mpsc::channel(RECORD_QUEUE);
-    let reader = tokio::task::spawn_blocking(move || {
-        let records = match file.records() {
-            Ok(records) => records,
-            Err(e) => return Err(e),
-        };
-        for record in records {
-            let failed = record.is_err();
-            if tx.blocking_send(record).is_err() || failed {
-                break;
-            }
-        }
-        Ok(())
-    });
+    let file = Arc::new(client.bill(date).await.map_err(flow::unavailable)?);
+    let (reader, mut rx) = read(file.clone());
 
     let mut found = Found::default();
     let mut seen_payments = HashSet::new();
@@ -247,10 +237,7 @@ async fn reconcile(
             }
         }
     }
-    reader
-        .await
-        .map_err(|e| FlowError::Internal(crate::ServerError::Config(format!("bill reader: {e}"))))?
-        .map_err(|e| FlowError::ChannelRejected(format!("the bill: {e}")))?;
+    finished(reader).await?;
 
     lacking_at_channel(
         state,
@@ -264,7 +251,90 @@ async fn reconcile(
     for (at, payment) in std::mem::take(&mut found.to_settle) {
         found.listed[at].resolution = Some(settle(state, client.as_ref(), payment).await);
     }
+    post_fees(state, account, file, &mut found).await?;
     Ok(found)
+}
+
+/// Reads the bill's records on a blocking thread into a bounded queue; the
+/// first error ends them.
+fn read(
+    file: Arc<BillFile>,
+) -> (
+    tokio::task::JoinHandle<Result<(), ChannelError>>,
+    mpsc::Receiver<Result<BillRecord, ChannelError>>,
+) {
+    let (tx, rx) = mpsc::channel(RECORD_QUEUE);
+    let reader = tokio::task::spawn_blocking(move || {
+        for record in file.records()? {
+            let failed = record.is_err();
+            if tx.blocking_send(record).is_err() || failed {
+                break;
+            }
+        }
+        Ok(())
+    });
+    (reader, rx)
+}
+
+async fn finished(
+    reader: tokio::task::JoinHandle<Result<(), ChannelError>>,
+) -> Result<(), FlowError> {
+    reader
+        .await
+        .map_err(|e| FlowError::Internal(crate::ServerError::Config(format!("bill reader: {e}"))))?
+        .map_err(|e| FlowError::ChannelRejected(format!("the bill: {e}")))
+}
+
+/// A second pass over the bill, once it is known to be whole: the fee of
+/// every payment that agreed with it goes into the ledger, once; a fee that
+/// differs from one posted before is reported.
+async fn post_fees(
+    state: &AppState,
+    account: &ChannelAccount,
+    file: Arc<BillFile>,
+    found: &mut Found,
+) -> Result<(), FlowError> {
+    let (reader, mut rx) = read(file);
+    let now = state.clock.now();
+    while let Some(record) = rx.recv().await {
+        let record = record.map_err(|e| FlowError::ChannelRejected(format!("the bill: {e}")))?;
+        let BillRecord::Payment {
+            out_trade_no,
+            amount,
+            fee_milli,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        // The channel rounds each fee to the minor unit, half up.
+        let fee = (fee_milli + 500) / 1000;
+        let Ok(id) = PaymentId::parse(&out_trade_no) else {
+            continue;
+        };
+        let Some(p) = state.store.payment(&id).await? else {
+            continue;
+        };
+        let agrees = p.channel_account_id == account.id
+            && p.status == PaymentStatus::Succeeded
+            && p.amount.minor == amount;
+        if fee <= 0 || !agrees {
+            continue;
+        }
+        if let FeePosted::Differs { posted } = state.store.post_fee(&id, fee, now).await? {
+            let currency = p.amount.currency.as_str();
+            found.add(Discrepancy {
+                kind: Kind::FeeMismatch,
+                payment_id: Some(out_trade_no),
+                refund_id: None,
+                channel_trade_no: p.channel_trade_no.clone(),
+                ours: Some(json!({"fee": posted, "currency": currency})),
+                theirs: Some(json!({"fee": fee, "currency": currency})),
+                resolution: Some("the fee posted first stays in the books".into()),
+            });
+        }
+    }
+    finished(reader).await
 }
 
 /// What paymux settled that day that the bill does not name.

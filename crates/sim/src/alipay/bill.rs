@@ -19,9 +19,10 @@ const DETAIL_HEADER: &str = "支付宝交易号,商户订单号,业务类型,商
 商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,\
 服务费（元）,分润（元）,备注";
 
-/// The simulated service fee: 0.6 %, rounded to the fen.
+/// The simulated service fee: 0.6 %, rounded half up to the fen (a
+/// refund's, negative, the same way from zero).
 fn fee(fen: i64) -> i64 {
-    (fen * 6 + 500) / 1000
+    fen.signum() * ((fen.abs() * 6 + 500) / 1000)
 }
 
 fn yuan(fen: i64) -> String {

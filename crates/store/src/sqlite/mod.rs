@@ -1234,6 +1234,31 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn post_fee(
+        &self,
+        payment_id: &PaymentId,
+        fee: i64,
+        at: DateTime<Utc>,
+    ) -> Result<ledger::FeePosted> {
+        let id = payment_id.clone();
+        self.engine
+            .write(move |c| {
+                let payment = payment_by_id(c, id.as_str())?
+                    .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
+                shared::check_fee(&payment, fee)?;
+                let before: Option<i64> = c
+                    .prepare_cached(ledger::POSTED_FEE)?
+                    .query_row([ledger::fee_txn(id.as_str())], |r| r.get("fee"))?;
+                // The writer runs one transaction at a time: nothing can
+                // post this fee between the read above and this insert.
+                if before.is_none() {
+                    insert_postings(c, &ledger::fee(&payment, fee, at))?;
+                }
+                Ok(shared::fee_outcome(before, fee))
+            })
+            .await
+    }
+
     async fn ledger_check(&self, limit: u32) -> Result<LedgerCheck> {
         self.engine
             .scan(move |c| {
