@@ -2,6 +2,7 @@
 //! merchants, `demo` shows a payment end to end, `bench` measures.
 
 mod app;
+mod audit;
 mod bench;
 mod channel;
 mod demo;
@@ -62,6 +63,11 @@ enum Command {
     Notify {
         #[command(subcommand)]
         command: notify::NotifyCommand,
+    },
+    /// The audit trail: verify its hash chain, show a subject's trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// The books: check the ledger, show a merchant's balances.
     Ledger {
@@ -270,6 +276,7 @@ async fn main() -> ExitCode {
         Command::Keys { command } => keys::run(command).await,
         Command::Notify { command } => notify::run(command).await,
         Command::Ledger { command } => ledger::run(command).await,
+        Command::Audit { command } => audit::run(command).await,
         Command::Reconcile(args) => reconcile::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -1,6 +1,7 @@
-//! `paymux ledger check` and `paymux ledger balances` against the database
-//! of a running gateway: payments and refunds made through the API are in
-//! the books, the check passes, and a posting edited by hand fails it.
+//! `paymux ledger check`, `paymux ledger balances` and `paymux audit`
+//! against the database of a running gateway: payments and refunds made
+//! through the API are in the books and the trail, the checks pass, and a
+//! posting or a trail row edited by hand fails them.
 
 use paymux_core::SystemClock;
 use paymux_server::client::MerchantClient;
@@ -96,6 +97,31 @@ async fn the_books_are_checked_and_shown_from_the_command_line() {
         assert!(err.contains("the first: unbalanced refund:ref_"), "{err}");
         let (ok, out, _) = paymux(&db.url, &["ledger", "check"]);
         assert!(!ok && out.contains("refund_mismatch"), "{out}");
+        // The trail: the sealer chains it within a second; verified and shown.
+        let mut check = Value::Null;
+        for _ in 0..50 {
+            let (ok, out, err) = paymux(&db.url, &["audit", "verify", "--json"]);
+            assert!(ok, "{out}{err}");
+            check = serde_json::from_str(&out).unwrap();
+            if check["unsealed"] == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            (&check["ok"], &check["unsealed"]),
+            (&json!(true), &json!(0)),
+            "{check}"
+        );
+        let (ok, out, _) = paymux(&db.url, &["audit", "show", &ids[1]]);
+        assert!(
+            ok && out.contains("created") && out.contains("succeeded"),
+            "{out}"
+        );
+        db.tamper("UPDATE audit_log SET detail = '{}' WHERE chain_pos = 2")
+            .await;
+        let (ok, _, err) = paymux(&db.url, &["audit", "verify"]);
+        assert!(!ok && err.contains("breaks at position 2"), "{err}");
         server.stop();
         db.cleanup().await;
     }

@@ -66,6 +66,7 @@ pub struct ServerConfig {
     pub poller: PollerConfig,
     pub reconcile: ReconcileConfig,
     pub rate_limit: RateLimitConfig,
+    pub audit: AuditConfig,
     pub breaker: BreakerConfig,
     pub channel_http: ChannelHttpConfig,
 }
@@ -134,6 +135,22 @@ pub struct NotifierConfig {
     /// Deliveries in flight at once for one merchant, so that one merchant's
     /// dead endpoint never holds every slot.
     pub per_merchant_concurrency: usize,
+}
+
+/// `[audit]`: the audit trail's sealer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How often new rows of the trail are chained.
+    pub seal_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            seal_interval_ms: 1000,
+        }
+    }
 }
 
 /// `[rate_limit]`: how many merchant API requests each app may make, per
@@ -348,6 +365,7 @@ impl Default for ServerConfig {
             poller: PollerConfig::default(),
             reconcile: ReconcileConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            audit: AuditConfig::default(),
             breaker: BreakerConfig::default(),
             channel_http: ChannelHttpConfig::default(),
         }

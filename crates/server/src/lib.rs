@@ -136,6 +136,7 @@ pub async fn start_with_clock(
         tasks.push(tokio::spawn(workers::poller::run(state.clone())));
         tasks.push(tokio::spawn(workers::refund_checks::run(state.clone())));
     }
+    tasks.push(tokio::spawn(workers::audit::run(state.clone())));
     if state.config.reconcile.enabled {
         tasks.push(tokio::spawn(workers::reconcile::run(state.clone())));
     }

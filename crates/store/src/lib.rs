@@ -9,6 +9,7 @@
 //! - `(merchant_id, merchant_order_no)` is unique;
 //! - no method holds a transaction open across anything but its own SQL.
 
+pub mod audit;
 pub mod error;
 pub mod ledger;
 mod migrate;
@@ -303,6 +304,19 @@ pub trait Store: Send + Sync + 'static {
     /// and the books agreeing with payments and refunds. Reports at most
     /// `limit` issues of each kind.
     async fn ledger_check(&self, limit: u32) -> Result<LedgerCheck>;
+
+    // --- audit trail --------------------------------------------------------------
+
+    /// Chains up to `limit` rows not sealed yet, oldest written first, after
+    /// the last sealed one (see [`audit`]); how many it sealed. One sealer at
+    /// a time, across nodes.
+    async fn seal_audit(&self, limit: u32) -> Result<u64>;
+    /// Sealed rows after chain position `after_pos`, in chain order.
+    async fn audit_chain(&self, after_pos: i64, limit: u32) -> Result<Vec<audit::AuditEntry>>;
+    /// How many rows are not sealed yet.
+    async fn audit_unsealed(&self) -> Result<i64>;
+    /// One subject's rows (a payment, an app, …), oldest first.
+    async fn audit_of(&self, subject_id: &str) -> Result<Vec<audit::AuditEntry>>;
 
     // --- reconciliation ---------------------------------------------------------
 

@@ -14,6 +14,9 @@ use crate::row::{self, get, Cols};
 use crate::shared::{self, check_edge, claim_window, event_updated, lease_end, sort_due, updated};
 use crate::{migrate, model::*, Result, Store, StoreError};
 
+/// Advisory lock key ("auditsl" in ASCII) that admits one audit sealer at a time.
+const AUDIT_SEAL_LOCK: i64 = 0x6175_6469_7473_6c;
+
 /// Connections each node keeps to PostgreSQL at most, unless configured.
 pub const MAX_CONNECTIONS: u32 = 16;
 
@@ -51,6 +54,9 @@ impl Cols for PgRow {
         get(self, col)
     }
     fn int(&self, col: &str) -> Result<i64> {
+        get(self, col)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
         get(self, col)
     }
     fn int32(&self, col: &str) -> Result<i32> {
@@ -1017,6 +1023,77 @@ impl Store for PgStore {
             ))),
             None => Err(StoreError::NotFound(format!("event {id}"))),
         }
+    }
+
+    async fn seal_audit(&self, limit: u32) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // One sealer at a time, whichever node: the lock ends with the transaction.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_SEAL_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let last = sqlx::query(
+            "SELECT chain_pos, hash FROM audit_log WHERE chain_pos IS NOT NULL
+             ORDER BY chain_pos DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (mut pos, mut prev) = match last {
+            Some(r) => (r.int("chain_pos")?, r.text("hash")?),
+            None => (0, crate::audit::GENESIS.to_string()),
+        };
+        let rows =
+            sqlx::query("SELECT * FROM audit_log WHERE chain_pos IS NULL ORDER BY seq LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+        for r in &rows {
+            let e = row::audit_entry(r)?;
+            pos += 1;
+            let hash = crate::audit::entry_hash(&prev, pos, &e);
+            sqlx::query(
+                "UPDATE audit_log SET chain_pos = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+            )
+            .bind(pos)
+            .bind(&prev)
+            .bind(&hash)
+            .bind(e.seq)
+            .execute(&mut *tx)
+            .await?;
+            prev = hash;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn audit_chain(
+        &self,
+        after_pos: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        let rows =
+            sqlx::query("SELECT * FROM audit_log WHERE chain_pos > $1 ORDER BY chain_pos LIMIT $2")
+                .bind(after_pos)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(row::audit_entry).collect()
+    }
+
+    async fn audit_unsealed(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE chain_pos IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn audit_of(&self, subject_id: &str) -> Result<Vec<crate::audit::AuditEntry>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE subject_id = $1 ORDER BY seq")
+            .bind(subject_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row::audit_entry).collect()
     }
 
     async fn insert_reconciliation(&self, run: &ReconciliationRun) -> Result<()> {

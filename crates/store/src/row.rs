@@ -22,6 +22,7 @@ pub(crate) trait Cols {
     fn text(&self, col: &str) -> Result<String>;
     fn opt_text(&self, col: &str) -> Result<Option<String>>;
     fn int(&self, col: &str) -> Result<i64>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
     fn int32(&self, col: &str) -> Result<i32>;
     fn flag(&self, col: &str) -> Result<bool>;
     fn bytes(&self, col: &str) -> Result<Vec<u8>>;
@@ -140,6 +141,20 @@ pub(crate) fn reconciliation(r: &impl Cols) -> Result<ReconciliationRun> {
         error: r.opt_text("error")?,
         started_at: r.ts("started_at")?,
         finished_at: r.opt_ts("finished_at")?,
+    })
+}
+
+pub(crate) fn audit_entry(r: &impl Cols) -> Result<crate::audit::AuditEntry> {
+    Ok(crate::audit::AuditEntry {
+        seq: r.int("seq")?,
+        at: r.ts("at")?,
+        subject_kind: r.text("subject_kind")?,
+        subject_id: r.text("subject_id")?,
+        action: r.text("action")?,
+        detail: r.text("detail")?,
+        chain_pos: r.opt_int("chain_pos")?,
+        prev_hash: r.opt_text("prev_hash")?,
+        hash: r.opt_text("hash")?,
     })
 }
 

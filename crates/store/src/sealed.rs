@@ -471,6 +471,22 @@ impl Store for SealedStore {
         self.inner.retry_event(id, now).await
     }
 
+    async fn seal_audit(&self, limit: u32) -> Result<u64> {
+        self.inner.seal_audit(limit).await
+    }
+    async fn audit_chain(
+        &self,
+        after_pos: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        self.inner.audit_chain(after_pos, limit).await
+    }
+    async fn audit_unsealed(&self) -> Result<i64> {
+        self.inner.audit_unsealed().await
+    }
+    async fn audit_of(&self, subject_id: &str) -> Result<Vec<crate::audit::AuditEntry>> {
+        self.inner.audit_of(subject_id).await
+    }
     async fn insert_reconciliation(&self, run: &ReconciliationRun) -> Result<()> {
         self.inner.insert_reconciliation(run).await
     }

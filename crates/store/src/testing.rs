@@ -55,6 +55,27 @@ impl TestDb {
         );
     }
 
+    /// Seals what the audit trail has not chained yet, then panics unless
+    /// the whole chain verifies.
+    pub async fn assert_audit_ok(&self) {
+        while self
+            .store
+            .seal_audit(1000)
+            .await
+            .unwrap_or_else(|e| panic!("sealing the audit trail: {e}"))
+            > 0
+        {}
+        let check = crate::audit::verify(&*self.store)
+            .await
+            .unwrap_or_else(|e| panic!("verifying the audit trail: {e}"));
+        assert!(
+            check.ok(),
+            "audit trail on {}: {:?}",
+            self.backend,
+            check.broken
+        );
+    }
+
     /// Runs `sql` on the database directly, past the store: how a test
     /// plays someone who edits the database by hand, to prove that a check
     /// notices. `sql` may be several statements; how many rows they changed.

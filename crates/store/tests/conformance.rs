@@ -2108,3 +2108,84 @@ conformance!(
         assert!(!s.ledger_check(10).await.unwrap().ok());
     }
 );
+
+// --- audit trail -------------------------------------------------------------------
+
+conformance!(
+    every_change_leaves_a_sealed_trail_that_shows_tampering,
+    |db| {
+        let s = db.store.as_ref();
+        let (m, p) = paid_payment(s).await;
+        let r = refund_of(&p, "R-1", 45);
+        s.insert_refund(&r).await.unwrap();
+        settle_refund(s, &r, RefundStatus::Succeeded).await;
+        let trail: Vec<_> = s
+            .audit_of(p.id.as_str())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.action,
+                    serde_json::from_str::<serde_json::Value>(&e.detail).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(trail.len(), 3, "{trail:?}");
+        assert_eq!(trail[0].0, "created");
+        assert_eq!(trail[0].1["amount"], 12_345);
+        assert_eq!(
+            (trail[1].1["from"].as_str(), trail[1].1["to"].as_str()),
+            (Some("created"), Some("pending"))
+        );
+        assert_eq!(trail[2].1["to"], "succeeded");
+        assert_eq!(s.audit_of(&r.id).await.unwrap().len(), 2);
+        // Secrets never reach the trail.
+        let apps = s.merchant_apps(&m.id).await.unwrap();
+        let app_trail = s.audit_of(&apps[0].app_id).await.unwrap();
+        assert!(app_trail.iter().all(|e| !e.detail.contains("s3cret")));
+
+        let written = s.audit_unsealed().await.unwrap();
+        assert!(written >= 7, "{written}");
+        assert_eq!(audit::verify(s).await.unwrap().unsealed, written);
+        // Sealed in pages: the chain carries on across them.
+        let first = s.seal_audit(3).await.unwrap();
+        assert_eq!(first, 3);
+        let rest = s.seal_audit(1000).await.unwrap();
+        assert_eq!(first + rest, written as u64);
+        assert_eq!(s.seal_audit(1000).await.unwrap(), 0);
+        let check = audit::verify(s).await.unwrap();
+        assert!(check.ok(), "{:?}", check.broken);
+        assert_eq!((check.sealed, check.unsealed), (written, 0));
+
+        // A sealed row edited by hand breaks the chain there.
+        let target = &s.audit_of(p.id.as_str()).await.unwrap()[2];
+        let pos = target.chain_pos.unwrap();
+        db.tamper(&format!(
+            "UPDATE audit_log SET detail = replace(detail, 'succeeded', 'closed') WHERE seq = {}",
+            target.seq
+        ))
+        .await;
+        let check = audit::verify(s).await.unwrap();
+        assert_eq!(
+            check.broken.as_ref().map(|b| b.chain_pos),
+            Some(pos),
+            "{check:?}"
+        );
+        assert_eq!(check.sealed, pos - 1);
+        // Put back, the chain holds again; a row deleted breaks it again.
+        db.tamper(&format!(
+            "UPDATE audit_log SET detail = replace(detail, 'closed', 'succeeded') WHERE seq = {}",
+            target.seq
+        ))
+        .await;
+        assert!(audit::verify(s).await.unwrap().ok());
+        db.tamper(&format!(
+            "DELETE FROM audit_log WHERE chain_pos = {}",
+            pos - 1
+        ))
+        .await;
+        let check = audit::verify(s).await.unwrap();
+        assert_eq!(check.broken.map(|b| b.chain_pos), Some(pos - 1));
+    }
+);

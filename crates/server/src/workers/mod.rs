@@ -1,5 +1,6 @@
 //! Background workers that are not about delivering notifications.
 
+pub mod audit;
 pub mod poller;
 pub mod reconcile;
 pub mod refund_checks;

@@ -155,7 +155,8 @@ pub fn callback_statuses(outcome: &Value) -> Vec<u64> {
 
 /// Runs a test body as one test per backend (`NAME::sqlite`,
 /// `NAME::postgres`), each on its own fresh database, so a failure names its
-/// backend. Every case ends with a check of the whole ledger.
+/// backend. Every case ends with a check of the whole ledger and of the
+/// audit trail's hash chain.
 macro_rules! on_every_backend {
     ($name:ident, |$db:ident| $body:block) => {
         mod $name {
@@ -167,6 +168,7 @@ macro_rules! on_every_backend {
                 let $db = paymux_store::testing::sqlite().await;
                 $body
                 $db.assert_ledger_ok().await;
+                $db.assert_audit_ok().await;
                 $db.cleanup().await;
             }
 
@@ -177,6 +179,7 @@ macro_rules! on_every_backend {
                 };
                 $body
                 $db.assert_ledger_ok().await;
+                $db.assert_audit_ok().await;
                 $db.cleanup().await;
             }
         }

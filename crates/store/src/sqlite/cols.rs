@@ -32,6 +32,9 @@ impl Cols for Row<'_> {
     fn int(&self, col: &str) -> Result<i64> {
         get(self, col)
     }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        get(self, col)
+    }
     fn int32(&self, col: &str) -> Result<i32> {
         get(self, col)
     }

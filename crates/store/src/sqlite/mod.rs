@@ -1067,6 +1067,82 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn seal_audit(&self, limit: u32) -> Result<u64> {
+        // The writer runs one transaction at a time: this is the only sealer.
+        self.engine
+            .write(move |c| {
+                let last = one(
+                    c,
+                    "SELECT chain_pos, hash FROM audit_log WHERE chain_pos IS NOT NULL
+                     ORDER BY chain_pos DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.int("chain_pos")?, r.text("hash")?)),
+                )?;
+                let (mut pos, mut prev) =
+                    last.unwrap_or_else(|| (0, crate::audit::GENESIS.to_string()));
+                let rows = all(
+                    c,
+                    "SELECT * FROM audit_log WHERE chain_pos IS NULL ORDER BY seq LIMIT ?1",
+                    [i64::from(limit)],
+                    |r| row::audit_entry(r),
+                )?;
+                for e in &rows {
+                    pos += 1;
+                    let hash = crate::audit::entry_hash(&prev, pos, e);
+                    exec(
+                        c,
+                        "UPDATE audit_log SET chain_pos = ?1, prev_hash = ?2, hash = ?3
+                         WHERE seq = ?4",
+                        params![pos, prev, hash, e.seq],
+                    )?;
+                    prev = hash;
+                }
+                Ok(rows.len() as u64)
+            })
+            .await
+    }
+
+    async fn audit_chain(
+        &self,
+        after_pos: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        self.engine
+            .scan(move |c| {
+                all(
+                    c,
+                    "SELECT * FROM audit_log WHERE chain_pos > ?1 ORDER BY chain_pos LIMIT ?2",
+                    params![after_pos, i64::from(limit)],
+                    |r| row::audit_entry(r),
+                )
+            })
+            .await
+    }
+
+    async fn audit_unsealed(&self) -> Result<i64> {
+        self.engine
+            .scan(|c| {
+                Ok(
+                    c.prepare_cached("SELECT COUNT(*) FROM audit_log WHERE chain_pos IS NULL")?
+                        .query_row([], |r| r.get(0))?,
+                )
+            })
+            .await
+    }
+
+    async fn audit_of(&self, subject_id: &str) -> Result<Vec<crate::audit::AuditEntry>> {
+        self.engine
+            .read(|c| {
+                all(
+                    c,
+                    "SELECT * FROM audit_log WHERE subject_id = ?1 ORDER BY seq",
+                    [subject_id],
+                    |r| row::audit_entry(r),
+                )
+            })
+            .await
+    }
+
     async fn insert_reconciliation(&self, run: &ReconciliationRun) -> Result<()> {
         let run = run.clone();
         self.engine
