@@ -113,18 +113,7 @@ pub fn capture_txn(payment_id: &str) -> String {
 
 /// The postings of a payment that has just succeeded.
 pub fn capture(p: &Payment, at: DateTime<Utc>) -> Vec<Posting> {
-    legs(&CAPTURE, p.amount.minor, |account| Posting {
-        txn_id: capture_txn(p.id.as_str()),
-        account,
-        merchant_id: p.merchant_id.clone(),
-        channel_account_id: p.channel_account_id.clone(),
-        currency: p.amount.currency.as_str().to_owned(),
-        debit: 0,
-        credit: 0,
-        payment_id: p.id.as_str().to_owned(),
-        refund_id: None,
-        created_at: at,
-    })
+    payment_legs(p, &CAPTURE, capture_txn(p.id.as_str()), p.amount.minor, at)
 }
 
 /// The ledger transaction id of a payment's fee.
@@ -134,8 +123,19 @@ pub fn fee_txn(payment_id: &str) -> String {
 
 /// The postings of the channel's fee of `fee` minor units for a captured payment.
 pub fn fee(p: &Payment, fee: i64, at: DateTime<Utc>) -> Vec<Posting> {
-    legs(&FEE, fee, |account| Posting {
-        txn_id: fee_txn(p.id.as_str()),
+    payment_legs(p, &FEE, fee_txn(p.id.as_str()), fee, at)
+}
+
+/// A payment's own transaction (not a refund's): `amount` on each of `legs`.
+fn payment_legs(
+    p: &Payment,
+    legs_of: &[(LedgerAccount, Side)],
+    txn_id: String,
+    amount: i64,
+    at: DateTime<Utc>,
+) -> Vec<Posting> {
+    legs(legs_of, amount, |account| Posting {
+        txn_id: txn_id.clone(),
         account,
         merchant_id: p.merchant_id.clone(),
         channel_account_id: p.channel_account_id.clone(),
