@@ -51,6 +51,13 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     let Some(expected) = &state.config.admin_token else {
         return ApiError::not_found().into_response();
     };
+    // Wrong operator tokens count against the caller's address like failed
+    // merchant signatures do: logged, counted, and backed off.
+    let ip = crate::http_limits::remote_addr(&req).map(|a| a.ip());
+    let now = std::time::Instant::now();
+    if let Some(wait) = state.auth_failures.blocked(ip, now) {
+        return ApiError::too_many_auth_failures(wait).into_response();
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -58,6 +65,7 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !expected.matches(given) {
+        state.auth_failures.record(ip, None, "ADMIN_TOKEN", now);
         return ApiError::unauthorized("UNAUTHORIZED", "missing or wrong operator token")
             .into_response();
     }

@@ -587,6 +587,7 @@ on_every_backend!(operational_endpoints_answer, |db| {
         .unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     assert!(spec["paths"]["/v1/payments/{id}/close"]["post"].is_object());
+    assert!(spec["paths"]["/v1/balances"]["get"].is_object());
     app.server.stop();
 });
 

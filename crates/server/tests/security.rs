@@ -315,6 +315,48 @@ async fn failed_authentication_is_counted_and_slowed_down() {
     db.cleanup().await;
 }
 
+#[tokio::test]
+async fn wrong_operator_tokens_are_counted_and_slowed_down() {
+    let db = paymux_store::testing::sqlite().await;
+    let app = spawn_app(&db, |c| {
+        c.auth_failures.per_ip = 5;
+        c.admin_token = Some(paymux_server::config::SecretString::new("the-right-token"));
+    })
+    .await;
+    let url = format!("{}/admin/channel-accounts", app.server.base_url());
+    for _ in 0..6 {
+        let r = app
+            .http
+            .get(&url)
+            .bearer_auth("guess")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // The right token from that address waits too, for a while.
+    let r = app
+        .http
+        .get(&url)
+        .bearer_auth("the-right-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "TOO_MANY_AUTH_FAILURES");
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("paymux_auth_failures_total{reason=\"ADMIN_TOKEN\"}")),
+        "{metrics}"
+    );
+    app.server.stop();
+    db.cleanup().await;
+}
+
 /// Reads a request's head, so that the answer comes after it.
 async fn read_head(s: &mut TcpStream) {
     let mut head = Vec::new();

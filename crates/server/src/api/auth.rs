@@ -35,13 +35,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     // outsider who knows an app id must not obtain a body signed with its
     // secret (a merchant would verify it like a notification).
     if let Some(wait) = state.auth_failures.blocked(ip, started) {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOO_MANY_AUTH_FAILURES",
-            "too many failed authentications from this address; wait before trying again",
-        );
-        e.retry_after = Some(wait.as_secs().max(1));
-        return e.into_response();
+        return ApiError::too_many_auth_failures(wait).into_response();
     }
     let refuse = |e: ApiError, app_id: Option<&str>| {
         state.auth_failures.record(ip, app_id, e.code, started);

@@ -34,6 +34,18 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
+    /// The caller's address failed to authenticate too often: 429 with how
+    /// long it waits.
+    pub fn too_many_auth_failures(wait: std::time::Duration) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_AUTH_FAILURES",
+            "too many failed authentications from this address; wait before trying again",
+        );
+        e.retry_after = Some(wait.as_secs().max(1));
+        e
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such payment")
     }
