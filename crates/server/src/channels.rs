@@ -25,6 +25,8 @@ pub struct ChannelRegistry {
     /// keys are made fresh at every start, so sandbox accounts trust these
     /// rather than what was stored when they were created.
     sandbox: Option<SandboxTrust>,
+    /// The pace of every client's calls, shared by them all.
+    pacer: Option<Arc<crate::rate_limit::Pacer>>,
 }
 
 /// The in-process simulators' public keys and certificates.
@@ -52,7 +54,14 @@ impl ChannelRegistry {
             clock,
             clients: RwLock::new(HashMap::new()),
             sandbox: None,
+            pacer: None,
         })
+    }
+
+    /// Paces every client's calls to `[rate_limit.outbound]`.
+    pub fn with_outbound_limits(mut self, config: crate::config::OutboundConfig) -> Self {
+        self.pacer = Some(Arc::new(crate::rate_limit::Pacer::new(config)));
+        self
     }
 
     pub fn with_sandbox_trust(mut self, trust: SandboxTrust) -> Self {
@@ -82,6 +91,7 @@ impl ChannelRegistry {
             account.channel.as_str(),
             &account.id,
             self.breakers.clone(),
+            self.pacer.clone(),
             self.clock.clone(),
         ));
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());

@@ -164,6 +164,44 @@ pub struct RateLimitConfig {
     pub app_burst: u32,
     /// Other limits for some apps, by app id.
     pub apps: std::collections::BTreeMap<String, AppRate>,
+    /// The pace of calls to the channels.
+    pub outbound: OutboundConfig,
+}
+
+/// `[rate_limit.outbound]`: calls per second to the channels, per channel
+/// account and operation (`prepay`, `query`, `close`, `refund`,
+/// `query_refund`); absent or 0 is no limit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Longest a call waits for its turn; past it, it is not made (503
+    /// `CHANNEL_UNAVAILABLE` with `Retry-After` for a create or refund).
+    pub max_wait_ms: u64,
+    /// By channel (`wechat`, `alipay`, `unionpay`): operation → calls per second.
+    pub channels: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+    /// By channel account id, replacing its channel's rates.
+    pub accounts: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        // WeChat Pay's published limits per merchant (queries 1800/s,
+        // orders 600/s, refunds 150/s, refund queries 300/s).
+        let wechat = [
+            ("prepay", 600.0),
+            ("query", 1800.0),
+            ("close", 600.0),
+            ("refund", 150.0),
+            ("query_refund", 300.0),
+        ]
+        .map(|(op, rps)| (op.to_string(), rps))
+        .into();
+        OutboundConfig {
+            max_wait_ms: 1000,
+            channels: [("wechat".to_string(), wechat)].into(),
+            accounts: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -179,6 +217,7 @@ impl Default for RateLimitConfig {
             app_rps: 1000.0,
             app_burst: 2000,
             apps: Default::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }

@@ -97,6 +97,7 @@ pub struct GuardedChannel {
     channel: &'static str,
     account_id: String,
     breakers: Arc<Breakers>,
+    pacer: Option<Arc<crate::rate_limit::Pacer>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -106,6 +107,7 @@ impl GuardedChannel {
         channel: &'static str,
         account_id: &str,
         breakers: Arc<Breakers>,
+        pacer: Option<Arc<crate::rate_limit::Pacer>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         GuardedChannel {
@@ -113,7 +115,36 @@ impl GuardedChannel {
             channel,
             account_id: account_id.to_string(),
             breakers,
+            pacer,
             clock,
+        }
+    }
+
+    /// Waits for the call's turn at the account's pace; a turn too far off
+    /// refuses the call like an open breaker does (nothing sent, retry
+    /// after the wait), never counting against the channel.
+    async fn pace(&self, op: Operation) -> Result<(), ChannelError> {
+        let Some(pacer) = &self.pacer else {
+            return Ok(());
+        };
+        match pacer.pace(
+            self.channel,
+            &self.account_id,
+            op.as_str(),
+            std::time::Instant::now(),
+        ) {
+            Ok(wait) if wait.is_zero() => Ok(()),
+            Ok(wait) => {
+                metrics::counter!("paymux_channel_paced_total",
+                    "channel" => self.channel, "operation" => op.as_str())
+                .increment(1);
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            Err(wait) => {
+                metrics::counter!("paymux_rate_limited_total", "scope" => "channel").increment(1);
+                Err(ChannelError::CircuitOpen { retry_after: wait })
+            }
         }
     }
 
@@ -123,6 +154,11 @@ impl GuardedChannel {
         call: impl Future<Output = Result<T, ChannelError>>,
     ) -> Result<T, ChannelError> {
         let started = std::time::Instant::now();
+        if let Err(e) = self.pace(op).await {
+            let result = Err(e);
+            self.observe(op, &result, started);
+            return result;
+        }
         if !self.breakers.enabled() {
             let result = call.await;
             self.observe(op, &result, started);

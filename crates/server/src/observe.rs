@@ -23,7 +23,11 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 const COUNTERS: &[(&str, &str)] = &[
     (
         "paymux_rate_limited_total",
-        "Requests refused for being over a rate limit, by scope (app)",
+        "Requests refused for being over a rate limit, by scope (app, channel)",
+    ),
+    (
+        "paymux_channel_paced_total",
+        "Channel calls that waited for their turn at the account's pace",
     ),
     (
         "paymux_reconciliation_runs_total",

@@ -1,13 +1,14 @@
-//! Rate limits for the merchant API: per app, requests per second with a
-//! burst, by the generic cell rate algorithm (GCRA). Each key keeps one
+//! Rate limits: the merchant API's, per app, and the pace of calls to the
+//! channels, per channel account and operation; both by the generic cell
+//! rate algorithm (GCRA). Each key keeps one
 //! instant, its theoretical arrival time (TAT): a request at `now` is
 //! allowed when `TAT − tolerance ≤ now`, and moves the TAT one emission
 //! interval (`1 / rps`) on from `max(TAT, now)`. An idle key needs no
 //! state, so the table is pruned of keys whose TAT has passed, which keeps
 //! it bounded by the apps active within the last burst.
 //!
-//! The limit is per node: with several nodes behind a balancer, each
-//! allows an app its rate.
+//! The limits are per node: with several nodes behind a balancer, each
+//! allows an app (and calls a channel at) its rate.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,17 +46,76 @@ pub struct Limiter {
 impl Limiter {
     /// Takes one request of `key` at `now`, or says how long to wait.
     pub fn take(&self, key: &str, rate: Rate, now: Instant) -> Result<(), Duration> {
+        self.reserve(key, rate, now, Duration::ZERO).map(drop)
+    }
+
+    /// Takes one request of `key` at `now` if its turn comes within
+    /// `max_wait`: the turn is booked and the wait until it returned (the
+    /// caller sleeps that long). Otherwise how long until a turn, and
+    /// nothing is booked.
+    pub fn reserve(
+        &self,
+        key: &str,
+        rate: Rate,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Duration, Duration> {
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
         let tat = tats.get(key).copied().unwrap_or(now).max(now);
         let allowed_at = tat.checked_sub(rate.tolerance).unwrap_or(now);
-        if allowed_at > now {
-            return Err(allowed_at - now);
+        let wait = allowed_at.saturating_duration_since(now);
+        if wait > max_wait {
+            return Err(wait);
         }
         if tats.len() >= PRUNE_AT && !tats.contains_key(key) {
             tats.retain(|_, t| *t > now);
         }
         tats.insert(key.to_string(), tat + rate.interval);
-        Ok(())
+        Ok(wait)
+    }
+}
+
+/// Paces this node's calls to the channels, per channel account and
+/// operation, to the rates `[rate_limit.outbound]` sets (by default WeChat
+/// Pay's published per-merchant limits): a call over the rate waits for
+/// its turn, up to `max_wait_ms`, so a flash sale is smoothed here instead
+/// of being refused by the channel; past that it is not made at all.
+pub struct Pacer {
+    limiter: Limiter,
+    config: crate::config::OutboundConfig,
+}
+
+impl Pacer {
+    pub fn new(config: crate::config::OutboundConfig) -> Self {
+        Pacer {
+            limiter: Limiter::default(),
+            config,
+        }
+    }
+
+    /// The wait before the call may go, or (`Err`) how long until it could.
+    pub fn pace(
+        &self,
+        channel: &str,
+        account_id: &str,
+        operation: &str,
+        now: Instant,
+    ) -> Result<Duration, Duration> {
+        let rps = self
+            .config
+            .accounts
+            .get(account_id)
+            .or_else(|| self.config.channels.get(channel))
+            .and_then(|ops| ops.get(operation))
+            .copied()
+            .unwrap_or(0.0);
+        // A second's worth of calls may go at once.
+        let Some(rate) = Rate::new(rps, rps.ceil().max(1.0) as u32) else {
+            return Ok(Duration::ZERO);
+        };
+        let max_wait = Duration::from_millis(self.config.max_wait_ms);
+        self.limiter
+            .reserve(&format!("{account_id}/{operation}"), rate, now, max_wait)
     }
 }
 
@@ -88,6 +148,32 @@ mod tests {
             assert!(l.take("app", rate, t2).is_ok());
         }
         assert!(l.take("app", rate, t2).is_err());
+    }
+
+    #[test]
+    fn a_reservation_books_a_turn_within_the_wait() {
+        let l = Limiter::default();
+        let rate = Rate::new(10.0, 1).unwrap();
+        let t0 = Instant::now();
+        let max = Duration::from_millis(250);
+        assert_eq!(l.reserve("k", rate, t0, max), Ok(Duration::ZERO));
+        assert_eq!(
+            l.reserve("k", rate, t0, max),
+            Ok(Duration::from_millis(100))
+        );
+        assert_eq!(
+            l.reserve("k", rate, t0, max),
+            Ok(Duration::from_millis(200))
+        );
+        // The fourth would wait 300 ms: refused, and nothing booked.
+        assert_eq!(
+            l.reserve("k", rate, t0, max),
+            Err(Duration::from_millis(300))
+        );
+        assert_eq!(
+            l.reserve("k", rate, t0, max),
+            Err(Duration::from_millis(300))
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl AppState {
             &config.channel_http,
             config.breaker.clone(),
             own_chain.as_deref(),
-        )?;
+        )?
+        .with_outbound_limits(config.rate_limit.outbound.clone());
         if let Some(s) = &sandbox {
             let unionpay = s.unionpay.platform();
             channels = channels.with_sandbox_trust(crate::channels::SandboxTrust {

@@ -1,6 +1,7 @@
 //! Per-app rate limits: a burst passes, the next request is refused with
 //! 429 `RATE_LIMITED` and `Retry-After` (signed like every answer), other
-//! apps keep their own budget, and the budget comes back with time.
+//! apps keep their own budget, and the budget comes back with time. And the
+//! pace of calls to a channel: a burst beyond it waits or is told to retry.
 
 #[macro_use]
 mod common;
@@ -76,3 +77,55 @@ on_every_backend!(an_app_can_have_a_limit_of_its_own, |db| {
     );
     app.server.stop();
 });
+
+on_every_backend!(
+    a_flash_sale_is_paced_to_the_channel_and_the_rest_told_to_retry,
+    |db| {
+        let app = spawn_app(&db, |c| {
+            // No merchant-side limit here: only the channel's pace.
+            c.rate_limit.app_rps = 0.0;
+            c.rate_limit.outbound.max_wait_ms = 300;
+            c.rate_limit
+                .outbound
+                .channels
+                .insert("wechat".into(), [("prepay".to_string(), 2.0)].into());
+        })
+        .await;
+        let client = std::sync::Arc::new(app.client.clone());
+        let url = app.receiver.url.clone();
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    client
+                    .post(
+                        "/v1/payments",
+                        &serde_json::json!({"merchant_order_no": format!("FS-{i}"), "amount": 100,
+                            "channel": "wechat", "method": "native", "description": "flash sale",
+                            "notify_url": url}),
+                    )
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let (mut made, mut refused) = (0, 0);
+        for t in tasks {
+            let r = t.await.unwrap();
+            match r.status {
+                201 => made += 1,
+                503 => {
+                    assert_eq!(r.error_code(), Some("CHANNEL_UNAVAILABLE"), "{}", r.body);
+                    assert!(r.retry_after.is_some(), "{}", r.body);
+                    refused += 1;
+                }
+                other => panic!("{other}: {}", r.body),
+            }
+        }
+        // Two at once, then two a second (plus what fits in the 300 ms a call
+        // may wait): however slowly the twelve arrive, most are turned away.
+        assert!(made >= 2 && refused >= 3, "{made} made, {refused} refused");
+        assert_eq!(made + refused, 12);
+        app.server.stop();
+    }
+);

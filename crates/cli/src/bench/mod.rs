@@ -142,8 +142,12 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             .to_string(),
     };
     let ratio = parse_mix(&args.mix)?;
-    // The bench measures how fast paymux goes, not where its limit is.
-    let (store, server) = crate::start_sandbox_with(&url, |c| c.rate_limit.app_rps = 0.0).await?;
+    // The bench measures how fast paymux goes, not where its limits are.
+    let (store, server) = crate::start_sandbox_with(&url, |c| {
+        c.rate_limit.app_rps = 0.0;
+        c.rate_limit.outbound.channels.clear();
+    })
+    .await?;
     let base = server.base_url();
     let (_, app) =
         paymux_server::merchants::create_merchant(&*store, &paymux_core::SystemClock, "bench")
