@@ -118,6 +118,24 @@ async fn the_books_are_checked_and_shown_from_the_command_line() {
             ok && out.contains("created") && out.contains("succeeded"),
             "{out}"
         );
+        let (from, to) = (
+            (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
+            (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        );
+        let (ok, out, err) = paymux(&db.url, &["audit", "export", "--from", &from, "--to", &to]);
+        assert!(ok, "{err}");
+        let rows: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            rows.len() as i64,
+            check["sealed"].as_i64().unwrap(),
+            "{out}"
+        );
+        assert!(rows
+            .windows(2)
+            .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()));
         db.tamper("UPDATE audit_log SET detail = '{}' WHERE chain_pos = 2")
             .await;
         let (ok, _, err) = paymux(&db.url, &["audit", "verify"]);

@@ -143,12 +143,15 @@ pub struct NotifierConfig {
 pub struct AuditConfig {
     /// How often new rows of the trail are chained.
     pub seal_interval_ms: u64,
+    /// How often the chain's head is written to the log (to anchor it).
+    pub head_log_interval_secs: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             seal_interval_ms: 1000,
+            head_log_interval_secs: 3600,
         }
     }
 }

@@ -317,6 +317,17 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_unsealed(&self) -> Result<i64>;
     /// One subject's rows (a payment, an app, …), oldest first.
     async fn audit_of(&self, subject_id: &str) -> Result<Vec<audit::AuditEntry>>;
+    /// Rows written in `[from, to)`, sealed or not, after row `after_seq`,
+    /// in the order they were written.
+    async fn audit_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<audit::AuditEntry>>;
+    /// The last sealed row: the chain's head.
+    async fn audit_head(&self) -> Result<Option<audit::AuditEntry>>;
 
     // --- reconciliation ---------------------------------------------------------
 

@@ -15,7 +15,7 @@ use crate::shared::{self, check_edge, claim_window, event_updated, lease_end, so
 use crate::{migrate, model::*, Result, Store, StoreError};
 
 /// Advisory lock key ("auditsl" in ASCII) that admits one audit sealer at a time.
-const AUDIT_SEAL_LOCK: i64 = 0x6175_6469_7473_6c;
+const AUDIT_SEAL_LOCK: i64 = 0x61_7564_6974_736c;
 
 /// Connections each node keeps to PostgreSQL at most, unless configured.
 pub const MAX_CONNECTIONS: u32 = 16;
@@ -1078,6 +1078,35 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(row::audit_entry).collect()
+    }
+
+    async fn audit_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE at >= $1 AND at < $2 AND seq > $3
+             ORDER BY seq LIMIT $4",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::audit_entry).collect()
+    }
+
+    async fn audit_head(&self) -> Result<Option<crate::audit::AuditEntry>> {
+        let row = sqlx::query(
+            "SELECT * FROM audit_log WHERE chain_pos IS NOT NULL ORDER BY chain_pos DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(row::audit_entry).transpose()
     }
 
     async fn audit_unsealed(&self) -> Result<i64> {

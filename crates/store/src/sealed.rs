@@ -481,6 +481,18 @@ impl Store for SealedStore {
     ) -> Result<Vec<crate::audit::AuditEntry>> {
         self.inner.audit_chain(after_pos, limit).await
     }
+    async fn audit_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        self.inner.audit_between(from, to, after_seq, limit).await
+    }
+    async fn audit_head(&self) -> Result<Option<crate::audit::AuditEntry>> {
+        self.inner.audit_head().await
+    }
     async fn audit_unsealed(&self) -> Result<i64> {
         self.inner.audit_unsealed().await
     }

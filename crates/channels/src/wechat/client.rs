@@ -61,7 +61,7 @@ impl SignatureHeaders {
             .map_err(|_| ChannelError::InvalidSignature("timestamp is not a number".into()))?;
         // Checked: a timestamp near i64::MIN must not wrap into the window.
         let skew = now.timestamp().checked_sub(ts).and_then(i64::checked_abs);
-        if !skew.is_some_and(|s| s <= sign::MAX_CLOCK_SKEW_SECS) {
+        if skew.is_none_or(|s| s > sign::MAX_CLOCK_SKEW_SECS) {
             return Err(ChannelError::StaleTimestamp(format!(
                 "timestamp {ts} is more than {} s away from now",
                 sign::MAX_CLOCK_SKEW_SECS

@@ -182,7 +182,7 @@ async fn check(
     // Checked arithmetic: a timestamp near i64::MIN must not wrap into the
     // window (and its nonce must not expire at once).
     let skew = now.timestamp().checked_sub(ts).and_then(i64::checked_abs);
-    if !skew.is_some_and(|s| s <= window) {
+    if skew.is_none_or(|s| s > window) {
         return Err(ApiError::unauthorized(
             "TIMESTAMP_EXPIRED",
             format!("Paymux-Timestamp is more than {window}s away from the server clock"),

@@ -255,14 +255,14 @@ async fn reconcile(
     Ok(found)
 }
 
+/// The blocking thread reading a bill.
+type Reader = tokio::task::JoinHandle<Result<(), ChannelError>>;
+/// The bill's records as the reader passes them on.
+type Records = mpsc::Receiver<Result<BillRecord, ChannelError>>;
+
 /// Reads the bill's records on a blocking thread into a bounded queue; the
 /// first error ends them.
-fn read(
-    file: Arc<BillFile>,
-) -> (
-    tokio::task::JoinHandle<Result<(), ChannelError>>,
-    mpsc::Receiver<Result<BillRecord, ChannelError>>,
-) {
+fn read(file: Arc<BillFile>) -> (Reader, Records) {
     let (tx, rx) = mpsc::channel(RECORD_QUEUE);
     let reader = tokio::task::spawn_blocking(move || {
         for record in file.records()? {
@@ -276,9 +276,7 @@ fn read(
     (reader, rx)
 }
 
-async fn finished(
-    reader: tokio::task::JoinHandle<Result<(), ChannelError>>,
-) -> Result<(), FlowError> {
+async fn finished(reader: Reader) -> Result<(), FlowError> {
     reader
         .await
         .map_err(|e| FlowError::Internal(crate::ServerError::Config(format!("bill reader: {e}"))))?

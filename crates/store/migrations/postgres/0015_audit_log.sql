@@ -23,6 +23,7 @@ CREATE TABLE audit_log (
 
 CREATE INDEX audit_log_unsealed ON audit_log (seq) WHERE chain_pos IS NULL;
 CREATE INDEX audit_log_subject ON audit_log (subject_id);
+CREATE INDEX audit_log_at ON audit_log (at);
 
 CREATE FUNCTION audit_row(kind TEXT, id TEXT, action TEXT, detail JSONB) RETURNS void
 LANGUAGE sql AS $$

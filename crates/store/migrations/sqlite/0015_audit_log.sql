@@ -22,6 +22,7 @@ CREATE TABLE audit_log (
 
 CREATE INDEX audit_log_unsealed ON audit_log (seq) WHERE chain_pos IS NULL;
 CREATE INDEX audit_log_subject ON audit_log (subject_id);
+CREATE INDEX audit_log_at ON audit_log (at);
 
 CREATE TRIGGER audit_merchant_created AFTER INSERT ON merchants
 BEGIN

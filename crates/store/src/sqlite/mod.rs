@@ -1119,6 +1119,40 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn audit_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::AuditEntry>> {
+        self.engine
+            .scan(move |c| {
+                all(
+                    c,
+                    "SELECT * FROM audit_log WHERE at >= ?1 AND at < ?2 AND seq > ?3
+                     ORDER BY seq LIMIT ?4",
+                    params![micros(from), micros(to), after_seq, i64::from(limit)],
+                    |r| row::audit_entry(r),
+                )
+            })
+            .await
+    }
+
+    async fn audit_head(&self) -> Result<Option<crate::audit::AuditEntry>> {
+        self.engine
+            .read(|c| {
+                one(
+                    c,
+                    "SELECT * FROM audit_log WHERE chain_pos IS NOT NULL
+                     ORDER BY chain_pos DESC LIMIT 1",
+                    [],
+                    |r| row::audit_entry(r),
+                )
+            })
+            .await
+    }
+
     async fn audit_unsealed(&self) -> Result<i64> {
         self.engine
             .scan(|c| {
