@@ -2145,6 +2145,21 @@ conformance!(
         let app_trail = s.audit_of(&apps[0].app_id).await.unwrap();
         assert!(app_trail.iter().all(|e| !e.detail.contains("s3cret")));
 
+        // A merchant event made, then delivered.
+        let a = account(s, &m, t0(), true).await;
+        let e = outbox_event(s, &m, &a, t0()).await;
+        s.mark_event_delivered(&e.id, 1, t0() + secs(1))
+            .await
+            .unwrap();
+        let actions: Vec<_> = s
+            .audit_of(&e.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions, ["created", "delivered"], "{}", db.backend);
+
         let written = s.audit_unsealed().await.unwrap();
         assert!(written >= 7, "{written}");
         assert_eq!(audit::verify(s).await.unwrap().unsealed, written);
@@ -2180,6 +2195,33 @@ conformance!(
         ))
         .await;
         assert!(audit::verify(s).await.unwrap().ok());
+        // Two sealed rows swapped: the chain breaks where the first moved.
+        let (first, second) = (pos - 2, pos - 1);
+        let swap = format!(
+            "UPDATE audit_log SET chain_pos = -1 WHERE chain_pos = {first};
+             UPDATE audit_log SET chain_pos = {first} WHERE chain_pos = {second};
+             UPDATE audit_log SET chain_pos = {second} WHERE chain_pos = -1;"
+        );
+        db.tamper(&swap).await;
+        let check = audit::verify(s).await.unwrap();
+        assert_eq!(check.broken.map(|b| b.chain_pos), Some(first));
+        db.tamper(&swap).await;
+        assert!(audit::verify(s).await.unwrap().ok());
+        // A row slipped in at the end, claiming the next position: its hash
+        // cannot be made without knowing how, so it shows.
+        let head = s.audit_head().await.unwrap().unwrap();
+        let forged = head.chain_pos.unwrap() + 1;
+        db.tamper(&format!(
+            "INSERT INTO audit_log (at, subject_kind, subject_id, action, detail, chain_pos,
+                prev_hash, hash)
+             SELECT at, subject_kind, subject_id, action, detail, {forged}, hash, hash
+             FROM audit_log WHERE chain_pos = {}",
+            forged - 1
+        ))
+        .await;
+        let check = audit::verify(s).await.unwrap();
+        assert_eq!(check.broken.map(|b| b.chain_pos), Some(forged));
+        // A row deleted breaks it where it was.
         db.tamper(&format!(
             "DELETE FROM audit_log WHERE chain_pos = {}",
             pos - 1

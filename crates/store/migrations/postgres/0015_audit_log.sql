@@ -1,5 +1,6 @@
 -- The audit trail (交易留痕): every change to merchants, apps, channel
--- accounts, payments and refunds appends a row here, written by triggers in
+-- accounts, payments and refunds, and every merchant event made, delivered,
+-- given up on or retried, appends a row here, written by triggers in
 -- the same transaction as the change, so no change can happen without its
 -- row. Secrets are never copied: an app or account row says only which
 -- kinds of field changed.
@@ -99,6 +100,23 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION audit_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM audit_row('event', NEW.id, 'created',
+            jsonb_build_object('type', NEW.event_type, 'payment_id', NEW.payment_id,
+                               'refund_id', NEW.refund_id));
+    ELSIF OLD.delivered_at IS NULL AND NEW.delivered_at IS NOT NULL THEN
+        PERFORM audit_row('event', NEW.id, 'delivered',
+            jsonb_build_object('attempts', NEW.attempts));
+    ELSIF OLD.dead IS DISTINCT FROM NEW.dead THEN
+        PERFORM audit_row('event', NEW.id, CASE WHEN NEW.dead THEN 'dead' ELSE 'retried' END,
+            jsonb_build_object('attempts', NEW.attempts));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 CREATE TRIGGER audit_merchants AFTER INSERT ON merchants
     FOR EACH ROW EXECUTE FUNCTION audit_merchants();
 CREATE TRIGGER audit_apps AFTER INSERT OR UPDATE ON apps
@@ -109,3 +127,5 @@ CREATE TRIGGER audit_payments AFTER INSERT OR UPDATE OF status ON payments
     FOR EACH ROW EXECUTE FUNCTION audit_payments();
 CREATE TRIGGER audit_refunds AFTER INSERT OR UPDATE OF status ON refunds
     FOR EACH ROW EXECUTE FUNCTION audit_refunds();
+CREATE TRIGGER audit_events AFTER INSERT OR UPDATE OF delivered_at, dead ON events
+    FOR EACH ROW EXECUTE FUNCTION audit_events();

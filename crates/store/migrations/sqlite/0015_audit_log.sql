@@ -1,5 +1,6 @@
 -- The audit trail (交易留痕): every change to merchants, apps, channel
--- accounts, payments and refunds appends a row here, written by triggers in
+-- accounts, payments and refunds, and every merchant event made, delivered,
+-- given up on or retried, appends a row here, written by triggers in
 -- the same transaction as the change, so no change can happen without its
 -- row. Secrets are never copied: an app or account row says only which
 -- kinds of field changed.
@@ -103,4 +104,30 @@ BEGIN
             'refund', NEW.id, 'status',
             json_object('from', OLD.status, 'to', NEW.status,
                         'channel_refund_no', NEW.channel_refund_no));
+END;
+
+CREATE TRIGGER audit_event_created AFTER INSERT ON events
+BEGIN
+    INSERT INTO audit_log (at, subject_kind, subject_id, action, detail)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER),
+            'event', NEW.id, 'created',
+            json_object('type', NEW.event_type, 'payment_id', NEW.payment_id,
+                        'refund_id', NEW.refund_id));
+END;
+
+CREATE TRIGGER audit_event_delivered AFTER UPDATE OF delivered_at ON events
+WHEN OLD.delivered_at IS NULL AND NEW.delivered_at IS NOT NULL
+BEGIN
+    INSERT INTO audit_log (at, subject_kind, subject_id, action, detail)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER),
+            'event', NEW.id, 'delivered', json_object('attempts', NEW.attempts));
+END;
+
+CREATE TRIGGER audit_event_dead AFTER UPDATE OF dead ON events
+WHEN OLD.dead IS NOT NEW.dead
+BEGIN
+    INSERT INTO audit_log (at, subject_kind, subject_id, action, detail)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER),
+            'event', NEW.id, CASE NEW.dead WHEN 1 THEN 'dead' ELSE 'retried' END,
+            json_object('attempts', NEW.attempts));
 END;
