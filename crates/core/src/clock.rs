@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Offset, Utc};
 
 /// `t + by`, saturating at the ends of time instead of panicking: a huge
 /// wait (a channel's `Retry-After`, a configured delay) must never crash a
@@ -21,6 +21,25 @@ pub fn later(t: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
 pub fn span(d: std::time::Duration) -> Duration {
     const TEN_YEARS: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
     Duration::from_std(d.min(TEN_YEARS)).unwrap_or(Duration::days(3660))
+}
+
+/// China Standard Time (UTC+8), the channels' clock: their timestamps,
+/// bill days and settlement days.
+pub fn china_standard_time() -> FixedOffset {
+    // 8 h is always a valid offset; the fallback is never taken.
+    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| Utc.fix())
+}
+
+/// The day it is in China at `t`.
+pub fn china_date(t: DateTime<Utc>) -> NaiveDate {
+    t.with_timezone(&china_standard_time()).date_naive()
+}
+
+/// The China-time day `date` as a UTC range `[from, to)`.
+pub fn china_day(date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let midnight = date.and_time(chrono::NaiveTime::MIN);
+    let from = (midnight - Duration::hours(8)).and_utc();
+    (from, from + Duration::days(1))
 }
 
 /// Configured seconds as a signed duration, capped like [`span`].
@@ -69,6 +88,17 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod saturating_tests {
     use super::*;
+
+    #[test]
+    fn a_china_day_starts_at_16_utc_the_day_before() {
+        let d = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let (from, to) = china_day(d);
+        assert_eq!(from.to_rfc3339(), "2026-11-30T16:00:00+00:00");
+        assert_eq!(to - from, Duration::days(1));
+        assert_eq!(china_date(from), d);
+        assert_eq!(china_date(to - Duration::seconds(1)), d);
+        assert_eq!(china_date(to), d.succ_opt().unwrap());
+    }
 
     #[test]
     fn later_saturates_instead_of_panicking() {

@@ -481,7 +481,7 @@ async fn refunds_settle_in_the_call_and_are_never_made_twice() {
 }
 
 async fn bill_of_today(ch: &Alipay) -> Vec<paymux_channels::bill::BillRecord> {
-    let today = (Utc::now() + Duration::hours(8)).date_naive();
+    let today = paymux_core::clock::china_date(Utc::now());
     let file = ch.bill(today).await.unwrap();
     tokio::task::spawn_blocking(move || file.records().unwrap().collect::<Result<Vec<_>, _>>())
         .await

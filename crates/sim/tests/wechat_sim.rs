@@ -737,7 +737,7 @@ async fn a_registered_merchant_shows_its_public_key_and_never_its_apiv3_key() {
 
 /// Today in China, the day bills are made for.
 fn china_today() -> chrono::NaiveDate {
-    (Utc::now() + Duration::hours(8)).date_naive()
+    paymux_core::clock::china_date(Utc::now())
 }
 
 async fn bill_of_today(ch: &WechatPay) -> Vec<paymux_channels::bill::BillRecord> {

@@ -17,8 +17,9 @@ use aws_lc_rs::cipher::{
 use aws_lc_rs::iv::FixedLength;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use md5::{Digest, Md5};
+use paymux_core::clock::china_standard_time;
 use serde_json::value::RawValue;
 use x509_parser::prelude::FromDer;
 
@@ -242,11 +243,6 @@ pub fn yuan_to_minor(yuan: &str) -> Result<i64, ChannelError> {
         .checked_mul(100)
         .and_then(|w| w.checked_add(frac))
         .ok_or_else(bad)
-}
-
-fn china_standard_time() -> FixedOffset {
-    // 8 h is always a valid offset; the fallback is never taken.
-    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| Utc.fix())
 }
 
 /// Alipay's `yyyy-MM-dd HH:mm:ss` in China Standard Time.

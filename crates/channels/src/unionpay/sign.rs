@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 
 use aws_lc_rs::digest;
-use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use paymux_core::clock::china_standard_time;
 
 use crate::keys::{PrivateKey, PublicKey};
 use crate::ChannelError;
@@ -78,11 +79,6 @@ pub fn verify(key: &PublicKey, params: &Params) -> Result<(), ChannelError> {
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ChannelError::InvalidSignature("no signature field".into()))?;
     key.verify_sha256(digest_hex(params).as_bytes(), sig)
-}
-
-fn china_standard_time() -> FixedOffset {
-    // 8 h is always a valid offset; the fallback is never taken.
-    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| Utc.fix())
 }
 
 /// `yyyyMMddHHmmss` in China Standard Time.

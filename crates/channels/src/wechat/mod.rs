@@ -19,7 +19,7 @@ pub mod types;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, FixedOffset, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use paymux_core::{Clock, Currency, Money, PayMethod, SystemClock};
 use serde::{Deserialize, Serialize};
 
@@ -213,13 +213,8 @@ impl WechatPay {
 
 /// WeChat writes times in China Standard Time.
 pub fn to_wechat_time(t: DateTime<Utc>) -> String {
-    match FixedOffset::east_opt(8 * 3600) {
-        Some(cst) => t
-            .with_timezone(&cst)
-            .to_rfc3339_opts(SecondsFormat::Secs, false),
-        // Unreachable (8 h is a valid offset); UTC is still a correct RFC 3339 time.
-        None => t.to_rfc3339_opts(SecondsFormat::Secs, false),
-    }
+    t.with_timezone(&paymux_core::clock::china_standard_time())
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
 /// Maps WeChat's `trade_state` to paymux's.

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use paymux_channels::bill::{BillFile, BillRecord};
 use paymux_channels::{Channel, ChannelError};
 use paymux_core::{new_id, PaymentId, PaymentStatus};
@@ -38,21 +38,8 @@ const RECORD_QUEUE: usize = 1024;
 /// Payments or refunds read per page of paymux's side.
 const PAGE: u32 = 500;
 
-/// The China-time day `date` as a UTC range `[from, to)`.
-pub fn china_day(date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
-    let cst = FixedOffset::east_opt(8 * 3600).expect("a valid offset");
-    let start = cst
-        .from_local_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight exists"))
-        .single()
-        .expect("a fixed offset has no gaps");
-    let from = start.with_timezone(&Utc);
-    (from, from + Duration::days(1))
-}
-
-/// The day it is in China at `now`.
-pub fn china_date(now: DateTime<Utc>) -> NaiveDate {
-    (now + Duration::hours(8)).date_naive()
-}
+// The China-time days runs are for.
+pub use paymux_core::clock::{china_date, china_day};
 
 /// Starts a run for `account` and `date` and carries it out.
 pub async fn run(
@@ -415,21 +402,5 @@ async fn settle(state: &AppState, client: &dyn Channel, payment: Payment) -> Str
             trade.state, p.status
         ),
         Err(e) => format!("not settled: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_china_day_starts_at_16_utc_the_day_before() {
-        let d = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
-        let (from, to) = china_day(d);
-        assert_eq!(from.to_rfc3339(), "2026-11-30T16:00:00+00:00");
-        assert_eq!(to - from, Duration::days(1));
-        assert_eq!(china_date(from), d);
-        assert_eq!(china_date(to - Duration::seconds(1)), d);
-        assert_eq!(china_date(to), d.succ_opt().unwrap());
     }
 }

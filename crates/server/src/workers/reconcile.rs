@@ -25,7 +25,7 @@ pub async fn run(state: AppState) {
 async fn round(state: &AppState) -> Result<(), paymux_store::StoreError> {
     let cfg = &state.config.reconcile;
     let now = state.clock.now();
-    let china_now = now + chrono::Duration::hours(8);
+    let china_now = now.with_timezone(&paymux_core::clock::china_standard_time());
     if china_now.hour() < cfg.hour {
         return Ok(());
     }

@@ -4,7 +4,8 @@
 //! summary header and row. Written here on its own (not with paymux's
 //! reader), so the two check each other.
 
-use chrono::{DateTime, FixedOffset, NaiveDate};
+use chrono::{DateTime, NaiveDate};
+use paymux_core::clock::china_standard_time;
 
 use super::refund::SimRefundState;
 use super::{lock, OrderState, WechatSim};
@@ -36,15 +37,11 @@ pub struct BillLine {
     pub refund: Option<(String, String, i64)>,
 }
 
-fn china() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("a valid offset")
-}
-
 /// `time` (as the simulator keeps it, RFC 3339) on China's clock, if it falls on `date`.
 fn on_date(time: Option<&str>, date: NaiveDate) -> Option<String> {
     let t = DateTime::parse_from_rfc3339(time?)
         .ok()?
-        .with_timezone(&china());
+        .with_timezone(&china_standard_time());
     (t.date_naive() == date).then(|| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
