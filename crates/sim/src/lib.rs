@@ -4,8 +4,10 @@
 //! without a real merchant account and without moving money.
 
 pub mod alipay;
+mod bills;
 pub mod callback;
 pub mod faults;
+mod request;
 pub mod unionpay;
 pub mod wechat;
 

@@ -138,17 +138,8 @@ async fn gateway(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    // Where this simulator's files are served: beside its gateway, wherever
-    // it is mounted.
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let files_base = format!(
-        "{}://{host}{}",
-        uri.scheme_str().unwrap_or("http"),
-        uri.path().trim_end_matches("/gateway.do")
-    );
+    // Where this simulator's files are served: beside its gateway.
+    let files_base = crate::request::base_url(&uri, &headers, "/gateway.do");
     let mut params = match sign::parse_form(uri.query().unwrap_or("").as_bytes()) {
         Ok(p) => p,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -638,11 +629,9 @@ async fn download_bill(
     State(sim): State<Arc<AlipaySim>>,
     OriginalUri(uri): OriginalUri,
 ) -> Response {
-    let token = sign::parse_form(uri.query().unwrap_or("").as_bytes())
-        .ok()
-        .and_then(|p| p.get("token").cloned())
-        .unwrap_or_default();
-    match sim.bill_file(&token) {
+    let token = crate::request::query_param(&uri, "token").unwrap_or_default();
+    // Like Alipay's file servers: the token is the key, no signature.
+    match sim.bills.get(&token, None) {
         Some(zip) => ([(axum::http::header::CONTENT_TYPE, "application/zip")], zip).into_response(),
         None => text(StatusCode::NOT_FOUND, "no such bill".into()),
     }

@@ -70,27 +70,13 @@ impl AlipaySim {
         let zip = write_zip(&app.seller_id, date, &lines)
             .map_err(|e| Refusal::system(format!("writing the bill: {e}")))?;
         let token = self.unique(24);
-        {
-            let mut bills = lock(&self.bills);
-            bills.push_back((token.clone(), zip));
-            while bills.len() > super::KEPT_BILLS {
-                bills.pop_front();
-            }
-        }
+        self.bills.keep(&token, &app.info.app_id, zip);
         Ok(success(json!({
             "bill_download_url": format!(
                 "{files_base}/bills/download?bizType=trade&fileType=csv.zip&bizDates={}&token={token}",
                 date.format("%Y%m%d")
             ),
         })))
-    }
-
-    /// The zip made under `token`, if it is still kept.
-    pub(super) fn bill_file(&self, token: &str) -> Option<Vec<u8>> {
-        lock(&self.bills)
-            .iter()
-            .find(|(t, _)| t == token)
-            .map(|(_, zip)| zip.clone())
     }
 
     fn bill_lines(&self, app_id: &str, date: NaiveDate, faults: &BillFaults) -> Vec<Line> {

@@ -202,9 +202,6 @@ pub(crate) struct App {
     pub app_cert_sn: Option<String>,
 }
 
-/// Bills the simulator keeps ready for download at once.
-pub(crate) const KEPT_BILLS: usize = 8;
-
 /// The simulator. Everything lives in memory.
 pub struct AlipaySim {
     key: PrivateKey,
@@ -220,8 +217,8 @@ pub struct AlipaySim {
     pub faults: Arc<Faults>,
     /// Refunds made, by (app_id, out_trade_no), oldest first.
     pub(crate) refunds: Mutex<HashMap<(String, String), Vec<refund::SimRefund>>>,
-    /// Bills made and not yet replaced: (token, zip), the newest last, at most [`KEPT_BILLS`].
-    pub(crate) bills: Mutex<std::collections::VecDeque<(String, Vec<u8>)>>,
+    /// Bills made for download, by token.
+    pub(crate) bills: crate::bills::KeptBills,
 }
 
 impl std::fmt::Debug for AlipaySim {
@@ -266,7 +263,7 @@ impl AlipaySim {
             apps: Mutex::new(HashMap::new()),
             orders: Mutex::new(HashMap::new()),
             refunds: Mutex::new(HashMap::new()),
-            bills: Mutex::new(std::collections::VecDeque::new()),
+            bills: Default::default(),
             http,
             seq: AtomicU64::new(1),
             clock,

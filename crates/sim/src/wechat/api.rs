@@ -502,14 +502,6 @@ fn prepay(
     answer
 }
 
-fn mchid_from_query(uri: &Uri) -> Option<String> {
-    uri.query()?
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "mchid")
-        .map(|(_, v)| v.to_string())
-}
-
 async fn query(
     State(sim): State<Arc<WechatSim>>,
     method: Method,
@@ -557,7 +549,8 @@ fn find_transaction<T: serde::Serialize>(
     find: impl FnOnce(&std::collections::HashMap<(String, String), Order>, &str) -> Option<T>,
 ) -> Result<(StatusCode, Vec<u8>), ApiError> {
     let merchant = sim.authenticate(method, uri, hdrs, body)?;
-    let mchid = mchid_from_query(uri).ok_or_else(|| ApiError::param("缺少参数 mchid"))?;
+    let mchid = crate::request::query_param(uri, "mchid")
+        .ok_or_else(|| ApiError::param("缺少参数 mchid"))?;
     if mchid != merchant.info.mchid {
         return Err(ApiError::param("mchid 与请求签名中的商户号不一致"));
     }
@@ -665,30 +658,6 @@ async fn list_refunds(
     Json(sim.refunds(&q.out_trade_no)).into_response()
 }
 
-/// The query of a bill request or download.
-#[derive(Default)]
-struct BillQuery {
-    bill_date: Option<String>,
-    bill_type: Option<String>,
-    tar_type: Option<String>,
-    token: Option<String>,
-}
-
-fn bill_query(uri: &Uri) -> BillQuery {
-    let mut q = BillQuery::default();
-    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
-        let slot = match k.as_ref() {
-            "bill_date" => &mut q.bill_date,
-            "bill_type" => &mut q.bill_type,
-            "tar_type" => &mut q.tar_type,
-            "token" => &mut q.token,
-            _ => continue,
-        };
-        *slot = Some(v.into_owned());
-    }
-    q
-}
-
 /// `GET /v3/bill/tradebill?bill_date=&bill_type=ALL&tar_type=GZIP`: makes the
 /// merchant's bill of that day (with the bill faults set for it) and answers
 /// its SHA1 and a link to download it. Any day may be asked for; the real
@@ -702,13 +671,13 @@ async fn trade_bill(
 ) -> Response {
     let result = (|| {
         let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
-        let q = bill_query(&uri);
+        let param = |name| crate::request::query_param(&uri, name);
         let date = chrono::NaiveDate::parse_from_str(
-            q.bill_date.as_deref().unwrap_or_default(),
+            param("bill_date").as_deref().unwrap_or_default(),
             "%Y-%m-%d",
         )
         .map_err(|_| ApiError::param("bill_date 格式错误"))?;
-        if q.bill_type.as_deref().is_some_and(|t| t != "ALL") {
+        if param("bill_type").is_some_and(|t| t != "ALL") {
             return Err(ApiError::param("模拟器只提供 ALL 账单"));
         }
         let faults = sim.faults.take_bill_faults();
@@ -725,7 +694,7 @@ async fn trade_bill(
             &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
             text.as_bytes(),
         ));
-        let bytes = if q.tar_type.as_deref() == Some("GZIP") {
+        let bytes = if param("tar_type").as_deref() == Some("GZIP") {
             use std::io::Write;
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             gz.write_all(text.as_bytes())
@@ -735,27 +704,16 @@ async fn trade_bill(
             text.into_bytes()
         };
         let token = sim.unique(24);
-        {
-            let mut bills = lock(&sim.bills);
-            bills.push_back((token.clone(), merchant.info.mchid.clone(), bytes));
-            while bills.len() > super::KEPT_BILLS {
-                bills.pop_front();
-            }
-        }
+        sim.bills.keep(&token, &merchant.info.mchid, bytes);
         // The link is where this request came in, so it works wherever the
         // simulator is mounted.
-        let host = hdrs
-            .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("127.0.0.1");
-        let prefix = uri.path().trim_end_matches("/v3/bill/tradebill");
-        let scheme = uri.scheme_str().unwrap_or("http");
+        let base = crate::request::base_url(&uri, &hdrs, "/v3/bill/tradebill");
         json(
             StatusCode::OK,
             &serde_json::json!({
                 "hash_type": "SHA1",
                 "hash_value": sha1,
-                "download_url": format!("{scheme}://{host}{prefix}/v3/billdownload/file?token={token}"),
+                "download_url": format!("{base}/v3/billdownload/file?token={token}"),
             }),
         )
     })();
@@ -773,11 +731,9 @@ async fn download_bill(
 ) -> Response {
     let found = (|| {
         let merchant = sim.authenticate(&method, &uri, &hdrs, &body)?;
-        let token = bill_query(&uri).token.unwrap_or_default();
-        lock(&sim.bills)
-            .iter()
-            .find(|(t, m, _)| *t == token && *m == merchant.info.mchid)
-            .map(|(_, _, bytes)| bytes.clone())
+        let token = crate::request::query_param(&uri, "token").unwrap_or_default();
+        sim.bills
+            .get(&token, Some(&merchant.info.mchid))
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::NOT_FOUND,

@@ -211,13 +211,9 @@ pub struct WechatSim {
     pub faults: Arc<Faults>,
     /// Keyed by (mchid, out_refund_no).
     pub(crate) refunds: Mutex<HashMap<(String, String), refund::SimRefund>>,
-    /// Bills made and not yet fetched or replaced: (token, mchid, gzip bytes),
-    /// the newest last, at most [`KEPT_BILLS`].
-    pub(crate) bills: Mutex<std::collections::VecDeque<(String, String, Vec<u8>)>>,
+    /// Bills made for download, by token.
+    pub(crate) bills: crate::bills::KeptBills,
 }
-
-/// Bills a simulator keeps ready for download at once.
-pub(crate) const KEPT_BILLS: usize = 8;
 
 impl std::fmt::Debug for WechatSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,7 +255,7 @@ impl WechatSim {
             clock,
             faults: Arc::new(Faults::default()),
             refunds: Mutex::new(HashMap::new()),
-            bills: Mutex::new(std::collections::VecDeque::new()),
+            bills: Default::default(),
         })
     }
 
