@@ -342,8 +342,10 @@ pub trait Store: Send + Sync + 'static {
         run: &ReconciliationRun,
         retry_failed_before: DateTime<Utc>,
     ) -> Result<Option<String>>;
-    /// Records how a run ended: status, counts, discrepancies, error,
-    /// finish time. [`StoreError::NotFound`] if there is no such run.
+    /// Records how a running run ended: status, counts, discrepancies,
+    /// error, finish time, as a compare-and-set on `running`.
+    /// [`StoreError::Invalid`] if it ended already, [`StoreError::NotFound`]
+    /// if there is no such run.
     async fn finish_reconciliation(&self, run: &ReconciliationRun) -> Result<()>;
     async fn reconciliation(&self, id: &str) -> Result<Option<ReconciliationRun>>;
     /// The account's runs for a day, newest first.

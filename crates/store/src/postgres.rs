@@ -1157,7 +1157,7 @@ impl Store for PgStore {
         let n = sqlx::query(
             "UPDATE reconciliations SET status = $2, matched = $3, discrepancy_count = $4,
                 discrepancies = $5, error = $6, finished_at = $7
-             WHERE id = $1",
+             WHERE id = $1 AND status = 'running'",
         )
         .bind(&run.id)
         .bind(run.status.as_str())
@@ -1169,7 +1169,10 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        updated(n, "reconciliation", &run.id)
+        if n == 1 {
+            return Ok(());
+        }
+        shared::not_finished(self.reconciliation(&run.id).await?, &run.id)
     }
 
     async fn reconciliation(&self, id: &str) -> Result<Option<ReconciliationRun>> {

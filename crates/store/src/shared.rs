@@ -114,3 +114,18 @@ pub(crate) fn fee_outcome(before: Option<i64>, fee: i64) -> crate::ledger::FeePo
         Some(posted) => FeePosted::Differs { posted },
     }
 }
+
+/// Why finishing a reconciliation run changed nothing: it is not running
+/// any more (finished already: a run ends once), or there is no such run.
+pub(crate) fn not_finished(
+    current: Option<crate::model::ReconciliationRun>,
+    id: &str,
+) -> Result<()> {
+    match current {
+        Some(run) => Err(StoreError::Invalid(format!(
+            "reconciliation {id} is {}, not running",
+            run.status.as_str()
+        ))),
+        None => Err(StoreError::NotFound(format!("reconciliation {id}"))),
+    }
+}

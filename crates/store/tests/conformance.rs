@@ -1920,11 +1920,16 @@ conformance!(
         s.finish_reconciliation(&done).await.unwrap();
         assert_eq!(
             s.reconciliation(&manual.id).await.unwrap(),
-            Some(done),
+            Some(done.clone()),
             "{}",
             db.backend
         );
         assert_eq!(s.reconciliation("rec_nope").await.unwrap(), None);
+        // A run ends once.
+        assert!(matches!(
+            s.finish_reconciliation(&done).await,
+            Err(StoreError::Invalid(_))
+        ));
         assert!(matches!(
             s.finish_reconciliation(&run_of(&a, "manual", t0())).await,
             Err(StoreError::NotFound(_))

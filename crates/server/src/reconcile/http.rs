@@ -85,11 +85,18 @@ pub async fn start(
             "no enabled {channel} channel account"
         )));
     }
-    let mut runs = Vec::new();
-    for account in &accounts {
-        let run = super::run(&state, account, date).await?;
-        runs.push(view(&run));
-    }
+    // In a task of its own: a caller who gives up waiting (or a request
+    // timeout) must not cut a run short and leave it `running`.
+    let work = tokio::spawn(async move {
+        let mut runs = Vec::new();
+        for account in &accounts {
+            runs.push(view(&super::run(&state, account, date).await?));
+        }
+        Ok::<_, FlowError>(runs)
+    });
+    let runs = work.await.map_err(|e| {
+        FlowError::Internal(crate::ServerError::Config(format!("reconciliation: {e}")))
+    })??;
     Ok(Json(json!({"object": "list", "data": runs})))
 }
 

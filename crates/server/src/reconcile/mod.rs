@@ -14,9 +14,7 @@ pub mod classify;
 pub mod http;
 pub mod report;
 
-use std::collections::HashSet;
-
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use paymux_channels::bill::{BillFile, BillRecord};
@@ -94,10 +92,10 @@ pub(crate) async fn carry_out(
             run.status = RunStatus::Succeeded;
             run.matched = found.matched;
             run.discrepancy_count = found.count;
-            for d in &found.listed {
+            for (kind, n) in &found.by_kind {
                 metrics::counter!("paymux_reconciliation_discrepancies_total",
-                    "channel" => channel, "kind" => d.kind.as_str())
-                .increment(1);
+                    "channel" => channel, "kind" => kind.as_str())
+                .increment(*n);
             }
             run.discrepancies = serde_json::to_value(&found.listed).unwrap_or_else(|_| json!([]));
             if found.count > 0 {
@@ -130,14 +128,18 @@ pub(crate) async fn carry_out(
 struct Found {
     matched: i64,
     count: i64,
+    /// Every difference counted by kind, listed or not.
+    by_kind: HashMap<Kind, u64>,
     listed: Vec<Discrepancy>,
-    /// Open payments the bill says were paid: settled once the bill is read.
-    to_settle: Vec<(usize, Payment)>,
+    /// Open payments the bill says were paid, with their billed fee:
+    /// settled once the bill is read.
+    to_settle: Vec<(usize, Payment, i64)>,
 }
 
 impl Found {
     fn add(&mut self, d: Discrepancy) -> Option<usize> {
         self.count += 1;
+        *self.by_kind.entry(d.kind).or_default() += 1;
         if self.listed.len() >= MAX_LISTED {
             return None;
         }
@@ -161,11 +163,13 @@ async fn reconcile(
             account.channel
         )));
     }
-    let file = Arc::new(client.bill(date).await.map_err(flow::unavailable)?);
-    let (reader, mut rx) = read(file.clone());
+    let file = client.bill(date).await.map_err(flow::unavailable)?;
+    let (reader, mut rx) = read(file);
 
     let mut found = Found::default();
-    let mut seen_payments = HashSet::new();
+    // Every paid trade the bill names, with the fee to post for it once the
+    // bill is known to be whole (0: none, it did not agree).
+    let mut billed_fees: HashMap<String, i64> = HashMap::new();
     let mut seen_refunds = HashSet::new();
     while let Some(record) = rx.recv().await {
         let record = record.map_err(|e| FlowError::ChannelRejected(format!("the bill: {e}")))?;
@@ -175,8 +179,10 @@ async fn reconcile(
                 channel_trade_no,
                 amount,
                 currency,
-                ..
+                fee_milli,
             } => {
+                // The channel rounds each fee to the minor unit, half up.
+                let fee = (fee_milli + 500) / 1000;
                 let ours = match PaymentId::parse(&out_trade_no) {
                     Ok(id) => state.store.payment(&id).await?,
                     Err(_) => None,
@@ -187,16 +193,20 @@ async fn reconcile(
                     amount,
                     currency: &currency,
                 };
+                let mut fee_due = 0;
                 match classify::paid_trade(account, &billed, ours.as_ref()) {
-                    None => found.matched += 1,
+                    None => {
+                        found.matched += 1;
+                        fee_due = fee;
+                    }
                     Some(d) => {
                         let open = d.kind == Kind::MissingHere && d.ours.is_some();
                         if let (Some(at), true, Some(p)) = (found.add(d), open, ours) {
-                            found.to_settle.push((at, p));
+                            found.to_settle.push((at, p, fee));
                         }
                     }
                 }
-                seen_payments.insert(out_trade_no);
+                billed_fees.insert(out_trade_no, fee_due);
             }
             BillRecord::Refund {
                 out_trade_no,
@@ -230,15 +240,20 @@ async fn reconcile(
         state,
         account,
         date,
-        &seen_payments,
+        &billed_fees,
         &seen_refunds,
         &mut found,
     )
     .await?;
-    for (at, payment) in std::mem::take(&mut found.to_settle) {
-        found.listed[at].resolution = Some(settle(state, client.as_ref(), payment).await);
+    for (at, payment, fee) in std::mem::take(&mut found.to_settle) {
+        let id = payment.id.to_string();
+        let (resolution, settled) = settle(state, client.as_ref(), payment).await;
+        found.listed[at].resolution = Some(resolution);
+        if settled {
+            billed_fees.insert(id, fee);
+        }
     }
-    post_fees(state, account, file, &mut found).await?;
+    post_fees(state, &billed_fees, &mut found).await?;
     Ok(found)
 }
 
@@ -249,7 +264,7 @@ type Records = mpsc::Receiver<Result<BillRecord, ChannelError>>;
 
 /// Reads the bill's records on a blocking thread into a bounded queue; the
 /// first error ends them.
-fn read(file: Arc<BillFile>) -> (Reader, Records) {
+fn read(file: BillFile) -> (Reader, Records) {
     let (tx, rx) = mpsc::channel(RECORD_QUEUE);
     let reader = tokio::task::spawn_blocking(move || {
         for record in file.records()? {
@@ -270,56 +285,39 @@ async fn finished(reader: Reader) -> Result<(), FlowError> {
         .map_err(|e| FlowError::ChannelRejected(format!("the bill: {e}")))
 }
 
-/// A second pass over the bill, once it is known to be whole: the fee of
-/// every payment that agreed with it goes into the ledger, once; a fee that
-/// differs from one posted before is reported.
+/// Once the bill is known to be whole: the fee of every payment that agreed
+/// with it goes into the ledger, once; a fee that differs from one posted
+/// before is reported.
 async fn post_fees(
     state: &AppState,
-    account: &ChannelAccount,
-    file: Arc<BillFile>,
+    billed_fees: &HashMap<String, i64>,
     found: &mut Found,
 ) -> Result<(), FlowError> {
-    let (reader, mut rx) = read(file);
     let now = state.clock.now();
-    while let Some(record) = rx.recv().await {
-        let record = record.map_err(|e| FlowError::ChannelRejected(format!("the bill: {e}")))?;
-        let BillRecord::Payment {
-            out_trade_no,
-            amount,
-            fee_milli,
-            ..
-        } = record
-        else {
-            continue;
-        };
-        // The channel rounds each fee to the minor unit, half up.
-        let fee = (fee_milli + 500) / 1000;
-        let Ok(id) = PaymentId::parse(&out_trade_no) else {
-            continue;
-        };
-        let Some(p) = state.store.payment(&id).await? else {
-            continue;
-        };
-        let agrees = p.channel_account_id == account.id
-            && p.status == PaymentStatus::Succeeded
-            && p.amount.minor == amount;
-        if fee <= 0 || !agrees {
+    for (out_trade_no, &fee) in billed_fees {
+        if fee <= 0 {
             continue;
         }
-        if let FeePosted::Differs { posted } = state.store.post_fee(&id, fee, now).await? {
-            let currency = p.amount.currency.as_str();
-            found.add(Discrepancy {
-                kind: Kind::FeeMismatch,
-                payment_id: Some(out_trade_no),
-                refund_id: None,
-                channel_trade_no: p.channel_trade_no.clone(),
-                ours: Some(json!({"fee": posted, "currency": currency})),
-                theirs: Some(json!({"fee": fee, "currency": currency})),
-                resolution: Some("the fee posted first stays in the books".into()),
-            });
-        }
+        let Ok(id) = PaymentId::parse(out_trade_no) else {
+            continue;
+        };
+        let FeePosted::Differs { posted } = state.store.post_fee(&id, fee, now).await? else {
+            continue;
+        };
+        // Rare: read the payment only to describe the difference.
+        let p = state.store.payment(&id).await?.ok_or(FlowError::NotFound)?;
+        let currency = p.amount.currency.as_str();
+        found.add(Discrepancy {
+            kind: Kind::FeeMismatch,
+            payment_id: Some(out_trade_no.clone()),
+            refund_id: None,
+            channel_trade_no: p.channel_trade_no.clone(),
+            ours: Some(json!({"fee": posted, "currency": currency})),
+            theirs: Some(json!({"fee": fee, "currency": currency})),
+            resolution: Some("the fee posted first stays in the books".into()),
+        });
     }
-    finished(reader).await
+    Ok(())
 }
 
 /// What paymux settled that day that the bill does not name.
@@ -327,7 +325,7 @@ async fn lacking_at_channel(
     state: &AppState,
     account: &ChannelAccount,
     date: NaiveDate,
-    seen_payments: &HashSet<String>,
+    billed_fees: &HashMap<String, i64>,
     seen_refunds: &HashSet<String>,
     found: &mut Found,
 ) -> Result<(), FlowError> {
@@ -342,7 +340,7 @@ async fn lacking_at_channel(
     loop {
         let page = state.store.settled_payments(&q).await?;
         for p in &page {
-            if !seen_payments.contains(p.id.as_str()) {
+            if !billed_fees.contains_key(p.id.as_str()) {
                 found.add(Discrepancy {
                     kind: Kind::MissingAtChannel,
                     payment_id: Some(p.id.to_string()),
@@ -385,22 +383,32 @@ async fn lacking_at_channel(
 
 /// Settles an open payment the bill says was paid: the channel is asked
 /// and its answer applied like any query's, through the normal transition
-/// (which writes the merchant's event). Says what happened.
-async fn settle(state: &AppState, client: &dyn Channel, payment: Payment) -> String {
+/// (which writes the merchant's event). Says what happened, and whether
+/// the payment is now succeeded.
+async fn settle(state: &AppState, client: &dyn Channel, payment: Payment) -> (String, bool) {
     let trade = match client.query(payment.id.as_str()).await {
         Ok(trade) => trade,
-        Err(e) => return format!("not settled: querying the channel failed: {e}"),
+        Err(e) => {
+            return (
+                format!("not settled: querying the channel failed: {e}"),
+                false,
+            )
+        }
     };
     match flow::apply_trade(state, payment, &trade).await {
-        Ok(p) if p.status == PaymentStatus::Succeeded => {
+        Ok(p) if p.status == PaymentStatus::Succeeded => (
             "settled: the channel's query says paid; the payment is now succeeded \
              and the merchant is notified"
-                .into()
-        }
-        Ok(p) => format!(
-            "not settled: the channel's query says {:?}; the payment stays {}",
-            trade.state, p.status
+                .into(),
+            true,
         ),
-        Err(e) => format!("not settled: {e}"),
+        Ok(p) => (
+            format!(
+                "not settled: the channel's query says {:?}; the payment stays {}",
+                trade.state, p.status
+            ),
+            false,
+        ),
+        Err(e) => (format!("not settled: {e}"), false),
     }
 }

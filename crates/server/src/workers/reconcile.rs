@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::Timelike;
-use paymux_store::ReconciliationRun;
+use paymux_store::{ReconciliationRun, RunStatus};
 
 use crate::reconcile::{self, china_date};
 use crate::AppState;
@@ -42,6 +42,17 @@ async fn round(state: &AppState) -> Result<(), paymux_store::StoreError> {
             .client(&account)
             .is_ok_and(|c| c.reads_bills());
         if !reads {
+            continue;
+        }
+        // A read first: a day made or being made needs no claim (a write)
+        // at every round.
+        let taken = state
+            .store
+            .reconciliations(&account.id, yesterday)
+            .await?
+            .iter()
+            .any(|r| r.trigger == "daily" && r.status != RunStatus::Failed);
+        if taken {
             continue;
         }
         let run = reconcile::new_run(state, &account, yesterday, "daily");

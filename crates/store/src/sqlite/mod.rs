@@ -1228,7 +1228,7 @@ impl Store for SqliteStore {
                     c,
                     "UPDATE reconciliations SET status = ?2, matched = ?3, discrepancy_count = ?4,
                         discrepancies = ?5, error = ?6, finished_at = ?7
-                     WHERE id = ?1",
+                     WHERE id = ?1 AND status = 'running'",
                     params![
                         run.id,
                         run.status.as_str(),
@@ -1239,7 +1239,16 @@ impl Store for SqliteStore {
                         run.finished_at.map(micros),
                     ],
                 )?;
-                updated(n, "reconciliation", &run.id)
+                if n == 1 {
+                    return Ok(());
+                }
+                let current = one(
+                    c,
+                    "SELECT * FROM reconciliations WHERE id = ?1",
+                    [&run.id],
+                    |r| row::reconciliation(r),
+                )?;
+                shared::not_finished(current, &run.id)
             })
             .await
     }
