@@ -33,6 +33,14 @@ pub enum Operation {
 }
 
 impl Operation {
+    pub const ALL: [Operation; 5] = [
+        Operation::Prepay,
+        Operation::Query,
+        Operation::Close,
+        Operation::Refund,
+        Operation::QueryRefund,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Prepay => "prepay",
@@ -130,7 +138,7 @@ impl GuardedChannel {
         match pacer.pace(
             self.channel,
             &self.account_id,
-            op.as_str(),
+            op,
             std::time::Instant::now(),
         ) {
             Ok(wait) if wait.is_zero() => Ok(()),

@@ -14,8 +14,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::guarded::Operation;
+
 /// Keys kept before idle ones are pruned.
 const PRUNE_AT: usize = 10_000;
+
+/// The longest interval between two requests a rate allows: slower rates
+/// are held to one a day (and durations and instants never overflow).
+const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// A rate: `rps` requests per second on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,7 +36,9 @@ impl Rate {
         if !(rps > 0.0 && rps.is_finite()) {
             return None;
         }
-        let interval = Duration::from_secs_f64(1.0 / rps);
+        let interval = Duration::try_from_secs_f64(1.0 / rps)
+            .unwrap_or(MAX_INTERVAL)
+            .min(MAX_INTERVAL);
         Some(Rate {
             interval,
             tolerance: interval.saturating_mul(burst.max(1) - 1),
@@ -67,10 +75,16 @@ impl Limiter {
         if wait > max_wait {
             return Err(wait);
         }
-        if tats.len() >= PRUNE_AT && !tats.contains_key(key) {
+        let next = tat + rate.interval;
+        // A key already kept is updated in place: no allocation per request.
+        if let Some(kept) = tats.get_mut(key) {
+            *kept = next;
+            return Ok(wait);
+        }
+        if tats.len() >= PRUNE_AT {
             tats.retain(|_, t| *t > now);
         }
-        tats.insert(key.to_string(), tat + rate.interval);
+        tats.insert(key.to_string(), next);
         Ok(wait)
     }
 }
@@ -81,14 +95,18 @@ impl Limiter {
 /// its turn, up to `max_wait_ms`, so a flash sale is smoothed here instead
 /// of being refused by the channel; past that it is not made at all.
 pub struct Pacer {
-    limiter: Limiter,
+    /// One per operation, keyed by account id.
+    limiters: HashMap<Operation, Limiter>,
     config: crate::config::OutboundConfig,
 }
 
 impl Pacer {
     pub fn new(config: crate::config::OutboundConfig) -> Self {
         Pacer {
-            limiter: Limiter::default(),
+            limiters: Operation::ALL
+                .into_iter()
+                .map(|op| (op, Limiter::default()))
+                .collect(),
             config,
         }
     }
@@ -98,7 +116,7 @@ impl Pacer {
         &self,
         channel: &str,
         account_id: &str,
-        operation: &str,
+        operation: Operation,
         now: Instant,
     ) -> Result<Duration, Duration> {
         let rps = self
@@ -106,7 +124,7 @@ impl Pacer {
             .accounts
             .get(account_id)
             .or_else(|| self.config.channels.get(channel))
-            .and_then(|ops| ops.get(operation))
+            .and_then(|ops| ops.get(operation.as_str()))
             .copied()
             .unwrap_or(0.0);
         // A second's worth of calls may go at once.
@@ -114,8 +132,7 @@ impl Pacer {
             return Ok(Duration::ZERO);
         };
         let max_wait = Duration::from_millis(self.config.max_wait_ms);
-        self.limiter
-            .reserve(&format!("{account_id}/{operation}"), rate, now, max_wait)
+        self.limiters[&operation].reserve(account_id, rate, now, max_wait)
     }
 }
 
@@ -180,6 +197,13 @@ mod tests {
     fn no_rate_means_no_limit_and_the_table_stays_bounded() {
         assert_eq!(Rate::new(0.0, 10), None);
         assert_eq!(Rate::new(f64::NAN, 10), None);
+        // A rate too slow to express is one a day, never a panic.
+        let glacial = Rate::new(1e-300, u32::MAX).unwrap();
+        assert_eq!(glacial.interval, MAX_INTERVAL);
+        let t = Instant::now();
+        let l = Limiter::default();
+        assert!(l.take("k", glacial, t).is_ok());
+        assert!(l.take("k", Rate::new(1e-300, 1).unwrap(), t).is_err());
         let l = Limiter::default();
         let rate = Rate::new(1000.0, 1).unwrap();
         let t0 = Instant::now();
