@@ -1051,15 +1051,18 @@ impl Store for PgStore {
             let e = row::audit_entry(r)?;
             pos += 1;
             let hash = crate::audit::entry_hash(&prev, pos, &e);
-            sqlx::query(
-                "UPDATE audit_log SET chain_pos = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+            let n = sqlx::query(
+                "UPDATE audit_log SET chain_pos = $1, prev_hash = $2, hash = $3
+                 WHERE seq = $4 AND chain_pos IS NULL",
             )
             .bind(pos)
             .bind(&prev)
             .bind(&hash)
             .bind(e.seq)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            shared::sealed_once(n, e.seq)?;
             prev = hash;
         }
         tx.commit().await?;

@@ -129,3 +129,15 @@ pub(crate) fn not_finished(
         None => Err(StoreError::NotFound(format!("reconciliation {id}"))),
     }
 }
+
+/// A row is sealed (given its chain position) once: the sealing update is a
+/// compare-and-set on `chain_pos IS NULL`, and a miss means two sealers ran
+/// at once, which the store must never allow. The transaction rolls back.
+pub(crate) fn sealed_once(rows: u64, seq: i64) -> Result<()> {
+    if rows != 1 {
+        return Err(StoreError::Invalid(format!(
+            "audit row {seq} was sealed by someone else meanwhile"
+        )));
+    }
+    Ok(())
+}

@@ -1089,12 +1089,13 @@ impl Store for SqliteStore {
                 for e in &rows {
                     pos += 1;
                     let hash = crate::audit::entry_hash(&prev, pos, e);
-                    exec(
+                    let n = exec(
                         c,
                         "UPDATE audit_log SET chain_pos = ?1, prev_hash = ?2, hash = ?3
-                         WHERE seq = ?4",
+                         WHERE seq = ?4 AND chain_pos IS NULL",
                         params![pos, prev, hash, e.seq],
                     )?;
+                    shared::sealed_once(n, e.seq)?;
                     prev = hash;
                 }
                 Ok(rows.len() as u64)
