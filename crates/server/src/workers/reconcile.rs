@@ -32,7 +32,7 @@ async fn round(state: &AppState) -> Result<(), paymux_store::StoreError> {
     let Some(yesterday) = china_date(now).pred_opt() else {
         return Ok(());
     };
-    let retry_before = now - chrono::Duration::seconds(cfg.retry_failed_secs as i64);
+    let retry_before = now - paymux_core::clock::seconds(cfg.retry_failed_secs);
     for account in state.store.list_channel_accounts(None).await? {
         if !account.enabled {
             continue;
