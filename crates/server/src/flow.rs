@@ -121,6 +121,7 @@ pub async fn create(
         request_hash: fingerprint.clone(),
         channel_account_id: account.id.clone(),
         app_id: Some(app_id.to_string()),
+        checkout_id: None,
         pay_params: None,
         channel_trade_no: None,
         paid_at: None,

@@ -143,7 +143,9 @@ pub trait Store: Send + Sync + 'static {
     /// Compare-and-set: moves the payment from `from` to `to`, applies `patch`
     /// and inserts `event` into the outbox, all in one transaction. If the
     /// payment is no longer in `from`, nothing is written and the current
-    /// payment comes back as [`Transition::Unchanged`].
+    /// payment comes back as [`Transition::Unchanged`]. A checkout's attempt
+    /// that succeeds wins its checkout, or, if another attempt won it first,
+    /// is recorded as a [`CheckoutDuplicate`], in the same transaction.
     async fn transition(
         &self,
         id: &PaymentId,
@@ -218,6 +220,40 @@ pub trait Store: Send + Sync + 'static {
         attempts: i32,
         next_poll_at: DateTime<Utc>,
     ) -> Result<()>;
+
+    // --- checkouts ---------------------------------------------------------------
+
+    /// Inserts a checkout, or returns the one that already holds its
+    /// `(merchant_id, merchant_order_no)`.
+    async fn insert_checkout(&self, checkout: &Checkout) -> Result<CheckoutInserted>;
+    async fn checkout(&self, id: &str) -> Result<Option<Checkout>>;
+    async fn checkout_by_order_no(
+        &self,
+        merchant_id: &str,
+        merchant_order_no: &str,
+    ) -> Result<Option<Checkout>>;
+    /// The checkout's attempts (payments naming it), oldest first, at most
+    /// [`MAX_CHECKOUT_ATTEMPTS`].
+    async fn checkout_attempts(&self, checkout_id: &str) -> Result<Vec<Payment>>;
+    /// Up to `limit` checkouts that were won and whose other attempts are not
+    /// all known to be final, oldest won first.
+    async fn checkouts_to_close(&self, limit: u32) -> Result<Vec<Checkout>>;
+    /// Records that every other attempt of the won checkout is final.
+    async fn mark_checkout_attempts_closed(&self, id: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Up to `limit` duplicates not resolved yet, oldest first.
+    async fn open_duplicates(&self, limit: u32) -> Result<Vec<CheckoutDuplicate>>;
+    async fn checkout_duplicate(&self, payment_id: &PaymentId)
+        -> Result<Option<CheckoutDuplicate>>;
+    /// Resolves a duplicate, once: records the refund that returns its money
+    /// (`None` when nothing was left to refund) and writes `event`, in one
+    /// transaction. `false` if it was resolved already (nothing is written).
+    async fn resolve_duplicate(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: Option<&str>,
+        event: &NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 
     // --- outbox ------------------------------------------------------------------
 

@@ -75,6 +75,10 @@ const SQLITE: &[Migration] = &[
         version: 15,
         sql: include_str!("../migrations/sqlite/0015_audit_log.sql"),
     },
+    Migration {
+        version: 16,
+        sql: include_str!("../migrations/sqlite/0016_checkouts.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -137,6 +141,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 15,
         sql: include_str!("../migrations/postgres/0015_audit_log.sql"),
+    },
+    Migration {
+        version: 16,
+        sql: include_str!("../migrations/postgres/0016_checkouts.sql"),
     },
 ];
 

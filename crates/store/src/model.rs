@@ -166,6 +166,8 @@ pub struct Payment {
     /// The app that created the payment; its secret signs the payment's
     /// notifications (`None` for payments older than this field).
     pub app_id: Option<String>,
+    /// The checkout this payment is an attempt of, if any.
+    pub checkout_id: Option<String>,
     pub pay_params: Option<serde_json::Value>,
     /// The channel's transaction id, once paid.
     pub channel_trade_no: Option<String>,
@@ -303,6 +305,59 @@ pub struct EventClaim {
     pub limit: u32,
     pub per_merchant: u32,
     pub skip_merchants: Vec<String>,
+}
+
+/// One merchant order that the payer may try to pay through several
+/// channels (收银台). Each try is a payment naming the checkout; the first to
+/// succeed wins it, and any paid after is refunded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkout {
+    /// `chk_<ULID>`.
+    pub id: String,
+    pub merchant_id: String,
+    /// The app that created it; its attempts are created under it too.
+    pub app_id: String,
+    /// Unique per merchant: a repeat of the same request finds this checkout.
+    pub merchant_order_no: String,
+    pub amount: Money,
+    pub description: String,
+    pub notify_url: String,
+    /// Where the payer goes back to once paid.
+    pub return_url: Option<String>,
+    pub metadata: serde_json::Value,
+    pub request_hash: String,
+    /// The attempt that won it; set once, by the store, in the transaction
+    /// of that attempt's success.
+    pub winner_payment_id: Option<PaymentId>,
+    pub won_at: Option<DateTime<Utc>>,
+    /// When every other attempt was final after the winner.
+    pub attempts_closed_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Attempts one checkout may have: enough for a payer to switch channels
+/// and methods back and forth, few enough that a checkout stays small.
+pub const MAX_CHECKOUT_ATTEMPTS: u32 = 10;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckoutInserted {
+    New,
+    /// The checkout that already holds the merchant order number.
+    Existing(Checkout),
+}
+
+/// An attempt that succeeded after another attempt of its checkout had
+/// won: its money must go back to the payer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckoutDuplicate {
+    pub payment_id: PaymentId,
+    pub checkout_id: String,
+    /// The refund that returns it, once made.
+    pub refund_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// A refund of (part of) a paid payment.

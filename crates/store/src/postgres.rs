@@ -368,9 +368,9 @@ impl Store for PgStore {
             "INSERT INTO payments (id, merchant_id, merchant_order_no, amount_minor, currency,
                 channel, method, status, description, notify_url, payer, metadata, request_hash,
                 channel_account_id, pay_params, channel_trade_no, paid_at, expires_at,
-                created_at, updated_at, app_id)
+                created_at, updated_at, app_id, checkout_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19, $20, $21)
+                $17, $18, $19, $20, $21, $22)
              ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
         )
         .bind(p.id.as_str())
@@ -394,6 +394,7 @@ impl Store for PgStore {
         .bind(p.created_at)
         .bind(p.updated_at)
         .bind(&p.app_id)
+        .bind(&p.checkout_id)
         .execute(&self.pool)
         .await
         .map_err(|e| StoreError::unique(e, "payment"))?
@@ -524,7 +525,22 @@ impl Store for PgStore {
                     CASE WHEN leg.debit THEN moved.amount_minor ELSE 0 END,
                     CASE WHEN leg.debit THEN 0 ELSE moved.amount_minor END,
                     moved.id, NULL, $2
-                FROM moved CROSS JOIN UNNEST($17::text[], $18::bool[]) AS leg(account, debit))
+                FROM moved CROSS JOIN UNNEST($17::text[], $18::bool[]) AS leg(account, debit)),
+             -- A checkout's attempt that succeeds wins the checkout, unless
+             -- another won first (a racing winner holds the checkout's row
+             -- lock; once it commits, the condition is checked again and
+             -- misses): then it is a duplicate, to be refunded.
+             claimed AS (
+                UPDATE checkouts SET winner_payment_id = moved.id, won_at = $2, updated_at = $2
+                FROM moved
+                WHERE $1 = 'succeeded' AND checkouts.id = moved.checkout_id
+                  AND checkouts.winner_payment_id IS NULL
+                RETURNING checkouts.id),
+             duplicate AS (
+                INSERT INTO checkout_duplicates (payment_id, checkout_id, created_at)
+                SELECT moved.id, moved.checkout_id, $2 FROM moved
+                WHERE $1 = 'succeeded' AND moved.checkout_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM claimed))
              SELECT * FROM moved",
         )
         .bind(to.as_str())
@@ -667,6 +683,147 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(row::refund).collect()
+    }
+
+    async fn insert_checkout(&self, k: &Checkout) -> Result<CheckoutInserted> {
+        let inserted = sqlx::query(
+            "INSERT INTO checkouts (id, merchant_id, app_id, merchant_order_no, amount_minor,
+                currency, description, notify_url, return_url, metadata, request_hash,
+                expires_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
+        )
+        .bind(&k.id)
+        .bind(&k.merchant_id)
+        .bind(&k.app_id)
+        .bind(&k.merchant_order_no)
+        .bind(k.amount.minor)
+        .bind(k.amount.currency.as_str())
+        .bind(&k.description)
+        .bind(&k.notify_url)
+        .bind(&k.return_url)
+        .bind(&k.metadata)
+        .bind(&k.request_hash)
+        .bind(k.expires_at)
+        .bind(k.created_at)
+        .bind(k.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::unique(e, "checkout"))?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(CheckoutInserted::New);
+        }
+        self.checkout_by_order_no(&k.merchant_id, &k.merchant_order_no)
+            .await?
+            .map(CheckoutInserted::Existing)
+            .ok_or_else(|| StoreError::NotFound(format!("checkout {}", k.merchant_order_no)))
+    }
+
+    async fn checkout(&self, id: &str) -> Result<Option<Checkout>> {
+        let row = sqlx::query("SELECT * FROM checkouts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::checkout).transpose()
+    }
+
+    async fn checkout_by_order_no(
+        &self,
+        merchant_id: &str,
+        merchant_order_no: &str,
+    ) -> Result<Option<Checkout>> {
+        let row = sqlx::query(
+            "SELECT * FROM checkouts WHERE merchant_id = $1 AND merchant_order_no = $2",
+        )
+        .bind(merchant_id)
+        .bind(merchant_order_no)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(row::checkout).transpose()
+    }
+
+    async fn checkout_attempts(&self, checkout_id: &str) -> Result<Vec<Payment>> {
+        let rows =
+            sqlx::query("SELECT * FROM payments WHERE checkout_id = $1 ORDER BY id LIMIT $2")
+                .bind(checkout_id)
+                .bind(i64::from(MAX_CHECKOUT_ATTEMPTS))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(row::payment).collect()
+    }
+
+    async fn checkouts_to_close(&self, limit: u32) -> Result<Vec<Checkout>> {
+        let rows = sqlx::query(
+            "SELECT * FROM checkouts
+             WHERE winner_payment_id IS NOT NULL AND attempts_closed_at IS NULL
+             ORDER BY won_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::checkout).collect()
+    }
+
+    async fn mark_checkout_attempts_closed(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE checkouts SET attempts_closed_at = $1, updated_at = $1
+             WHERE id = $2 AND attempts_closed_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn open_duplicates(&self, limit: u32) -> Result<Vec<CheckoutDuplicate>> {
+        let rows = sqlx::query(
+            "SELECT * FROM checkout_duplicates WHERE resolved_at IS NULL
+             ORDER BY created_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::checkout_duplicate).collect()
+    }
+
+    async fn checkout_duplicate(
+        &self,
+        payment_id: &PaymentId,
+    ) -> Result<Option<CheckoutDuplicate>> {
+        let row = sqlx::query("SELECT * FROM checkout_duplicates WHERE payment_id = $1")
+            .bind(payment_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::checkout_duplicate).transpose()
+    }
+
+    async fn resolve_duplicate(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: Option<&str>,
+        event: &NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let resolved = sqlx::query(
+            "UPDATE checkout_duplicates SET refund_id = $1, resolved_at = $2
+             WHERE payment_id = $3 AND resolved_at IS NULL",
+        )
+        .bind(refund_id)
+        .bind(now)
+        .bind(payment_id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if resolved == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn transition_refund(

@@ -12,8 +12,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::ledger::{AccountBalance, LedgerIssue, LedgerIssueKind, Posting};
 use crate::model::{
-    App, ChannelAccount, IdempotencyRecord, Merchant, OutboxEvent, Payment, ReconciliationRun,
-    Refund,
+    App, ChannelAccount, Checkout, CheckoutDuplicate, IdempotencyRecord, Merchant, OutboxEvent,
+    Payment, ReconciliationRun, Refund,
 };
 use crate::{RequestKey, Result, StoreError};
 
@@ -124,6 +124,40 @@ pub(crate) fn refund(r: &impl Cols) -> Result<Refund> {
     })
 }
 
+pub(crate) fn checkout(r: &impl Cols) -> Result<Checkout> {
+    Ok(Checkout {
+        id: r.text("id")?,
+        merchant_id: r.text("merchant_id")?,
+        app_id: r.text("app_id")?,
+        merchant_order_no: r.text("merchant_order_no")?,
+        amount: money(r)?,
+        description: r.text("description")?,
+        notify_url: r.text("notify_url")?,
+        return_url: r.opt_text("return_url")?,
+        metadata: r.json("metadata")?,
+        request_hash: r.text("request_hash")?,
+        winner_payment_id: r
+            .opt_text("winner_payment_id")?
+            .map(|id| payment_id("winner_payment_id", &id))
+            .transpose()?,
+        won_at: r.opt_ts("won_at")?,
+        attempts_closed_at: r.opt_ts("attempts_closed_at")?,
+        expires_at: r.ts("expires_at")?,
+        created_at: r.ts("created_at")?,
+        updated_at: r.ts("updated_at")?,
+    })
+}
+
+pub(crate) fn checkout_duplicate(r: &impl Cols) -> Result<CheckoutDuplicate> {
+    Ok(CheckoutDuplicate {
+        payment_id: payment_id("payment_id", &r.text("payment_id")?)?,
+        checkout_id: r.text("checkout_id")?,
+        refund_id: r.opt_text("refund_id")?,
+        created_at: r.ts("created_at")?,
+        resolved_at: r.opt_ts("resolved_at")?,
+    })
+}
+
 pub(crate) fn reconciliation(r: &impl Cols) -> Result<ReconciliationRun> {
     let date = r.text("bill_date")?;
     Ok(ReconciliationRun {
@@ -210,6 +244,7 @@ pub(crate) fn payment(r: &impl Cols) -> Result<Payment> {
         request_hash: r.text("request_hash")?,
         channel_account_id: r.text("channel_account_id")?,
         app_id: r.opt_text("app_id")?,
+        checkout_id: r.opt_text("checkout_id")?,
         pay_params: r.opt_json("pay_params")?,
         channel_trade_no: r.opt_text("channel_trade_no")?,
         paid_at: r.opt_ts("paid_at")?,

@@ -423,6 +423,50 @@ impl Store for SealedStore {
     async fn refunds_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<Refund>> {
         self.inner.refunds_for_payment(payment_id).await
     }
+    async fn insert_checkout(&self, checkout: &Checkout) -> Result<CheckoutInserted> {
+        self.inner.insert_checkout(checkout).await
+    }
+    async fn checkout(&self, id: &str) -> Result<Option<Checkout>> {
+        self.inner.checkout(id).await
+    }
+    async fn checkout_by_order_no(
+        &self,
+        merchant_id: &str,
+        merchant_order_no: &str,
+    ) -> Result<Option<Checkout>> {
+        self.inner
+            .checkout_by_order_no(merchant_id, merchant_order_no)
+            .await
+    }
+    async fn checkout_attempts(&self, checkout_id: &str) -> Result<Vec<Payment>> {
+        self.inner.checkout_attempts(checkout_id).await
+    }
+    async fn checkouts_to_close(&self, limit: u32) -> Result<Vec<Checkout>> {
+        self.inner.checkouts_to_close(limit).await
+    }
+    async fn mark_checkout_attempts_closed(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        self.inner.mark_checkout_attempts_closed(id, now).await
+    }
+    async fn open_duplicates(&self, limit: u32) -> Result<Vec<CheckoutDuplicate>> {
+        self.inner.open_duplicates(limit).await
+    }
+    async fn checkout_duplicate(
+        &self,
+        payment_id: &PaymentId,
+    ) -> Result<Option<CheckoutDuplicate>> {
+        self.inner.checkout_duplicate(payment_id).await
+    }
+    async fn resolve_duplicate(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: Option<&str>,
+        event: &NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.inner
+            .resolve_duplicate(payment_id, refund_id, event, now)
+            .await
+    }
     async fn transition_refund(
         &self,
         id: &str,

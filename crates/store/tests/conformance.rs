@@ -68,6 +68,7 @@ fn payment(m: &Merchant, a: &ChannelAccount, order_no: &str) -> Payment {
         request_hash: "hash-1".into(),
         channel_account_id: a.id.clone(),
         app_id: None,
+        checkout_id: None,
         pay_params: Some(json!({"prepay_id": "wx201410272009395522657a690389285100"})),
         channel_trade_no: Some("4200000001".into()),
         paid_at: Some(t0() + Duration::microseconds(1)),
@@ -2234,5 +2235,155 @@ conformance!(
         .await;
         let check = audit::verify(s).await.unwrap();
         assert_eq!(check.broken.map(|b| b.chain_pos), Some(pos - 1));
+    }
+);
+
+fn checkout_of(m: &Merchant, order_no: &str) -> Checkout {
+    Checkout {
+        id: new_id("chk"),
+        merchant_id: m.id.clone(),
+        app_id: "app_checkout".into(),
+        merchant_order_no: order_no.into(),
+        amount: Money::new(12_345, Currency::CNY).unwrap(),
+        description: "两杯奶茶".into(),
+        notify_url: "https://merchant.example/notify".into(),
+        return_url: Some("https://merchant.example/done".into()),
+        metadata: json!({"cart": [1, 2]}),
+        request_hash: "hash-checkout".into(),
+        winner_payment_id: None,
+        won_at: None,
+        attempts_closed_at: None,
+        expires_at: t0() + Duration::minutes(30),
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+conformance!(checkouts_round_trip_and_keep_their_order_number, |db| {
+    let store = db.store.as_ref();
+    let m = merchant(store).await;
+    let k = checkout_of(&m, "order-1");
+    assert_eq!(
+        store.insert_checkout(&k).await.unwrap(),
+        CheckoutInserted::New
+    );
+    assert_eq!(store.checkout(&k.id).await.unwrap(), Some(k.clone()));
+    assert_eq!(
+        store.checkout_by_order_no(&m.id, "order-1").await.unwrap(),
+        Some(k.clone())
+    );
+    let again = Checkout {
+        id: new_id("chk"),
+        ..k.clone()
+    };
+    assert_eq!(
+        store.insert_checkout(&again).await.unwrap(),
+        CheckoutInserted::Existing(k.clone())
+    );
+    assert_eq!(store.checkout("chk_missing").await.unwrap(), None);
+});
+
+conformance!(
+    one_attempt_wins_a_checkout_and_the_rest_are_duplicates,
+    |db| {
+        let store = db.store.as_ref();
+        let m = merchant(store).await;
+        let a = account(store, &m, t0(), true).await;
+        let k = checkout_of(&m, "order-race");
+        store.insert_checkout(&k).await.unwrap();
+        let mut attempts = Vec::new();
+        for n in 0..5 {
+            let p = Payment {
+                checkout_id: Some(k.id.clone()),
+                pay_params: None,
+                channel_trade_no: None,
+                paid_at: None,
+                ..payment(&m, &a, &format!("{}.{n}", k.id))
+            };
+            store.insert_payment(&p).await.unwrap();
+            attempts.push(to_pending(store, &p).await);
+        }
+        assert_eq!(store.checkout_attempts(&k.id).await.unwrap().len(), 5);
+        // Every attempt is paid at once: exactly one wins.
+        let tasks: Vec<_> = attempts
+            .iter()
+            .map(|p| {
+                let store = Arc::clone(&db.store);
+                let p = p.clone();
+                tokio::spawn(async move {
+                    store
+                        .transition(
+                            &p.id,
+                            PaymentStatus::Pending,
+                            PaymentStatus::Succeeded,
+                            &TransitionPatch::default(),
+                            Some(&event_for(&p, t0() + secs(1))),
+                            t0() + secs(1),
+                        )
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Transition::Applied(_)));
+        }
+        let won = store.checkout(&k.id).await.unwrap().unwrap();
+        let winner = won.winner_payment_id.clone().expect("a winner");
+        assert_eq!(won.won_at, Some(t0() + secs(1)));
+        let dups = store.open_duplicates(100).await.unwrap();
+        let dup_ids: HashSet<_> = dups.iter().map(|d| d.payment_id.clone()).collect();
+        let others: HashSet<_> = attempts
+            .iter()
+            .map(|p| p.id.clone())
+            .filter(|id| *id != winner)
+            .collect();
+        assert_eq!(dup_ids, others, "{}", db.backend);
+        assert!(dups.iter().all(|d| d.checkout_id == k.id));
+        assert_eq!(
+            store.checkout_duplicate(&winner).await.unwrap(),
+            None,
+            "the winner is no duplicate"
+        );
+        assert_eq!(
+            store.checkouts_to_close(10).await.unwrap(),
+            vec![won.clone()]
+        );
+        store
+            .mark_checkout_attempts_closed(&k.id, t0() + secs(2))
+            .await
+            .unwrap();
+        assert!(store.checkouts_to_close(10).await.unwrap().is_empty());
+
+        // A duplicate is resolved once, with its event.
+        let dup = &dups[0];
+        let p = store.payment(&dup.payment_id).await.unwrap().unwrap();
+        let r = refund_of(&p, "duplicate-1", p.amount.minor);
+        assert_eq!(store.insert_refund(&r).await.unwrap(), RefundInserted::New);
+        let e = NewEvent {
+            event_type: "payment.duplicate_refunded".into(),
+            refund_id: Some(r.id.clone()),
+            ..event_for(&p, t0() + secs(3))
+        };
+        assert!(store
+            .resolve_duplicate(&p.id, Some(&r.id), &e, t0() + secs(3))
+            .await
+            .unwrap());
+        assert!(!store
+            .resolve_duplicate(&p.id, Some(&r.id), &e, t0() + secs(4))
+            .await
+            .unwrap());
+        let resolved = store.checkout_duplicate(&p.id).await.unwrap().unwrap();
+        assert_eq!(resolved.refund_id.as_deref(), Some(r.id.as_str()));
+        assert_eq!(resolved.resolved_at, Some(t0() + secs(3)));
+        assert_eq!(store.open_duplicates(100).await.unwrap().len(), 3);
+        let events = store.events_for_payment(&p.id).await.unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.event_type == "payment.duplicate_refunded")
+                .count(),
+            1
+        );
     }
 );

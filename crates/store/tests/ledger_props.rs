@@ -124,6 +124,7 @@ async fn apply(db: &TestDb, ops: &[Op]) -> Result<(), String> {
                     request_hash: "h".into(),
                     channel_account_id: account.id.clone(),
                     app_id: None,
+                    checkout_id: None,
                     pay_params: None,
                     channel_trade_no: None,
                     paid_at: None,

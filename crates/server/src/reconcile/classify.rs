@@ -196,6 +196,7 @@ mod tests {
             request_hash: "h".into(),
             channel_account_id: "acct_1".into(),
             app_id: None,
+            checkout_id: None,
             pay_params: None,
             channel_trade_no: None,
             paid_at: None,

@@ -428,9 +428,10 @@ impl Store for SqliteStore {
                     "INSERT INTO payments (id, merchant_id, merchant_order_no, amount_minor,
                         currency, channel, method, status, description, notify_url, payer,
                         metadata, request_hash, channel_account_id, pay_params,
-                        channel_trade_no, paid_at, expires_at, created_at, updated_at, app_id)
+                        channel_trade_no, paid_at, expires_at, created_at, updated_at, app_id,
+                        checkout_id)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                        ?16, ?17, ?18, ?19, ?20, ?21)
+                        ?16, ?17, ?18, ?19, ?20, ?21, ?22)
                      ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
                     params![
                         p.id.as_str(),
@@ -454,6 +455,7 @@ impl Store for SqliteStore {
                         micros(p.created_at),
                         micros(p.updated_at),
                         p.app_id,
+                        p.checkout_id,
                     ],
                     "payment",
                 )?;
@@ -586,6 +588,9 @@ impl Store for SqliteStore {
                 };
                 if to == PaymentStatus::Succeeded {
                     insert_postings(c, &ledger::capture(&after, now))?;
+                    if let Some(checkout_id) = &after.checkout_id {
+                        settle_attempt(c, checkout_id, &after.id, now)?;
+                    }
                 }
                 if let Some(e) = &event {
                     insert_event(c, e)?;
@@ -668,6 +673,170 @@ impl Store for SqliteStore {
                     [payment_id.as_str()],
                     |r| row::refund(r),
                 )
+            })
+            .await
+    }
+
+    async fn insert_checkout(&self, k: &Checkout) -> Result<CheckoutInserted> {
+        let k = k.clone();
+        self.engine
+            .write(move |c| {
+                let inserted = exec_unique(
+                    c,
+                    "INSERT INTO checkouts (id, merchant_id, app_id, merchant_order_no,
+                        amount_minor, currency, description, notify_url, return_url, metadata,
+                        request_hash, expires_at, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
+                    params![
+                        k.id,
+                        k.merchant_id,
+                        k.app_id,
+                        k.merchant_order_no,
+                        k.amount.minor,
+                        k.amount.currency.as_str(),
+                        k.description,
+                        k.notify_url,
+                        k.return_url,
+                        json_text(&k.metadata),
+                        k.request_hash,
+                        micros(k.expires_at),
+                        micros(k.created_at),
+                        micros(k.updated_at),
+                    ],
+                    "checkout",
+                )?;
+                if inserted == 1 {
+                    return Ok(CheckoutInserted::New);
+                }
+                checkout_by_order_no(c, &k.merchant_id, &k.merchant_order_no)?
+                    .map(CheckoutInserted::Existing)
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!("checkout {}", k.merchant_order_no))
+                    })
+            })
+            .await
+    }
+
+    async fn checkout(&self, id: &str) -> Result<Option<Checkout>> {
+        self.engine
+            .read(|c| {
+                one(c, "SELECT * FROM checkouts WHERE id = ?1", [id], |r| {
+                    row::checkout(r)
+                })
+            })
+            .await
+    }
+
+    async fn checkout_by_order_no(
+        &self,
+        merchant_id: &str,
+        merchant_order_no: &str,
+    ) -> Result<Option<Checkout>> {
+        self.engine
+            .read(|c| checkout_by_order_no(c, merchant_id, merchant_order_no))
+            .await
+    }
+
+    async fn checkout_attempts(&self, checkout_id: &str) -> Result<Vec<Payment>> {
+        self.engine
+            .read(|c| {
+                all(
+                    c,
+                    "SELECT * FROM payments WHERE checkout_id = ?1 ORDER BY id
+                     LIMIT ?2",
+                    params![checkout_id, i64::from(MAX_CHECKOUT_ATTEMPTS)],
+                    |r| row::payment(r),
+                )
+            })
+            .await
+    }
+
+    async fn checkouts_to_close(&self, limit: u32) -> Result<Vec<Checkout>> {
+        self.engine
+            .read(|c| {
+                all(
+                    c,
+                    "SELECT * FROM checkouts
+                     WHERE winner_payment_id IS NOT NULL AND attempts_closed_at IS NULL
+                     ORDER BY won_at LIMIT ?1",
+                    [i64::from(limit)],
+                    |r| row::checkout(r),
+                )
+            })
+            .await
+    }
+
+    async fn mark_checkout_attempts_closed(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        let id = id.to_string();
+        self.engine
+            .write(move |c| {
+                exec(
+                    c,
+                    "UPDATE checkouts SET attempts_closed_at = ?1, updated_at = ?1
+                     WHERE id = ?2 AND attempts_closed_at IS NULL",
+                    params![micros(now), id],
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn open_duplicates(&self, limit: u32) -> Result<Vec<CheckoutDuplicate>> {
+        self.engine
+            .read(|c| {
+                all(
+                    c,
+                    "SELECT * FROM checkout_duplicates WHERE resolved_at IS NULL
+                     ORDER BY created_at LIMIT ?1",
+                    [i64::from(limit)],
+                    |r| row::checkout_duplicate(r),
+                )
+            })
+            .await
+    }
+
+    async fn checkout_duplicate(
+        &self,
+        payment_id: &PaymentId,
+    ) -> Result<Option<CheckoutDuplicate>> {
+        self.engine
+            .read(|c| {
+                one(
+                    c,
+                    "SELECT * FROM checkout_duplicates WHERE payment_id = ?1",
+                    [payment_id.as_str()],
+                    |r| row::checkout_duplicate(r),
+                )
+            })
+            .await
+    }
+
+    async fn resolve_duplicate(
+        &self,
+        payment_id: &PaymentId,
+        refund_id: Option<&str>,
+        event: &NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (id, refund_id, event) = (
+            payment_id.clone(),
+            refund_id.map(str::to_string),
+            event.clone(),
+        );
+        self.engine
+            .write(move |c| {
+                let resolved = exec(
+                    c,
+                    "UPDATE checkout_duplicates SET refund_id = ?1, resolved_at = ?2
+                     WHERE payment_id = ?3 AND resolved_at IS NULL",
+                    params![refund_id, micros(now), id.as_str()],
+                )?;
+                if resolved == 0 {
+                    return Ok(false);
+                }
+                insert_event(c, &event)?;
+                Ok(true)
             })
             .await
     }
@@ -1548,6 +1717,44 @@ fn reconciliation_params(run: &ReconciliationRun) -> Vec<Box<dyn rusqlite::ToSql
         Box::new(micros(run.started_at)),
         Box::new(run.finished_at.map(micros)),
     ]
+}
+
+/// A checkout's attempt succeeded: it wins the checkout if nothing has yet,
+/// else it is a duplicate to refund. Part of the success's transaction.
+fn settle_attempt(
+    conn: &Connection,
+    checkout_id: &str,
+    payment_id: &PaymentId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let won = exec(
+        conn,
+        "UPDATE checkouts SET winner_payment_id = ?1, won_at = ?2, updated_at = ?2
+         WHERE id = ?3 AND winner_payment_id IS NULL",
+        params![payment_id.as_str(), micros(now), checkout_id],
+    )?;
+    if won == 0 {
+        exec(
+            conn,
+            "INSERT INTO checkout_duplicates (payment_id, checkout_id, created_at)
+             VALUES (?1, ?2, ?3)",
+            params![payment_id.as_str(), checkout_id, micros(now)],
+        )?;
+    }
+    Ok(())
+}
+
+fn checkout_by_order_no(
+    conn: &Connection,
+    merchant_id: &str,
+    merchant_order_no: &str,
+) -> Result<Option<Checkout>> {
+    one(
+        conn,
+        "SELECT * FROM checkouts WHERE merchant_id = ?1 AND merchant_order_no = ?2",
+        [merchant_id, merchant_order_no],
+        |r| row::checkout(r),
+    )
 }
 
 fn insert_postings(conn: &Connection, postings: &[Posting]) -> Result<()> {
