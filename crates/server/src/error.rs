@@ -53,6 +53,15 @@ pub enum FlowError {
     /// The refund would take the payment's refunds above what was paid.
     #[error("{0}")]
     RefundExceeds(String),
+    /// The checkout was paid already: no more attempts.
+    #[error("{0}")]
+    CheckoutPaid(String),
+    /// The checkout expired unpaid: no more attempts.
+    #[error("{0}")]
+    CheckoutExpired(String),
+    /// The checkout has as many attempts as one may have.
+    #[error("{0}")]
+    TooManyAttempts(String),
     #[error(transparent)]
     Internal(#[from] ServerError),
 }

@@ -35,6 +35,8 @@ pub enum CloseReason {
     Channel,
     /// The channel refused to prepare it.
     ChannelRefused,
+    /// Another attempt of its checkout was paid.
+    CheckoutPaid,
 }
 
 impl CloseReason {
@@ -45,6 +47,7 @@ impl CloseReason {
             CloseReason::NotPrepared => "not_prepared",
             CloseReason::Channel => "channel",
             CloseReason::ChannelRefused => "channel_refused",
+            CloseReason::CheckoutPaid => "checkout_paid",
         }
     }
 }
@@ -88,6 +91,42 @@ pub async fn create(
     {
         return Ok((resume(state, existing, &fingerprint).await?, false));
     }
+    let expires_in = req
+        .expires_in_seconds
+        .unwrap_or(state.config.default_expiry_secs);
+    let new = NewPayment {
+        merchant_id,
+        app_id,
+        expires_at: state.clock.now() + Duration::seconds(expires_in),
+        checkout_id: None,
+    };
+    insert_and_prepare(state, new, req).await
+}
+
+/// Who a new payment is for and when it expires.
+pub struct NewPayment<'a> {
+    pub merchant_id: &'a str,
+    pub app_id: &'a str,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// The checkout it is an attempt of.
+    pub checkout_id: Option<String>,
+}
+
+/// Inserts the payment `req` asks for (or finds the one holding its order
+/// number) and prepares it at the channel. Returns it and whether this call
+/// created it.
+pub async fn insert_and_prepare(
+    state: &AppState,
+    new: NewPayment<'_>,
+    req: CreatePayment,
+) -> Result<(Payment, bool), FlowError> {
+    let NewPayment {
+        merchant_id,
+        app_id,
+        expires_at,
+        checkout_id,
+    } = new;
+    let fingerprint = req.fingerprint();
     let account = channel_account(state, merchant_id, req.channel).await?;
     // While the account's prepay breaker is open, refuse before writing
     // anything: a quick 503 and no payment, so a later repeat of the same
@@ -103,9 +142,6 @@ pub async fn create(
         ));
     }
     let now = state.clock.now();
-    let expires_in = req
-        .expires_in_seconds
-        .unwrap_or(state.config.default_expiry_secs);
     let payment = Payment {
         id: PaymentId::generate(),
         merchant_id: merchant_id.to_string(),
@@ -121,12 +157,12 @@ pub async fn create(
         request_hash: fingerprint.clone(),
         channel_account_id: account.id.clone(),
         app_id: Some(app_id.to_string()),
-        checkout_id: None,
+        checkout_id,
         pay_params: None,
         channel_trade_no: None,
         paid_at: None,
         refunded: 0,
-        expires_at: now + Duration::seconds(expires_in),
+        expires_at,
         created_at: now,
         updated_at: now,
     };
@@ -449,6 +485,11 @@ async fn move_to(
                 tracing::info!(payment_id = %after.id, from = %payment.status, to = %to, "payment status changed");
                 if outbox.is_some() {
                     state.outbox_wakeup.notify_one();
+                }
+                // A checkout's attempt succeeded: it won the checkout (the
+                // others are closed) or is a duplicate (refunded).
+                if to == PaymentStatus::Succeeded && after.checkout_id.is_some() {
+                    state.checkout_wakeup.notify_one();
                 }
                 return Ok(after);
             }

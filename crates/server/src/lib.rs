@@ -7,6 +7,7 @@ pub mod api;
 pub mod breaker;
 pub mod callbacks;
 pub mod channels;
+pub mod checkouts;
 pub mod client;
 pub mod config;
 pub mod directory;
@@ -137,6 +138,7 @@ pub async fn start_with_clock(
         tasks.push(tokio::spawn(workers::refund_checks::run(state.clone())));
     }
     tasks.push(tokio::spawn(workers::audit::run(state.clone())));
+    tasks.push(tokio::spawn(workers::checkouts::run(state.clone())));
     if state.config.reconcile.enabled {
         tasks.push(tokio::spawn(workers::reconcile::run(state.clone())));
     }

@@ -29,6 +29,8 @@ pub struct AppState {
     pub order_locks: Arc<KeyedLocks>,
     /// Wakes the notifier when a transition wrote an outbox row.
     pub outbox_wakeup: Arc<Notify>,
+    /// Wakes the checkout settler when an attempt of a checkout succeeded.
+    pub checkout_wakeup: Arc<Notify>,
     /// Outgoing HTTP to merchants (notifications), reaching only the
     /// addresses [`crate::outbound::NotifyPolicy`] allows, never redirected.
     pub http: crate::outbound::NotifyClient,
@@ -88,6 +90,7 @@ impl AppState {
             public_url: public_url.trim_end_matches('/').to_string(),
             order_locks: Arc::new(KeyedLocks::default()),
             outbox_wakeup: Arc::new(Notify::new()),
+            checkout_wakeup: Arc::new(Notify::new()),
             http,
             auth_failures,
             app_limits: Default::default(),

@@ -588,6 +588,8 @@ on_every_backend!(operational_endpoints_answer, |db| {
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     assert!(spec["paths"]["/v1/payments/{id}/close"]["post"].is_object());
     assert!(spec["paths"]["/v1/balances"]["get"].is_object());
+    assert!(spec["paths"]["/v1/checkouts/{id}/attempts"]["post"].is_object());
+    assert!(spec["components"]["schemas"]["Checkout"]["properties"]["paid_payment_id"].is_object());
     app.server.stop();
 });
 

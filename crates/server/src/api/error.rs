@@ -76,6 +76,9 @@ impl From<FlowError> for ApiError {
             FlowError::InvalidState(_) => (StatusCode::CONFLICT, "INVALID_STATE"),
             FlowError::NotRefundable(_) => (StatusCode::CONFLICT, "PAYMENT_NOT_REFUNDABLE"),
             FlowError::RefundExceeds(_) => (StatusCode::CONFLICT, "REFUND_EXCEEDS_AVAILABLE"),
+            FlowError::CheckoutPaid(_) => (StatusCode::CONFLICT, "CHECKOUT_PAID"),
+            FlowError::CheckoutExpired(_) => (StatusCode::CONFLICT, "CHECKOUT_EXPIRED"),
+            FlowError::TooManyAttempts(_) => (StatusCode::CONFLICT, "TOO_MANY_ATTEMPTS"),
             FlowError::ChannelNotConfigured(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "CHANNEL_NOT_CONFIGURED")
             }

@@ -43,10 +43,12 @@ pub const KEY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 /// once it is stored. A server error releases the key, so the request can
 /// be retried; a reservation left by a crash is taken over once it is older
 /// than twice the request timeout.
+/// The key is the request's `Idempotency-Key` header (a malformed one is
+/// refused); without one, `handler` simply runs.
 pub async fn once<F>(
     state: &AppState,
     merchant_id: &str,
-    key: Option<String>,
+    headers: &HeaderMap,
     method_and_path: &str,
     body: &[u8],
     handler: F,
@@ -54,7 +56,11 @@ pub async fn once<F>(
 where
     F: std::future::Future<Output = Response>,
 {
-    let Some(key) = key else { return handler.await };
+    let key = match key(headers) {
+        Ok(Some(key)) => key,
+        Ok(None) => return handler.await,
+        Err(e) => return e.into_response(),
+    };
     let request_hash = sha256_hex(&[method_and_path.as_bytes(), b"\n", body].concat());
     let reservation = IdempotencyRecord {
         merchant_id: merchant_id.to_string(),

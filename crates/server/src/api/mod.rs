@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod auth_failures;
 pub mod balances;
+pub mod checkout_request;
+pub mod checkouts;
 pub mod error;
 pub mod events;
 pub mod idempotency;
@@ -28,6 +30,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/payments/{id}/close", post(payments::close))
         .route("/v1/refunds", post(refunds::create).get(refunds::find))
         .route("/v1/refunds/{id}", get(refunds::get))
+        .route(
+            "/v1/checkouts",
+            post(checkouts::create).get(checkouts::find),
+        )
+        .route("/v1/checkouts/{id}", get(checkouts::get))
+        .route("/v1/checkouts/{id}/attempts", post(checkouts::attempt))
         .route("/v1/balances", get(balances::get))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}/retry", post(events::retry))

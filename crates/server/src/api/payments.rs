@@ -22,14 +22,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let key = match idempotency::key(&headers) {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
     idempotency::once(
         &state,
         &caller.merchant_id,
-        key,
+        &headers,
         "POST /v1/payments",
         &body,
         async {
@@ -104,12 +100,8 @@ pub async fn close(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let key = match idempotency::key(&headers) {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
     let path = format!("POST /v1/payments/{id}/close");
-    idempotency::once(&state, &caller.merchant_id, key, &path, &body, async {
+    idempotency::once(&state, &caller.merchant_id, &headers, &path, &body, async {
         let result = async {
             let payment = owned_payment(&state, &caller, &id).await?;
             Ok::<_, ApiError>(flow::close(&state, payment, flow::CloseReason::Merchant).await?)

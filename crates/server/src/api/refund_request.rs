@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::validate::{http_url, sha256_hex, text, MAX_ORDER_NO};
+use super::validate::{http_url, object, sha256_hex, text, MAX_ORDER_NO};
 use super::ApiError;
 
 /// WeChat's `reason` is at most 80 characters; the tightest of the channels.
@@ -30,14 +30,7 @@ pub struct CreateRefund {
 
 impl CreateRefund {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid(format!("body is not valid JSON: {e}")))?;
-        let Value::Object(obj) = value else {
-            return Err(ApiError::invalid("body must be a JSON object"));
-        };
-        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(ApiError::invalid(format!("{unknown}: unknown field")));
-        }
+        let obj = object(body, &FIELDS)?;
         let payment_id = text(&obj, "payment_id", 1, 64)?;
         let merchant_refund_no = text(&obj, "merchant_refund_no", 1, MAX_ORDER_NO)?;
         let amount = obj

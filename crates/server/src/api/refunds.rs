@@ -23,14 +23,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let key = match idempotency::key(&headers) {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
     idempotency::once(
         &state,
         &caller.merchant_id,
-        key,
+        &headers,
         "POST /v1/refunds",
         &body,
         async {

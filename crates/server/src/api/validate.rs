@@ -60,28 +60,15 @@ pub struct CreatePayment {
 
 impl CreatePayment {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid(format!("body is not valid JSON: {e}")))?;
-        let Value::Object(obj) = value else {
-            return Err(ApiError::invalid("body must be a JSON object"));
-        };
-        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(ApiError::invalid(format!("{unknown}: unknown field")));
-        }
+        Self::from_object(object(body, &FIELDS)?)
+    }
+
+    /// [`CreatePayment::parse`] of a body already read as an object of
+    /// known fields.
+    pub fn from_object(obj: Map<String, Value>) -> Result<Self, ApiError> {
         let merchant_order_no = text(&obj, "merchant_order_no", 1, MAX_ORDER_NO)?;
-        let currency = match obj.get("currency") {
-            None | Some(Value::Null) => Currency::CNY,
-            Some(Value::String(s)) => Currency::parse(s)
-                .map_err(|_| ApiError::invalid("currency: must be an ISO-4217 code such as CNY"))?,
-            Some(_) => return Err(ApiError::invalid("currency: must be a string")),
-        };
-        let minor = obj
-            .get("amount")
-            .ok_or_else(|| ApiError::invalid("amount: required"))?
-            .as_i64()
-            .ok_or_else(|| ApiError::invalid("amount: must be an integer in minor units"))?;
-        let amount = Money::new(minor, currency)
-            .map_err(|_| ApiError::invalid("amount: must be greater than 0"))?;
+        let amount = money(&obj)?;
+        let (minor, currency) = (amount.minor, amount.currency);
         let channel: ChannelKind = text(&obj, "channel", 1, 16)?.parse().map_err(|_| {
             let all: Vec<&str> = ChannelKind::ALL.iter().map(|c| c.as_str()).collect();
             ApiError::invalid(format!("channel: must be one of: {}", all.join(", ")))
@@ -100,33 +87,14 @@ impl CreatePayment {
         }
         let description = text(&obj, "description", 1, MAX_DESCRIPTION)?;
         let notify_url = http_url(&obj, "notify_url")?;
-        let expires_in_seconds = match obj.get("expires_in_seconds") {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_i64() {
-                Some(s) if (MIN_EXPIRY_SECS..=MAX_EXPIRY_SECS).contains(&s) => Some(s),
-                _ => {
-                    return Err(ApiError::invalid(format!(
-                        "expires_in_seconds: must be an integer from {MIN_EXPIRY_SECS} to {MAX_EXPIRY_SECS}"
-                    )))
-                }
-            },
-        };
+        let expires_in_seconds = expires_in(&obj)?;
         let Payer {
             openid: payer_openid,
             client_ip: payer_client_ip,
             buyer_id: payer_buyer_id,
             auth_code: payer_auth_code,
         } = payer(obj.get("payer"))?;
-        let metadata = match obj.get("metadata") {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(v @ Value::Object(_)) => v.clone(),
-            Some(_) => return Err(ApiError::invalid("metadata: must be a JSON object")),
-        };
-        if metadata.to_string().len() > MAX_METADATA_BYTES {
-            return Err(ApiError::invalid(format!(
-                "metadata: larger than {MAX_METADATA_BYTES} bytes"
-            )));
-        }
+        let metadata = metadata(&obj)?;
 
         // What the channel itself accepts.
         match channel {
@@ -238,6 +206,63 @@ impl CreatePayment {
         });
         sha256_hex(canonical.to_string().as_bytes())
     }
+}
+
+/// `amount` in minor units of `currency` (CNY when absent).
+pub(crate) fn money(obj: &Map<String, Value>) -> Result<Money, ApiError> {
+    let currency = match obj.get("currency") {
+        None | Some(Value::Null) => Currency::CNY,
+        Some(Value::String(s)) => Currency::parse(s)
+            .map_err(|_| ApiError::invalid("currency: must be an ISO-4217 code such as CNY"))?,
+        Some(_) => return Err(ApiError::invalid("currency: must be a string")),
+    };
+    let minor = obj
+        .get("amount")
+        .ok_or_else(|| ApiError::invalid("amount: required"))?
+        .as_i64()
+        .ok_or_else(|| ApiError::invalid("amount: must be an integer in minor units"))?;
+    Money::new(minor, currency).map_err(|_| ApiError::invalid("amount: must be greater than 0"))
+}
+
+/// The optional `expires_in_seconds`, within the limits.
+pub(crate) fn expires_in(obj: &Map<String, Value>) -> Result<Option<i64>, ApiError> {
+    match obj.get("expires_in_seconds") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(s) if (MIN_EXPIRY_SECS..=MAX_EXPIRY_SECS).contains(&s) => Ok(Some(s)),
+            _ => Err(ApiError::invalid(format!(
+                "expires_in_seconds: must be an integer from {MIN_EXPIRY_SECS} to {MAX_EXPIRY_SECS}"
+            ))),
+        },
+    }
+}
+
+/// The optional `metadata` object (empty when absent), within its size.
+pub(crate) fn metadata(obj: &Map<String, Value>) -> Result<Value, ApiError> {
+    let metadata = match obj.get("metadata") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => return Err(ApiError::invalid("metadata: must be a JSON object")),
+    };
+    if metadata.to_string().len() > MAX_METADATA_BYTES {
+        return Err(ApiError::invalid(format!(
+            "metadata: larger than {MAX_METADATA_BYTES} bytes"
+        )));
+    }
+    Ok(metadata)
+}
+
+/// A body that must be a JSON object of only the `allowed` fields.
+pub(crate) fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::invalid("body must be a JSON object"));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::invalid(format!("{unknown}: unknown field")));
+    }
+    Ok(obj)
 }
 
 /// A required http(s) URL field.

@@ -1,7 +1,7 @@
 //! Payments and refunds as the merchant API and notifications show them.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use paymux_store::{Payment, Refund};
+use paymux_store::{Checkout, Payment, Refund};
 use serde_json::{json, Value};
 
 pub fn time(t: DateTime<Utc>) -> String {
@@ -28,6 +28,34 @@ pub fn payment(p: &Payment) -> Value {
         "expires_at": time(p.expires_at),
         "paid_at": p.paid_at.map(time),
         "refunded_amount": p.refunded,
+        "checkout_id": p.checkout_id,
+    })
+}
+
+/// A checkout with its attempts, oldest first. `status`: `paid` once an
+/// attempt won it, `expired` past its expiry unpaid, `open` otherwise.
+pub fn checkout(k: &Checkout, attempts: &[Payment], now: DateTime<Utc>) -> Value {
+    let status = match (&k.winner_payment_id, k.expires_at <= now) {
+        (Some(_), _) => "paid",
+        (None, true) => "expired",
+        (None, false) => "open",
+    };
+    json!({
+        "id": k.id,
+        "object": "checkout",
+        "status": status,
+        "merchant_order_no": k.merchant_order_no,
+        "amount": k.amount.minor,
+        "currency": k.amount.currency.as_str(),
+        "description": k.description,
+        "notify_url": k.notify_url,
+        "return_url": k.return_url,
+        "metadata": k.metadata,
+        "paid_payment_id": k.winner_payment_id.as_ref().map(|id| id.as_str()),
+        "paid_at": k.won_at.map(time),
+        "attempts": attempts.iter().map(payment).collect::<Vec<_>>(),
+        "created_at": time(k.created_at),
+        "expires_at": time(k.expires_at),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Background workers that are not about delivering notifications.
 
 pub mod audit;
+pub mod checkouts;
 pub mod poller;
 pub mod reconcile;
 pub mod refund_checks;
