@@ -54,6 +54,7 @@ pub async fn create(
         return_url: req.return_url,
         metadata: req.metadata,
         request_hash: fingerprint.clone(),
+        cashier_token: crate::signing::new_nonce(),
         winner_payment_id: None,
         won_at: None,
         attempts_closed_at: None,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod breaker;
 pub mod callbacks;
+pub mod cashier;
 pub mod channels;
 pub mod checkouts;
 pub mod client;
@@ -160,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router(state.clone()))
         .merge(admin::router(state.clone()))
         .merge(callbacks::router())
+        .merge(cashier::router())
         .merge(ops::router())
         .fallback(|| async {
             api::ApiError::new(

@@ -326,6 +326,8 @@ pub struct Checkout {
     pub return_url: Option<String>,
     pub metadata: serde_json::Value,
     pub request_hash: String,
+    /// The secret in its cashier URL (whoever has the URL may pay it).
+    pub cashier_token: String,
     /// The attempt that won it; set once, by the store, in the transaction
     /// of that attempt's success.
     pub winner_payment_id: Option<PaymentId>,

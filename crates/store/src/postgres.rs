@@ -689,8 +689,8 @@ impl Store for PgStore {
         let inserted = sqlx::query(
             "INSERT INTO checkouts (id, merchant_id, app_id, merchant_order_no, amount_minor,
                 currency, description, notify_url, return_url, metadata, request_hash,
-                expires_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                expires_at, created_at, updated_at, cashier_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
         )
         .bind(&k.id)
@@ -707,6 +707,7 @@ impl Store for PgStore {
         .bind(k.expires_at)
         .bind(k.created_at)
         .bind(k.updated_at)
+        .bind(&k.cashier_token)
         .execute(&self.pool)
         .await
         .map_err(|e| StoreError::unique(e, "checkout"))?

@@ -136,6 +136,7 @@ pub(crate) fn checkout(r: &impl Cols) -> Result<Checkout> {
         return_url: r.opt_text("return_url")?,
         metadata: r.json("metadata")?,
         request_hash: r.text("request_hash")?,
+        cashier_token: r.text("cashier_token")?,
         winner_payment_id: r
             .opt_text("winner_payment_id")?
             .map(|id| payment_id("winner_payment_id", &id))

@@ -2250,6 +2250,7 @@ fn checkout_of(m: &Merchant, order_no: &str) -> Checkout {
         return_url: Some("https://merchant.example/done".into()),
         metadata: json!({"cart": [1, 2]}),
         request_hash: "hash-checkout".into(),
+        cashier_token: "token".into(),
         winner_payment_id: None,
         won_at: None,
         attempts_closed_at: None,

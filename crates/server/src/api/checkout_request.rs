@@ -114,6 +114,7 @@ mod tests {
             return_url: None,
             metadata: json!({"cart": 7}),
             request_hash: "h".into(),
+            cashier_token: "token".into(),
             winner_payment_id: None,
             won_at: None,
             attempts_closed_at: None,

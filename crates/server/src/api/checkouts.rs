@@ -118,7 +118,12 @@ async fn shown(state: &AppState, checkout: &Checkout) -> Result<Json<serde_json:
         .checkout_attempts(&checkout.id)
         .await
         .map_err(FlowError::from)?;
-    Ok(Json(view::checkout(checkout, &attempts, state.clock.now())))
+    Ok(Json(view::checkout(
+        checkout,
+        &attempts,
+        &crate::cashier::url(state, checkout),
+        state.clock.now(),
+    )))
 }
 
 fn not_found() -> ApiError {

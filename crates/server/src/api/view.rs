@@ -34,7 +34,13 @@ pub fn payment(p: &Payment) -> Value {
 
 /// A checkout with its attempts, oldest first. `status`: `paid` once an
 /// attempt won it, `expired` past its expiry unpaid, `open` otherwise.
-pub fn checkout(k: &Checkout, attempts: &[Payment], now: DateTime<Utc>) -> Value {
+/// `cashier_url` is the hosted page that takes the payer through it.
+pub fn checkout(
+    k: &Checkout,
+    attempts: &[Payment],
+    cashier_url: &str,
+    now: DateTime<Utc>,
+) -> Value {
     let status = match (&k.winner_payment_id, k.expires_at <= now) {
         (Some(_), _) => "paid",
         (None, true) => "expired",
@@ -54,6 +60,7 @@ pub fn checkout(k: &Checkout, attempts: &[Payment], now: DateTime<Utc>) -> Value
         "paid_payment_id": k.winner_payment_id.as_ref().map(|id| id.as_str()),
         "paid_at": k.won_at.map(time),
         "attempts": attempts.iter().map(payment).collect::<Vec<_>>(),
+        "cashier_url": cashier_url,
         "created_at": time(k.created_at),
         "expires_at": time(k.expires_at),
     })

@@ -16,6 +16,8 @@ CREATE TABLE checkouts (
     return_url         TEXT,
     metadata           TEXT NOT NULL,
     request_hash       TEXT NOT NULL,
+    -- The secret in the checkout's cashier URL: whoever has the URL may pay.
+    cashier_token      TEXT NOT NULL,
     winner_payment_id  TEXT,
     won_at             INTEGER,
     -- Set once every other attempt is final after a winner.

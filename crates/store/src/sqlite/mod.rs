@@ -685,8 +685,8 @@ impl Store for SqliteStore {
                     c,
                     "INSERT INTO checkouts (id, merchant_id, app_id, merchant_order_no,
                         amount_minor, currency, description, notify_url, return_url, metadata,
-                        request_hash, expires_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                        request_hash, expires_at, created_at, updated_at, cashier_token)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                      ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
                     params![
                         k.id,
@@ -703,6 +703,7 @@ impl Store for SqliteStore {
                         micros(k.expires_at),
                         micros(k.created_at),
                         micros(k.updated_at),
+                        k.cashier_token,
                     ],
                     "checkout",
                 )?;
