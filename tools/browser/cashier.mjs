@@ -5,7 +5,8 @@
 // merchant's return_url. Prints one JSON object; the Rust test that starts
 // paymux (crates/server/tests/cashier.rs) checks it.
 //
-// Environment: CASHIER_URL, PAYMUX_URL (the sandbox, for its simulator),
+// Environment: CASHIER_URL and WECHAT_CASHIER_URL (two checkouts),
+// PAYMUX_URL (the sandbox, for its simulator),
 // SHOTS (a directory for screenshots), CHROMIUM (the browser binary).
 
 import { chromium } from "playwright-core";
@@ -62,6 +63,36 @@ try {
     }
     await context.close();
   }
+
+  // Inside WeChat: the page goes through WeChat's web authorisation (the
+  // simulator's) for the payer's openid, then pays by JSAPI. WeChat's
+  // bridge is played by a stand-in that records what the page hands it.
+  const context = await browser.newContext({ userAgent: agents.wechat, viewport: phone, locale: "zh-CN" });
+  await context.addInitScript(() => {
+    window.WeixinJSBridge = {
+      invoke(name, params, done) {
+        window.__wechatPay = { name, params };
+        setTimeout(() => done({ err_msg: "get_brand_wcpay_request:ok" }), 10);
+      },
+    };
+  });
+  const page = await context.newPage();
+  await page.goto(process.env.WECHAT_CASHIER_URL);
+  await page.waitForSelector('button.offer[data-method="jsapi"]');
+  result.wechatLandedOn = new URL(page.url()).pathname;
+  await page.click('button.offer[data-method="jsapi"]');
+  await page.waitForFunction(() => window.__wechatPay);
+  result.wechatBridge = await page.evaluate(() => window.__wechatPay);
+  result.wechatPaymentId = await page.evaluate(() => document.body.dataset.paymentId);
+  const paid = await fetch(`${paymuxUrl}/sim/wechat/pay`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ out_trade_no: result.wechatPaymentId }),
+  });
+  result.wechatSimPay = paid.status;
+  await page.waitForURL((u) => u.searchParams.has("paymux_signature"), { timeout: 20000 });
+  result.wechatReturnedTo = page.url();
+  await context.close();
 } finally {
   await browser.close();
 }

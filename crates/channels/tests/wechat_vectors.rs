@@ -67,6 +67,7 @@ fn channel_with_platform_key(key_id: &str, key_pem: &str, apiv3_key: &str) -> We
         apiv3_key: apiv3_key.into(),
         platform_public_key_id: Some(key_id.into()),
         platform_public_key_pem: Some(key_pem.into()),
+        oauth_app_secret: None,
     };
     WechatPay::new(config, reqwest::Client::new()).unwrap()
 }
@@ -428,6 +429,7 @@ fn config_is_checked() {
         apiv3_key: "0123456789abcdef0123456789abcdef".into(),
         platform_public_key_id: None,
         platform_public_key_pem: None,
+        oauth_app_secret: None,
     };
     assert!(WechatPay::new(good.clone(), reqwest::Client::new()).is_ok());
     let json = serde_json::to_string(&good).unwrap();

@@ -90,6 +90,10 @@ pub struct WechatAddArgs {
     apiv3_key: Option<String>,
     #[arg(long, conflicts_with = "apiv3_key")]
     apiv3_key_file: Option<PathBuf>,
+    /// The official account's AppSecret for the appid: lets the cashier
+    /// learn payers' openids inside WeChat (web authorisation).
+    #[arg(long, env = "PAYMUX_WECHAT_OAUTH_APP_SECRET", hide_env_values = true)]
+    oauth_app_secret: Option<String>,
     /// WeChat Pay public-key mode: the public key (pub_key.pem)…
     #[arg(long, requires = "platform_public_key_id")]
     platform_public_key_file: Option<PathBuf>,
@@ -325,6 +329,7 @@ async fn add_wechat(a: WechatAddArgs) -> Result<(), String> {
         apiv3_key,
         platform_public_key_id: a.platform_public_key_id.clone(),
         platform_public_key_pem,
+        oauth_app_secret: a.oauth_app_secret.clone(),
     };
     let store = open_for_secrets(&a.db).await?;
     let account = accounts::add_wechat(&*store, &SystemClock, &a.merchant, config)

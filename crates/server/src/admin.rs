@@ -141,6 +141,7 @@ struct AddWechat {
     apiv3_key: String,
     platform_public_key_id: Option<String>,
     platform_public_key_pem: Option<String>,
+    oauth_app_secret: Option<String>,
     base_url: Option<String>,
 }
 
@@ -165,6 +166,7 @@ async fn add_wechat(
         apiv3_key: req.apiv3_key,
         platform_public_key_id: req.platform_public_key_id,
         platform_public_key_pem: req.platform_public_key_pem,
+        oauth_app_secret: req.oauth_app_secret,
     };
     let account = accounts::add_wechat(&*state.store, &*state.clock, &req.merchant_id, config)
         .await

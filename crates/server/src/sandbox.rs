@@ -110,9 +110,30 @@ fn wechat_config(
         apiv3_key: random_hex(16),
         platform_public_key_id: None,
         platform_public_key_pem: None,
+        oauth_app_secret: Some(random_hex(16)),
     };
     register(sandbox, &config)?;
-    Ok((to_config(&config)?, config.mchid))
+    let mut json = to_config(&config)?;
+    // The appid is an official account's too: the cashier learns payers'
+    // openids through the simulator's web authorisation, found here.
+    let web_auth = serde_json::json!({
+        "oauth_authorize_url": format!("{}/sim/wechat/connect/oauth2/authorize", state.public_url),
+        "oauth_api_url": format!("{}/sim/wechat", state.public_url),
+    });
+    if let (Some(map), Some(extra)) = (json.as_object_mut(), web_auth.as_object()) {
+        map.extend(extra.clone());
+    }
+    register_web_auth(sandbox, &json);
+    Ok((json, config.mchid))
+}
+
+/// Registers an account's official account (appid and AppSecret) at the
+/// simulator's web authorisation, if it has one.
+fn register_web_auth(sandbox: &Sandbox, config: &serde_json::Value) {
+    if let Some(c) = paymux_channels::wechat::web_auth::WebAuthConfig::from_account(config) {
+        let secret = c.oauth_app_secret.as_deref().unwrap_or_default();
+        sandbox.wechat.web_auth.register(&c.appid, secret);
+    }
 }
 
 /// The simulator keeps its merchants in memory: after a restart, tell it
@@ -140,6 +161,7 @@ pub async fn register_existing_accounts(state: &AppState) -> Result<(), ServerEr
                     let config: WechatConfig =
                         serde_json::from_value(account.config.clone()).map_err(bad)?;
                     register(sandbox, &config)?;
+                    register_web_auth(sandbox, &account.config);
                 }
                 ChannelKind::Alipay => {
                     let config: AlipayConfig =

@@ -152,6 +152,46 @@ on_every_backend!(
             (400, json!("METHOD_NOT_OFFERED"))
         );
 
+        // Inside WeChat the page first goes through WeChat's web authorisation…
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = no_redirects
+            .get(cashier_url(&k))
+            .header("user-agent", IN_WECHAT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let to = r.headers()["location"].to_str().unwrap();
+        assert!(
+            to.starts_with(&format!(
+                "{base}/sim/wechat/connect/oauth2/authorize?appid=wx"
+            )) && to.contains("&scope=snsapi_base&state=")
+                && to.ends_with("#wechat_redirect"),
+            "{to}"
+        );
+        // …and a JSAPI payment needs the openid paymux learnt there, not one
+        // the page makes up.
+        let (status, refused) = pay(
+        IN_WECHAT,
+        json!({"channel": "wechat", "method": "jsapi", "openid": "o-made-up", "openid_proof": "00"}),
+    )
+    .await;
+        assert_eq!(status, 422, "{refused}");
+        assert_eq!(refused["error"]["code"], "WECHAT_OAUTH_UNAVAILABLE");
+        let forged = app
+            .http
+            .get(format!(
+                "{base}{path}/wechat?t={token}&code=abc&state=wrong"
+            ))
+            .header("user-agent", IN_WECHAT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 400);
+
         let (status, step) = pay(DESKTOP, json!({"channel": "alipay", "method": "native"})).await;
         assert_eq!(status, 200, "{step}");
         assert_eq!(step["action"], "qr");
@@ -227,10 +267,12 @@ async fn in_a_real_browser_each_payer_is_offered_their_own_way_and_a_qr_payment_
     let db = paymux_store::testing::sqlite().await;
     let app = spawn_app(&db, |_| {}).await;
     let k = checkout(&app, "CASHIER-BROWSER").await;
+    let in_wechat = checkout(&app, "CASHIER-WECHAT").await;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/browser");
     let mut node = std::process::Command::new("node");
     node.arg(&script)
         .env("CASHIER_URL", cashier_url(&k))
+        .env("WECHAT_CASHIER_URL", cashier_url(&in_wechat))
         .env("PAYMUX_URL", app.server.base_url())
         .env("SHOTS", &shots)
         .env("CHROMIUM", &chromium);
@@ -269,6 +311,44 @@ async fn in_a_real_browser_each_payer_is_offered_their_own_way_and_a_qr_payment_
         .unwrap();
     assert_eq!(r.body["status"], "paid");
     assert_eq!(r.body["paid_payment_id"], result["paymentId"]);
+    // Inside WeChat: through web authorisation back to the page, then a
+    // JSAPI payment handed to WeChat's bridge, for the openid WeChat gave.
+    assert_eq!(
+        result["wechatLandedOn"],
+        format!("/cashier/{}/wechat", in_wechat["id"].as_str().unwrap())
+    );
+    assert_eq!(result["wechatBridge"]["name"], "getBrandWCPayRequest");
+    let bridge = &result["wechatBridge"]["params"];
+    for field in [
+        "appId",
+        "timeStamp",
+        "nonceStr",
+        "package",
+        "signType",
+        "paySign",
+    ] {
+        assert!(bridge[field].is_string(), "{field}: {bridge}");
+    }
+    assert_eq!(result["wechatSimPay"], 200, "{result}");
+    verified_return(&app, result["wechatReturnedTo"].as_str().unwrap());
+    let r = app
+        .client
+        .get(&format!(
+            "/v1/payments/{}",
+            result["wechatPaymentId"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.body["method"], "jsapi");
+    assert_eq!(r.body["status"], "succeeded");
+    assert!(
+        r.body["payer"]["openid"]
+            .as_str()
+            .unwrap()
+            .starts_with("o-sim-"),
+        "{}",
+        r.body
+    );
     for shot in [
         "wechat",
         "alipay",

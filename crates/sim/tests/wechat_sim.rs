@@ -59,6 +59,7 @@ fn new_merchant(base_url: &str) -> Merchant {
             apiv3_key: format!("apiv3key{n:024}"),
             platform_public_key_id: None,
             platform_public_key_pem: None,
+            oauth_app_secret: None,
         },
         key,
         public_pem,

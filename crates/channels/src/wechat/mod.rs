@@ -15,6 +15,7 @@ mod notify;
 mod refund;
 pub mod sign;
 pub mod types;
+pub mod web_auth;
 
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ pub use sign::Authorization;
 pub const PRODUCTION_BASE_URL: &str = "https://api.mch.weixin.qq.com";
 
 /// The [`WechatConfig`] fields that are secret (sealed at rest, never shown).
-pub const SECRET_FIELDS: &[&str] = &["private_key_pem", "apiv3_key"];
+pub const SECRET_FIELDS: &[&str] = &["private_key_pem", "apiv3_key", "oauth_app_secret"];
 
 /// A channel account's configuration (stored as its config JSON).
 #[derive(Clone, Serialize, Deserialize)]
@@ -60,6 +61,10 @@ pub struct WechatConfig {
     pub platform_public_key_id: Option<String>,
     #[serde(default)]
     pub platform_public_key_pem: Option<String>,
+    /// The official account's AppSecret (for the `appid`), with which the
+    /// cashier learns payers' openids inside WeChat (see [`web_auth`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_app_secret: Option<String>,
 }
 
 impl std::fmt::Debug for WechatConfig {
@@ -620,6 +625,7 @@ mod tests {
             apiv3_key: "0".repeat(32),
             platform_public_key_id: None,
             platform_public_key_pem: None,
+            oauth_app_secret: None,
         };
         let pay = WechatPay::new(config, reqwest::Client::new()).unwrap();
         let sign_error = |m: &str| ChannelError::Rejected {

@@ -29,6 +29,7 @@ use crate::api::{view, ApiError};
 use crate::error::FlowError;
 use crate::{checkouts, AppState};
 use env::PayerEnv;
+use paymux_channels::wechat::web_auth::WebAuthConfig;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -37,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/cashier/{id}", get(page))
         .route("/cashier/{id}/pay", post(pay))
         .route("/cashier/{id}/status", get(status))
+        .route("/cashier/{id}/wechat", get(wechat_return))
 }
 
 /// The cashier URL of a checkout.
@@ -127,7 +129,10 @@ fn guarded(mut resp: Response, script_nonce: Option<&str>) -> Response {
     resp
 }
 
-/// `GET /cashier/{id}?t=…`: the page.
+/// `GET /cashier/{id}?t=…`: the page. Inside WeChat, when the merchant's
+/// WeChat Pay account can do web authorisation, the payer first makes the
+/// round trip through WeChat that gives paymux their openid
+/// ([`wechat_return`] renders the page then).
 async fn page(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -138,29 +143,163 @@ async fn page(
         let checkout = checkout(&state, &id, &access).await?;
         let env = PayerEnv::detect(&headers);
         let offers = env.offers(&enabled_channels(&state, &checkout).await?);
-        Ok::<_, ApiError>((checkout, env, offers))
+        let paying = checkout.winner_payment_id.is_none();
+        if paying && offers.contains(&(ChannelKind::Wechat, PayMethod::Jsapi)) {
+            if let Some(auth) = web_auth(&state, &checkout).await? {
+                let back = format!("{}/wechat?t={}", cashier_path(&state, &checkout), access.t);
+                let to = auth.authorize(&back, &oauth_state(&checkout));
+                return Ok(guarded(
+                    (StatusCode::FOUND, [(header::LOCATION, to)]).into_response(),
+                    None,
+                ));
+            }
+        }
+        Ok::<_, ApiError>(render(&state, &checkout, env, &offers, None))
     };
-    let (checkout, env, offers) = match result.await {
-        Ok(r) => r,
-        Err(e) => return guarded(e.into_response(), None),
+    result
+        .await
+        .unwrap_or_else(|e| guarded(e.into_response(), None))
+}
+
+#[derive(Deserialize)]
+pub struct WechatReturn {
+    t: String,
+    code: Option<String>,
+    state: Option<String>,
+}
+
+/// `GET /cashier/{id}/wechat?t=…&code=…&state=…`: WeChat sends the payer
+/// back here; the code becomes their openid and the page is shown with it.
+async fn wechat_return(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(back): Query<WechatReturn>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let access = Access { t: back.t };
+        let checkout = checkout(&state, &id, &access).await?;
+        if back.state.as_deref() != Some(oauth_state(&checkout).as_str()) {
+            return Err(ApiError::invalid("state: not this checkout's"));
+        }
+        let code = back
+            .code
+            .filter(|c| !c.is_empty() && c.len() <= 128)
+            .ok_or_else(|| ApiError::invalid("code: WeChat gave none (the payer refused?)"))?;
+        let auth = web_auth(&state, &checkout)
+            .await?
+            .ok_or_else(oauth_unavailable)?;
+        let openid = auth
+            .openid(oauth_http()?, &code)
+            .await
+            .map_err(|e| ApiError::from(crate::flow::unavailable(e)))?;
+        let env = PayerEnv::detect(&headers);
+        let offers = env.offers(&enabled_channels(&state, &checkout).await?);
+        Ok::<_, ApiError>(render(&state, &checkout, env, &offers, Some(&openid)))
     };
+    result
+        .await
+        .unwrap_or_else(|e| guarded(e.into_response(), None))
+}
+
+fn cashier_path(state: &AppState, checkout: &Checkout) -> String {
+    format!("{}/cashier/{}", state.public_url, checkout.id)
+}
+
+/// The page, with the payer's openid (and its proof) when known.
+fn render(
+    state: &AppState,
+    checkout: &Checkout,
+    env: PayerEnv,
+    offers: &[(ChannelKind, PayMethod)],
+    openid: Option<&str>,
+) -> Response {
     let nonce = crate::signing::new_nonce();
-    let data = json!({
+    let mut data = json!({
         "id": checkout.id,
-        "token": access.t,
+        "token": checkout.cashier_token,
         "env": env.as_str(),
-        "status": status_of(&state, &checkout),
+        "status": status_of(state, checkout),
         "amount": checkout.amount.minor,
         "currency": checkout.amount.currency.as_str(),
         "description": checkout.description,
         "merchant_order_no": checkout.merchant_order_no,
         "expires_at": view::time(checkout.expires_at),
-        "offers": offers.iter().map(|(c, m)| json!({"channel": c.as_str(), "method": m.as_str()})).collect::<Vec<_>>(),
+        "offers": offers
+            .iter()
+            .map(|(c, m)| json!({"channel": c.as_str(), "method": m.as_str()}))
+            .collect::<Vec<_>>(),
     });
+    if let Some(openid) = openid {
+        data["openid"] = openid.into();
+        data["openid_proof"] = openid_proof(checkout, openid).into();
+    }
     let html = PAGE
         .replace("{{nonce}}", &nonce)
         .replace("{{data}}", &script_json(&data));
     guarded(Html(html).into_response(), Some(&nonce))
+}
+
+/// The merchant's WeChat Pay account's web authorisation, if it has one.
+async fn web_auth(
+    state: &AppState,
+    checkout: &Checkout,
+) -> Result<Option<WebAuthConfig>, ApiError> {
+    let account = match state
+        .store
+        .channel_account_for(&checkout.merchant_id, ChannelKind::Wechat)
+        .await
+        .map_err(FlowError::from)?
+    {
+        Some(a) => a,
+        None => match &state.sandbox {
+            Some(sandbox) => crate::sandbox::ensure_account(
+                state,
+                sandbox,
+                &checkout.merchant_id,
+                ChannelKind::Wechat,
+            )
+            .await
+            .map_err(FlowError::from)?,
+            None => return Ok(None),
+        },
+    };
+    Ok(WebAuthConfig::from_account(&account.config))
+}
+
+fn oauth_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "WECHAT_OAUTH_UNAVAILABLE",
+        "WeChat Pay inside WeChat needs the payer's openid: set oauth_app_secret (the official account's AppSecret) on the WeChat Pay account",
+    )
+}
+
+/// One HTTP client for web authorisation calls, with the channels' timeouts.
+fn oauth_http() -> Result<&'static reqwest::Client, ApiError> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    let client = paymux_channels::wechat::http_client()
+        .map_err(|e| ApiError::from(FlowError::Internal(e.into())))?;
+    Ok(CLIENT.get_or_init(|| client))
+}
+
+fn mac_hex(key: &str, msg: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes());
+    hex::encode(aws_lc_rs::hmac::sign(&key, msg.as_bytes()))
+}
+
+/// The `state` of the checkout's web authorisation round trip.
+fn oauth_state(checkout: &Checkout) -> String {
+    mac_hex(&checkout.cashier_token, "wechat-oauth")[..32].to_string()
+}
+
+/// Proves that paymux learnt `openid` from WeChat for this checkout, so a
+/// page cannot pay with an openid of its own choosing.
+fn openid_proof(checkout: &Checkout, openid: &str) -> String {
+    mac_hex(&checkout.cashier_token, &format!("openid:{openid}"))
 }
 
 /// JSON safe inside a `<script>` element: no `<`, `>` or `&` that could
@@ -188,6 +327,11 @@ fn status_of(state: &AppState, checkout: &Checkout) -> &'static str {
 struct PayBody {
     channel: ChannelKind,
     method: PayMethod,
+    /// The payer's openid and its proof, from the page (WeChat JSAPI).
+    #[serde(default)]
+    openid: Option<String>,
+    #[serde(default)]
+    openid_proof: Option<String>,
 }
 
 /// `POST /cashier/{id}/pay?t=… {channel, method}`: makes (or resumes) the
@@ -204,8 +348,12 @@ async fn pay(
 ) -> Response {
     let result = async {
         let checkout = checkout(&state, &id, &access).await?;
-        let PayBody { channel, method } =
-            serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("body: {e}")))?;
+        let PayBody {
+            channel,
+            method,
+            openid,
+            openid_proof,
+        } = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("body: {e}")))?;
         let env = PayerEnv::detect(&headers);
         // The page offers only what fits; a request for anything else (a
         // hand-made one) is refused the same way.
@@ -227,11 +375,11 @@ async fn pay(
             payer.insert("client_ip".into(), peer.ip().to_string().into());
         }
         if method == PayMethod::Jsapi {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "WECHAT_OAUTH_UNAVAILABLE",
-                "WeChat Pay inside WeChat needs the payer's openid; open this page from the merchant's WeChat page",
-            ));
+            let openid = match (openid, openid_proof) {
+                (Some(o), Some(p)) if verify_proof(&checkout, &o, &p) => o,
+                _ => return Err(oauth_unavailable()),
+            };
+            payer.insert("openid".into(), openid.into());
         }
         let attempt = json!({"channel": channel, "method": method, "payer": payer});
         let (payment, _) =
@@ -242,6 +390,13 @@ async fn pay(
         Ok(v) => guarded(Json(v).into_response(), None),
         Err(e) => guarded(e.into_response(), None),
     }
+}
+
+fn verify_proof(checkout: &Checkout, openid: &str, proof: &str) -> bool {
+    let want = openid_proof(checkout, openid);
+    want.len() == proof.len()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(want.as_bytes(), proof.as_bytes())
+            .is_ok()
 }
 
 /// What the page does with an attempt's `pay_params`.

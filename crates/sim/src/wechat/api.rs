@@ -39,7 +39,8 @@ where
         .route("/pay", post(pay))
         .route("/refunds", get(list_refunds))
         .with_state(sim.clone())
-        .merge(crate::faults::routes::router(sim.faults.clone()));
+        .merge(crate::faults::routes::router(sim.faults.clone()))
+        .merge(super::web_auth::router(sim.web_auth.clone()));
     let api = Router::new()
         .route("/v3/certificates", get(certificates))
         .route("/v3/pay/transactions/jsapi", post(prepay_jsapi))

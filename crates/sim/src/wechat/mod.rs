@@ -14,6 +14,7 @@
 mod api;
 pub mod bill;
 mod refund;
+pub mod web_auth;
 pub use refund::{RefundView, SimRefundState};
 
 use std::collections::HashMap;
@@ -213,6 +214,8 @@ pub struct WechatSim {
     pub(crate) refunds: Mutex<HashMap<(String, String), refund::SimRefund>>,
     /// Bills made for download, by token.
     pub(crate) bills: crate::bills::KeptBills,
+    /// Web authorisation (网页授权) of the official accounts registered.
+    pub web_auth: Arc<web_auth::WebAuth>,
 }
 
 impl std::fmt::Debug for WechatSim {
@@ -252,10 +255,11 @@ impl WechatSim {
             orders: Mutex::new(HashMap::new()),
             http,
             seq: AtomicU64::new(1),
-            clock,
+            clock: clock.clone(),
             faults: Arc::new(Faults::default()),
             refunds: Mutex::new(HashMap::new()),
             bills: Default::default(),
+            web_auth: Arc::new(web_auth::WebAuth::new(clock.clone())),
         })
     }
 
