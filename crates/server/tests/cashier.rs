@@ -366,3 +366,181 @@ async fn in_a_real_browser_each_payer_is_offered_their_own_way_and_a_qr_payment_
     db.assert_ledger_ok().await;
     db.cleanup().await;
 }
+
+const IN_ALIPAY: &str = "Mozilla/5.0 (Linux; U; Android 13; zh-CN; V2227A Build/TP1A.220624.014) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/69.0.3497.100 Mobile Safari/537.36 AlipayClient/10.5.86.8000 Language/zh-Hans";
+const IN_CLOUDPAY: &str = "Mozilla/5.0 (Linux; Android 12; M2102J2SC Build/SKQ1.211006.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/95.0.4638.74 Mobile Safari/537.36 (com.unionpay.chsp) (cordova 4.5.4) (UnionPay/1.0 CloudPay) (clientVersion 321)";
+
+on_every_backend!(
+    an_aggregated_qr_code_pays_through_the_app_that_scans_it,
+    |db| {
+        let mut app = spawn_app(&db, |_| {}).await;
+        let base = app.server.base_url();
+        let r = app
+            .client
+            .post(
+                "/v1/qr-codes",
+                &json!({"name": "1 号收银台", "description": "茶馆消费", "amount": 2_500,
+                    "notify_url": app.receiver.url}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+        let qr = r.body.clone();
+        let url = qr["url"].as_str().unwrap().to_string();
+        assert_eq!(url, format!("{base}/q/{}", qr["id"].as_str().unwrap()));
+        assert!(qr["qr_svg"].as_str().unwrap().contains("<svg"));
+        let r = app
+            .client
+            .get(&format!("/v1/qr-codes/{}", qr["id"].as_str().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.body["amount"].clone()), (200, json!(2_500)));
+
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        // Each scan is a checkout of its own, on to its cashier page.
+        let scan = |ua: &'static str| {
+            let req = no_redirects.get(&url).header("user-agent", ua);
+            async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), 303);
+                r.headers()["location"].to_str().unwrap().to_string()
+            }
+        };
+        let first = scan(IN_ALIPAY).await;
+        let second = scan(IN_CLOUDPAY).await;
+        assert_ne!(first, second);
+        for (cashier, ua, offered) in [
+            (
+                &first,
+                IN_ALIPAY,
+                r#"[{"channel":"alipay","method":"wap"}]"#,
+            ),
+            (
+                &second,
+                IN_CLOUDPAY,
+                r#"[{"channel":"unionpay","method":"wap"}]"#,
+            ),
+        ] {
+            assert!(
+                cashier.starts_with(&format!("{base}/cashier/chk_")),
+                "{cashier}"
+            );
+            let html = app
+                .http
+                .get(cashier)
+                .header("user-agent", ua)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(html.contains(&format!(r#""offers":{offered}"#)), "{html}");
+        }
+        // Paid in Alipay: the merchant hears of it at the code's notify_url.
+        let cashier = url::Url::parse(&first).unwrap();
+        let token = cashier.query_pairs().next().unwrap().1.to_string();
+        let step: Value = app
+            .http
+            .post(format!("{base}{}/pay?t={token}", cashier.path()))
+            .header("user-agent", IN_ALIPAY)
+            .json(&json!({"channel": "alipay", "method": "wap"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(step["action"], "redirect", "{step}");
+        // The payer's app follows the signed link to Alipay, which then
+        // knows the order…
+        let opened = app
+            .http
+            .get(step["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(opened.status().is_success(), "{}", opened.status());
+        // …and pays it.
+        let (code, _) = app
+            .pay_at("alipay", &json!({"out_trade_no": step["payment_id"]}))
+            .await;
+        assert_eq!(code, 200);
+        let e = app
+            .receiver
+            .next(std::time::Duration::from_secs(10))
+            .await
+            .expect("an event");
+        assert!(e.signature_ok);
+        assert_eq!(e.body["type"], "payment.succeeded");
+        assert_eq!(e.body["data"]["amount"], 2_500);
+        assert_eq!(e.body["data"]["metadata"]["qr_code_id"], qr["id"]);
+
+        // A code without an amount asks the payer for it.
+        let r = app
+            .client
+            .post(
+                "/v1/qr-codes",
+                &json!({"name": "门口", "description": "<随意>", "notify_url": app.receiver.url}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+        let open_url = r.body["url"].as_str().unwrap().to_string();
+        let form = app.http.get(&open_url).send().await.unwrap();
+        assert_eq!(form.status(), 200);
+        let html = form.text().await.unwrap();
+        assert!(
+            html.contains("&lt;随意&gt;") && !html.contains("<随意>"),
+            "{html}"
+        );
+        let bad = no_redirects
+            .post(&open_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("amount=1.234")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 200, "the form again, saying why");
+        let entered = no_redirects
+            .post(&open_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("amount=12.34")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(entered.status(), 303);
+        let to = entered.headers()["location"].to_str().unwrap();
+        let id = url::Url::parse(to)
+            .unwrap()
+            .path()
+            .trim_start_matches("/cashier/")
+            .to_string();
+        let k = app
+            .client
+            .get(&format!("/v1/checkouts/{id}"))
+            .await
+            .unwrap();
+        assert_eq!((k.status, k.body["amount"].clone()), (200, json!(1_234)));
+
+        // Codes are the merchant's own.
+        let (_, other) = paymux_server::merchants::create_merchant(
+            &*db.store,
+            &paymux_core::SystemClock,
+            "Other",
+        )
+        .await
+        .unwrap();
+        let stranger =
+            paymux_server::client::MerchantClient::new(&base, &other.app_id, &other.secret);
+        let r = stranger
+            .get(&format!("/v1/qr-codes/{}", qr["id"].as_str().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 404);
+        app.server.stop();
+    }
+);

@@ -255,6 +255,11 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool>;
 
+    // --- aggregated QR codes -------------------------------------------------------
+
+    async fn insert_qr_code(&self, qr: &QrCode) -> Result<()>;
+    async fn qr_code(&self, id: &str) -> Result<Option<QrCode>>;
+
     // --- outbox ------------------------------------------------------------------
 
     /// Takes up to `limit` undelivered events that are due, leasing each for

@@ -362,6 +362,24 @@ pub struct CheckoutDuplicate {
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
+/// An aggregated QR code (一码付): each scan opens a checkout of `amount`
+/// (or of what the payer enters, when `None`) on the cashier page, which
+/// pays through the app that scanned it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QrCode {
+    /// `qr_<ULID>`.
+    pub id: String,
+    pub merchant_id: String,
+    /// The app its checkouts are made under (and whose secret signs them).
+    pub app_id: String,
+    pub name: String,
+    pub description: String,
+    pub amount: Option<i64>,
+    pub currency: paymux_core::Currency,
+    pub notify_url: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A refund of (part of) a paid payment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refund {

@@ -685,6 +685,35 @@ impl Store for PgStore {
         rows.iter().map(row::refund).collect()
     }
 
+    async fn insert_qr_code(&self, qr: &QrCode) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO qr_codes (id, merchant_id, app_id, name, description, amount_minor,
+                currency, notify_url, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&qr.id)
+        .bind(&qr.merchant_id)
+        .bind(&qr.app_id)
+        .bind(&qr.name)
+        .bind(&qr.description)
+        .bind(qr.amount)
+        .bind(qr.currency.as_str())
+        .bind(&qr.notify_url)
+        .bind(qr.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::unique(e, "qr code"))?;
+        Ok(())
+    }
+
+    async fn qr_code(&self, id: &str) -> Result<Option<QrCode>> {
+        let row = sqlx::query("SELECT * FROM qr_codes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::qr_code).transpose()
+    }
+
     async fn insert_checkout(&self, k: &Checkout) -> Result<CheckoutInserted> {
         let inserted = sqlx::query(
             "INSERT INTO checkouts (id, merchant_id, app_id, merchant_order_no, amount_minor,

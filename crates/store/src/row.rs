@@ -13,7 +13,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use crate::ledger::{AccountBalance, LedgerIssue, LedgerIssueKind, Posting};
 use crate::model::{
     App, ChannelAccount, Checkout, CheckoutDuplicate, IdempotencyRecord, Merchant, OutboxEvent,
-    Payment, ReconciliationRun, Refund,
+    Payment, QrCode, ReconciliationRun, Refund,
 };
 use crate::{RequestKey, Result, StoreError};
 
@@ -146,6 +146,22 @@ pub(crate) fn checkout(r: &impl Cols) -> Result<Checkout> {
         expires_at: r.ts("expires_at")?,
         created_at: r.ts("created_at")?,
         updated_at: r.ts("updated_at")?,
+    })
+}
+
+pub(crate) fn qr_code(r: &impl Cols) -> Result<QrCode> {
+    let currency = r.text("currency")?;
+    Ok(QrCode {
+        id: r.text("id")?,
+        merchant_id: r.text("merchant_id")?,
+        app_id: r.text("app_id")?,
+        name: r.text("name")?,
+        description: r.text("description")?,
+        amount: r.opt_int("amount_minor")?,
+        currency: Currency::parse(&currency)
+            .map_err(|e| StoreError::Corrupt(format!("column currency: {e}")))?,
+        notify_url: r.text("notify_url")?,
+        created_at: r.ts("created_at")?,
     })
 }
 

@@ -423,6 +423,12 @@ impl Store for SealedStore {
     async fn refunds_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<Refund>> {
         self.inner.refunds_for_payment(payment_id).await
     }
+    async fn insert_qr_code(&self, qr: &QrCode) -> Result<()> {
+        self.inner.insert_qr_code(qr).await
+    }
+    async fn qr_code(&self, id: &str) -> Result<Option<QrCode>> {
+        self.inner.qr_code(id).await
+    }
     async fn insert_checkout(&self, checkout: &Checkout) -> Result<CheckoutInserted> {
         self.inner.insert_checkout(checkout).await
     }

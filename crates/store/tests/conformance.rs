@@ -2388,3 +2388,25 @@ conformance!(
         );
     }
 );
+
+conformance!(qr_codes_round_trip_with_and_without_an_amount, |db| {
+    let store = db.store.as_ref();
+    let m = merchant(store).await;
+    for amount in [Some(1_000), None] {
+        let qr = QrCode {
+            id: new_id("qr"),
+            merchant_id: m.id.clone(),
+            app_id: "app_qr".into(),
+            name: "收银台 1 号".into(),
+            description: "茶馆消费".into(),
+            amount,
+            currency: Currency::CNY,
+            notify_url: "https://merchant.example/notify".into(),
+            created_at: t0(),
+        };
+        store.insert_qr_code(&qr).await.unwrap();
+        assert_eq!(store.qr_code(&qr.id).await.unwrap(), Some(qr.clone()));
+        assert!(store.insert_qr_code(&qr).await.is_err(), "ids are unique");
+    }
+    assert_eq!(store.qr_code("qr_missing").await.unwrap(), None);
+});

@@ -10,6 +10,7 @@ pub mod events;
 pub mod idempotency;
 pub mod listing;
 pub mod payments;
+pub mod qr_codes;
 pub mod refund_request;
 pub mod refunds;
 pub mod validate;
@@ -36,6 +37,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/v1/checkouts/{id}", get(checkouts::get))
         .route("/v1/checkouts/{id}/attempts", post(checkouts::attempt))
+        .route("/v1/qr-codes", post(qr_codes::create))
+        .route("/v1/qr-codes/{id}", get(qr_codes::get))
         .route("/v1/balances", get(balances::get))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}/retry", post(events::retry))

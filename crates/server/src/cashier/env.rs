@@ -1,7 +1,8 @@
 //! Where the payer is, from the request's User-Agent and client hints, and
 //! which ways to pay fit there. Inside WeChat only WeChat Pay works (WeChat
-//! blocks Alipay's pages), inside Alipay only Alipay; a mobile browser gets
-//! the channels' mobile web flows, a desktop their QR codes.
+//! blocks Alipay's pages), inside Alipay only Alipay, inside UnionPay's app
+//! only UnionPay; a mobile browser gets the channels' mobile web flows, a
+//! desktop their QR codes.
 
 use axum::http::HeaderMap;
 use paymux_core::{ChannelKind, PayMethod};
@@ -12,6 +13,8 @@ pub enum PayerEnv {
     Wechat,
     /// Alipay's in-app browser (`AlipayClient`).
     Alipay,
+    /// UnionPay's app, 云闪付 (`UnionPay/` in the User-Agent).
+    Unionpay,
     /// Any other phone or tablet browser.
     Mobile,
     Desktop,
@@ -29,6 +32,9 @@ impl PayerEnv {
         }
         if ua.contains("AlipayClient") {
             return PayerEnv::Alipay;
+        }
+        if ua.contains("UnionPay/") {
+            return PayerEnv::Unionpay;
         }
         // Either says so: Chromium's hint on phones (whose User-Agent may be
         // reduced), or the User-Agent (Safari sends no hints; a browser told
@@ -51,6 +57,7 @@ impl PayerEnv {
         match self {
             PayerEnv::Wechat => "wechat",
             PayerEnv::Alipay => "alipay",
+            PayerEnv::Unionpay => "unionpay",
             PayerEnv::Mobile => "mobile",
             PayerEnv::Desktop => "desktop",
         }
@@ -64,6 +71,7 @@ impl PayerEnv {
         let all: &[(ChannelKind, PayMethod)] = match self {
             PayerEnv::Wechat => &[(Wechat, Jsapi)],
             PayerEnv::Alipay => &[(Alipay, Wap)],
+            PayerEnv::Unionpay => &[(Unionpay, Wap)],
             PayerEnv::Mobile => &[(Wechat, H5), (Alipay, Wap), (Unionpay, Wap)],
             PayerEnv::Desktop => &[
                 (Wechat, Native),
@@ -87,6 +95,7 @@ mod tests {
 
     const WECHAT_IOS: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN";
     const ALIPAY_ANDROID: &str = "Mozilla/5.0 (Linux; U; Android 13; zh-CN; V2227A Build/TP1A.220624.014) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/69.0.3497.100 UWS/3.22.2.59 Mobile Safari/537.36 AlipayChannelId/5136 AlipayDefined(nt:WIFI,ws:360|0|3.0) AliApp(AP/10.5.86.8000) AlipayClient/10.5.86.8000 Language/zh-Hans";
+    const CLOUDPAY_ANDROID: &str = "Mozilla/5.0 (Linux; Android 12; M2102J2SC Build/SKQ1.211006.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/95.0.4638.74 Mobile Safari/537.36 (com.unionpay.chsp) (cordova 4.5.4) (updebug 0) (version 1021) (UnionPay/1.0 CloudPay) (clientVersion 321) (language zh_CN) (languageFamily zh_CN)";
     const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
     const CHROME_DESKTOP: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 
@@ -103,6 +112,7 @@ mod tests {
     fn the_payers_app_or_device_is_recognised() {
         assert_eq!(env(WECHAT_IOS, None), PayerEnv::Wechat);
         assert_eq!(env(ALIPAY_ANDROID, None), PayerEnv::Alipay);
+        assert_eq!(env(CLOUDPAY_ANDROID, None), PayerEnv::Unionpay);
         assert_eq!(env(SAFARI_IPHONE, None), PayerEnv::Mobile);
         assert_eq!(env(CHROME_DESKTOP, None), PayerEnv::Desktop);
         // A phone by its client hint or by its User-Agent; an in-app
@@ -119,6 +129,7 @@ mod tests {
         let all = ChannelKind::ALL;
         assert_eq!(PayerEnv::Wechat.offers(&all), vec![(Wechat, Jsapi)]);
         assert_eq!(PayerEnv::Alipay.offers(&all), vec![(Alipay, Wap)]);
+        assert_eq!(PayerEnv::Unionpay.offers(&all), vec![(Unionpay, Wap)]);
         assert_eq!(
             PayerEnv::Mobile.offers(&all),
             vec![(Wechat, H5), (Alipay, Wap), (Unionpay, Wap)]
@@ -139,6 +150,7 @@ mod tests {
         for env in [
             PayerEnv::Wechat,
             PayerEnv::Alipay,
+            PayerEnv::Unionpay,
             PayerEnv::Mobile,
             PayerEnv::Desktop,
         ] {

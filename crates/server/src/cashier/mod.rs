@@ -12,6 +12,9 @@
 pub mod env;
 mod qr;
 pub mod return_url;
+pub mod scan;
+
+pub use qr::svg as qr_svg;
 
 use std::net::SocketAddr;
 
@@ -35,6 +38,7 @@ const PAGE: &str = include_str!("page.html");
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(scan::router())
         .route("/cashier/{id}", get(page))
         .route("/cashier/{id}/pay", post(pay))
         .route("/cashier/{id}/status", get(status))

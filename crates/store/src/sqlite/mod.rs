@@ -677,6 +677,43 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn insert_qr_code(&self, qr: &QrCode) -> Result<()> {
+        let qr = qr.clone();
+        self.engine
+            .write(move |c| {
+                exec_unique(
+                    c,
+                    "INSERT INTO qr_codes (id, merchant_id, app_id, name, description,
+                        amount_minor, currency, notify_url, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        qr.id,
+                        qr.merchant_id,
+                        qr.app_id,
+                        qr.name,
+                        qr.description,
+                        qr.amount,
+                        qr.currency.as_str(),
+                        qr.notify_url,
+                        micros(qr.created_at),
+                    ],
+                    "qr code",
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn qr_code(&self, id: &str) -> Result<Option<QrCode>> {
+        self.engine
+            .read(|c| {
+                one(c, "SELECT * FROM qr_codes WHERE id = ?1", [id], |r| {
+                    row::qr_code(r)
+                })
+            })
+            .await
+    }
+
     async fn insert_checkout(&self, k: &Checkout) -> Result<CheckoutInserted> {
         let k = k.clone();
         self.engine
