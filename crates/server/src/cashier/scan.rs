@@ -158,9 +158,13 @@ fn escape(s: &str) -> String {
 fn parse_yuan(s: &str) -> Option<i64> {
     const MAX_FEN: i64 = 10_000_000_00;
     let s = s.trim();
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || whole.len() > 9 || frac.len() > 2 || (!frac.is_empty() && !digits(frac)) {
+    let (whole, frac) = match s.split_once('.') {
+        Some((w, f)) if digits(f) && f.len() <= 2 => (w, f),
+        Some(_) => return None,
+        None => (s, ""),
+    };
+    if !digits(whole) || whole.len() > 9 {
         return None;
     }
     let fen = whole.parse::<i64>().ok()? * 100 + format!("{frac:0<2}").parse::<i64>().ok()?;
