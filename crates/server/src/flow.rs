@@ -158,6 +158,7 @@ pub async fn insert_and_prepare(
         channel_account_id: account.id.clone(),
         app_id: Some(app_id.to_string()),
         checkout_id,
+        group_id: None,
         pay_params: None,
         channel_trade_no: None,
         paid_at: None,

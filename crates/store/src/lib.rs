@@ -145,7 +145,10 @@ pub trait Store: Send + Sync + 'static {
     /// payment is no longer in `from`, nothing is written and the current
     /// payment comes back as [`Transition::Unchanged`]. A checkout's attempt
     /// that succeeds wins its checkout, or, if another attempt won it first,
-    /// is recorded as a [`CheckoutDuplicate`], in the same transaction.
+    /// is recorded as a [`CheckoutDuplicate`], in the same transaction. A
+    /// group member's success counts in its group (completing it, with
+    /// `patch.group_event`, when it is the last seat paid before expiry); its
+    /// close or failure gives its seat back.
     async fn transition(
         &self,
         id: &PaymentId,
@@ -254,6 +257,35 @@ pub trait Store: Send + Sync + 'static {
         event: &NewEvent,
         now: DateTime<Utc>,
     ) -> Result<bool>;
+
+    // --- group buys -----------------------------------------------------------------
+
+    /// Inserts a group, or returns the one that already holds its
+    /// `(merchant_id, merchant_group_no)`.
+    async fn insert_group(&self, group: &GroupBuy) -> Result<GroupInserted>;
+    async fn group(&self, id: &str) -> Result<Option<GroupBuy>>;
+    /// The group's members (payments naming it), oldest first.
+    async fn group_members(&self, id: &str) -> Result<Vec<Payment>>;
+    /// Takes a seat in `payment.group_id` and inserts the member's payment,
+    /// in one transaction, if the group is open, not expired at `now` and
+    /// not full; otherwise writes nothing (see [`Joined`]). A payment that
+    /// holds the order number already comes back as [`Joined::Existing`].
+    async fn join_group(&self, payment: &Payment, now: DateTime<Utc>) -> Result<Joined>;
+    /// Up to `limit` open groups whose expiry has passed at `now`, oldest first.
+    async fn expired_groups(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<GroupBuy>>;
+    /// Fails an open group whose expiry has passed, writing `event` (when
+    /// given) in the same transaction. `false` if it is no longer open (it
+    /// succeeded or failed meanwhile).
+    async fn fail_group(
+        &self,
+        id: &str,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Up to `limit` failed groups whose members are not all settled yet.
+    async fn groups_to_settle(&self, limit: u32) -> Result<Vec<GroupBuy>>;
+    /// Records that a failed group's members are all closed or refunded.
+    async fn mark_group_settled(&self, id: &str, now: DateTime<Utc>) -> Result<()>;
 
     // --- aggregated QR codes -------------------------------------------------------
 

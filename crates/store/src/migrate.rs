@@ -83,6 +83,10 @@ const SQLITE: &[Migration] = &[
         version: 17,
         sql: include_str!("../migrations/sqlite/0017_qr_codes.sql"),
     },
+    Migration {
+        version: 18,
+        sql: include_str!("../migrations/sqlite/0018_group_buys.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -153,6 +157,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 17,
         sql: include_str!("../migrations/postgres/0017_qr_codes.sql"),
+    },
+    Migration {
+        version: 18,
+        sql: include_str!("../migrations/postgres/0018_group_buys.sql"),
     },
 ];
 

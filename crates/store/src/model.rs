@@ -168,6 +168,8 @@ pub struct Payment {
     pub app_id: Option<String>,
     /// The checkout this payment is an attempt of, if any.
     pub checkout_id: Option<String>,
+    /// The group buy this payment is a member's seat in, if any.
+    pub group_id: Option<String>,
     pub pay_params: Option<serde_json::Value>,
     /// The channel's transaction id, once paid.
     pub channel_trade_no: Option<String>,
@@ -195,6 +197,9 @@ pub struct TransitionPatch {
     pub pay_params: Option<serde_json::Value>,
     pub channel_trade_no: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
+    /// A group member's success that completes its group writes this
+    /// `group.succeeded` event, in the same transaction; otherwise unused.
+    pub group_event: Option<NewEvent>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -378,6 +383,92 @@ pub struct QrCode {
     pub currency: paymux_core::Currency,
     pub notify_url: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// A group buy (拼团): it succeeds when `size` members have paid before
+/// `expires_at`, and fails (its paid members refunded) otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupBuy {
+    /// `grp_<ULID>`.
+    pub id: String,
+    pub merchant_id: String,
+    pub app_id: String,
+    /// Unique per merchant: a repeat of the same request finds this group.
+    pub merchant_group_no: String,
+    pub size: i32,
+    /// What each member pays, when the group fixes it.
+    pub amount: Option<i64>,
+    pub currency: paymux_core::Currency,
+    /// Where `group.succeeded` / `group.failed` go.
+    pub notify_url: String,
+    pub request_hash: String,
+    pub status: GroupStatus,
+    /// Members whose payment may still succeed or has: never above `size`.
+    pub seats_taken: i32,
+    pub paid_count: i32,
+    pub expires_at: DateTime<Utc>,
+    pub succeeded_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    /// Once a failed group's members are all closed or refunded.
+    pub settled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupStatus {
+    Open,
+    Succeeded,
+    Failed,
+}
+
+impl GroupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupStatus::Open => "open",
+            GroupStatus::Succeeded => "succeeded",
+            GroupStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(GroupStatus::Open),
+            "succeeded" => Ok(GroupStatus::Succeeded),
+            "failed" => Ok(GroupStatus::Failed),
+            other => Err(format!("unknown group status {other:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupInserted {
+    New,
+    Existing(GroupBuy),
+}
+
+/// What joining a group came to.
+// Returned once per join; boxing would only make matching clumsier.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Joined {
+    /// A seat was taken and the member's payment inserted.
+    New,
+    /// The payment's order number was taken already: this payment.
+    Existing(Payment),
+    /// Every seat is taken; nothing was written.
+    Full,
+    /// The group is no longer open (or has expired); nothing was written.
+    Closed(GroupStatus),
 }
 
 /// A refund of (part of) a paid payment.

@@ -364,41 +364,7 @@ impl Store for PgStore {
     async fn insert_payment(&self, p: &Payment) -> Result<Inserted> {
         // ON CONFLICT waits for a concurrent insert of the same order to
         // finish, so exactly one of any number of racing inserts wins.
-        let inserted = sqlx::query(
-            "INSERT INTO payments (id, merchant_id, merchant_order_no, amount_minor, currency,
-                channel, method, status, description, notify_url, payer, metadata, request_hash,
-                channel_account_id, pay_params, channel_trade_no, paid_at, expires_at,
-                created_at, updated_at, app_id, checkout_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19, $20, $21, $22)
-             ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
-        )
-        .bind(p.id.as_str())
-        .bind(&p.merchant_id)
-        .bind(&p.merchant_order_no)
-        .bind(p.amount.minor)
-        .bind(p.amount.currency.as_str())
-        .bind(p.channel.as_str())
-        .bind(p.method.as_str())
-        .bind(p.status.as_str())
-        .bind(&p.description)
-        .bind(&p.notify_url)
-        .bind(&p.payer)
-        .bind(&p.metadata)
-        .bind(&p.request_hash)
-        .bind(&p.channel_account_id)
-        .bind(&p.pay_params)
-        .bind(&p.channel_trade_no)
-        .bind(p.paid_at)
-        .bind(p.expires_at)
-        .bind(p.created_at)
-        .bind(p.updated_at)
-        .bind(&p.app_id)
-        .bind(&p.checkout_id)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| StoreError::unique(e, "payment"))?
-        .rows_affected();
+        let inserted = insert_payment_row(&self.pool, p).await?;
         if inserted == 1 {
             return Ok(Inserted::New);
         }
@@ -493,6 +459,7 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Transition> {
         check_edge(from, to)?;
+        let group_event = patch.group_event.as_ref();
         let legs: &[_] = if to == PaymentStatus::Succeeded {
             &ledger::CAPTURE
         } else {
@@ -540,7 +507,34 @@ impl Store for PgStore {
                 INSERT INTO checkout_duplicates (payment_id, checkout_id, created_at)
                 SELECT moved.id, moved.checkout_id, $2 FROM moved
                 WHERE $1 = 'succeeded' AND moved.checkout_id IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM claimed))
+                  AND NOT EXISTS (SELECT 1 FROM claimed)),
+             -- A group member's success counts; the one that completes the
+             -- group before its expiry succeeds it (SET sees the old row), and
+             -- writes the group's event. After a failure it is settled again.
+             member_paid AS (
+                UPDATE group_buys g SET paid_count = g.paid_count + 1,
+                    status = CASE WHEN g.status = 'open' AND g.paid_count + 1 >= g.size
+                        AND $2 <= g.expires_at THEN 'succeeded' ELSE g.status END,
+                    succeeded_at = CASE WHEN g.status = 'open' AND g.paid_count + 1 >= g.size
+                        AND $2 <= g.expires_at THEN $2 ELSE g.succeeded_at END,
+                    settled_at = CASE WHEN g.status = 'failed' THEN NULL ELSE g.settled_at END,
+                    updated_at = $2
+                FROM moved
+                WHERE $1 = 'succeeded' AND g.id = moved.group_id
+                RETURNING g.status, g.paid_count, g.size),
+             -- A member's close or failure gives its seat back.
+             member_left AS (
+                UPDATE group_buys g SET seats_taken = g.seats_taken - 1, updated_at = $2
+                FROM moved
+                WHERE $1 IN ('closed', 'failed') AND g.id = moved.group_id
+                  AND g.status = 'open'
+                RETURNING g.id),
+             group_event AS (
+                INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
+                    notify_url, created_at, attempts, next_attempt_at, app_id)
+                SELECT $19, $20, $21, NULL, $22, $23, $24, $25, 0, $25, $26 FROM member_paid
+                WHERE $19::text IS NOT NULL AND member_paid.status = 'succeeded'
+                  AND member_paid.paid_count = member_paid.size)
              SELECT * FROM moved",
         )
         .bind(to.as_str())
@@ -565,6 +559,14 @@ impl Store for PgStore {
                 .map(|l| l.1 == ledger::Side::Debit)
                 .collect::<Vec<_>>(),
         )
+        .bind(group_event.map(|e| e.id.as_str()))
+        .bind(group_event.map(|e| e.merchant_id.as_str()))
+        .bind(group_event.map(|e| e.payment_id.as_str()))
+        .bind(group_event.map(|e| e.event_type.as_str()))
+        .bind(group_event.map(|e| &e.payload))
+        .bind(group_event.map(|e| e.notify_url.as_str()))
+        .bind(group_event.map(|e| e.created_at))
+        .bind(group_event.and_then(|e| e.app_id.as_deref()))
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| StoreError::unique(err, "event"))?;
@@ -683,6 +685,174 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(row::refund).collect()
+    }
+
+    async fn insert_group(&self, g: &GroupBuy) -> Result<GroupInserted> {
+        let inserted = sqlx::query(
+            "INSERT INTO group_buys (id, merchant_id, app_id, merchant_group_no, size,
+                amount_minor, currency, notify_url, request_hash, status, expires_at,
+                created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (merchant_id, merchant_group_no) DO NOTHING",
+        )
+        .bind(&g.id)
+        .bind(&g.merchant_id)
+        .bind(&g.app_id)
+        .bind(&g.merchant_group_no)
+        .bind(g.size)
+        .bind(g.amount)
+        .bind(g.currency.as_str())
+        .bind(&g.notify_url)
+        .bind(&g.request_hash)
+        .bind(g.status.as_str())
+        .bind(g.expires_at)
+        .bind(g.created_at)
+        .bind(g.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::unique(e, "group"))?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(GroupInserted::New);
+        }
+        let row = sqlx::query(
+            "SELECT * FROM group_buys WHERE merchant_id = $1 AND merchant_group_no = $2",
+        )
+        .bind(&g.merchant_id)
+        .bind(&g.merchant_group_no)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(row::group_buy)
+            .transpose()?
+            .map(GroupInserted::Existing)
+            .ok_or_else(|| StoreError::NotFound(format!("group {}", g.merchant_group_no)))
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<GroupBuy>> {
+        let row = sqlx::query("SELECT * FROM group_buys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row::group_buy).transpose()
+    }
+
+    async fn group_members(&self, id: &str) -> Result<Vec<Payment>> {
+        let rows = sqlx::query("SELECT * FROM payments WHERE group_id = $1 ORDER BY id LIMIT 1000")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row::payment).collect()
+    }
+
+    async fn join_group(&self, p: &Payment, now: DateTime<Utc>) -> Result<Joined> {
+        let group_id = p
+            .group_id
+            .as_deref()
+            .ok_or_else(|| StoreError::Invalid("a member's payment names its group".into()))?;
+        if let Some(existing) = self
+            .payment_by_order_no(&p.merchant_id, &p.merchant_order_no)
+            .await?
+        {
+            return Ok(Joined::Existing(existing));
+        }
+        let mut tx = self.pool.begin().await?;
+        // The group's row lock orders concurrent joins: each sees the seats
+        // the ones before it took.
+        let took = sqlx::query(
+            "UPDATE group_buys SET seats_taken = seats_taken + 1, updated_at = $1
+             WHERE id = $2 AND status = 'open' AND expires_at > $1 AND seats_taken < size",
+        )
+        .bind(now)
+        .bind(group_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if took == 0 {
+            tx.rollback().await?;
+            let g = self
+                .group(group_id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("group {group_id}")))?;
+            return Ok(if g.status == GroupStatus::Open && g.expires_at > now {
+                Joined::Full
+            } else {
+                Joined::Closed(g.status)
+            });
+        }
+        if insert_payment_row(&mut *tx, p).await? == 0 {
+            // The same order number won meanwhile: its seat is the one kept.
+            tx.rollback().await?;
+            return self
+                .payment_by_order_no(&p.merchant_id, &p.merchant_order_no)
+                .await?
+                .map(Joined::Existing)
+                .ok_or_else(|| StoreError::NotFound(format!("payment {}", p.merchant_order_no)));
+        }
+        tx.commit().await?;
+        Ok(Joined::New)
+    }
+
+    async fn expired_groups(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<GroupBuy>> {
+        let rows = sqlx::query(
+            "SELECT * FROM group_buys WHERE status = 'open' AND expires_at <= $1
+             ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::group_buy).collect()
+    }
+
+    async fn fail_group(
+        &self,
+        id: &str,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query(
+            "UPDATE group_buys SET status = 'failed', failed_at = $1, updated_at = $1
+             WHERE id = $2 AND status = 'open' AND expires_at <= $1",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if failed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(e) = event {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn groups_to_settle(&self, limit: u32) -> Result<Vec<GroupBuy>> {
+        let rows = sqlx::query(
+            "SELECT * FROM group_buys WHERE status = 'failed' AND settled_at IS NULL
+             ORDER BY failed_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::group_buy).collect()
+    }
+
+    async fn mark_group_settled(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE group_buys SET settled_at = $1, updated_at = $1
+             WHERE id = $2 AND status = 'failed' AND settled_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn insert_qr_code(&self, qr: &QrCode) -> Result<()> {
@@ -1609,6 +1779,46 @@ async fn insert_postings(
             .map_err(|err| StoreError::unique(err, "ledger posting"))?;
     }
     Ok(())
+}
+
+/// Inserts a payment row unless its order number is taken: 1 or 0 rows.
+async fn insert_payment_row<'e>(executor: impl sqlx::PgExecutor<'e>, p: &Payment) -> Result<u64> {
+    Ok(sqlx::query(
+        "INSERT INTO payments (id, merchant_id, merchant_order_no, amount_minor, currency,
+            channel, method, status, description, notify_url, payer, metadata, request_hash,
+            channel_account_id, pay_params, channel_trade_no, paid_at, expires_at,
+            created_at, updated_at, app_id, checkout_id, group_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+            $17, $18, $19, $20, $21, $22, $23)
+         ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
+    )
+    .bind(p.id.as_str())
+    .bind(&p.merchant_id)
+    .bind(&p.merchant_order_no)
+    .bind(p.amount.minor)
+    .bind(p.amount.currency.as_str())
+    .bind(p.channel.as_str())
+    .bind(p.method.as_str())
+    .bind(p.status.as_str())
+    .bind(&p.description)
+    .bind(&p.notify_url)
+    .bind(&p.payer)
+    .bind(&p.metadata)
+    .bind(&p.request_hash)
+    .bind(&p.channel_account_id)
+    .bind(&p.pay_params)
+    .bind(&p.channel_trade_no)
+    .bind(p.paid_at)
+    .bind(p.expires_at)
+    .bind(p.created_at)
+    .bind(p.updated_at)
+    .bind(&p.app_id)
+    .bind(&p.checkout_id)
+    .bind(&p.group_id)
+    .execute(executor)
+    .await
+    .map_err(|e| StoreError::unique(e, "payment"))?
+    .rows_affected())
 }
 
 async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, e: &NewEvent) -> Result<()> {

@@ -12,8 +12,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::ledger::{AccountBalance, LedgerIssue, LedgerIssueKind, Posting};
 use crate::model::{
-    App, ChannelAccount, Checkout, CheckoutDuplicate, IdempotencyRecord, Merchant, OutboxEvent,
-    Payment, QrCode, ReconciliationRun, Refund,
+    App, ChannelAccount, Checkout, CheckoutDuplicate, GroupBuy, IdempotencyRecord, Merchant,
+    OutboxEvent, Payment, QrCode, ReconciliationRun, Refund,
 };
 use crate::{RequestKey, Result, StoreError};
 
@@ -165,6 +165,31 @@ pub(crate) fn qr_code(r: &impl Cols) -> Result<QrCode> {
     })
 }
 
+pub(crate) fn group_buy(r: &impl Cols) -> Result<GroupBuy> {
+    let currency = r.text("currency")?;
+    Ok(GroupBuy {
+        id: r.text("id")?,
+        merchant_id: r.text("merchant_id")?,
+        app_id: r.text("app_id")?,
+        merchant_group_no: r.text("merchant_group_no")?,
+        size: r.int32("size")?,
+        amount: r.opt_int("amount_minor")?,
+        currency: Currency::parse(&currency)
+            .map_err(|e| StoreError::Corrupt(format!("column currency: {e}")))?,
+        notify_url: r.text("notify_url")?,
+        request_hash: r.text("request_hash")?,
+        status: parse("status", &r.text("status")?)?,
+        seats_taken: r.int32("seats_taken")?,
+        paid_count: r.int32("paid_count")?,
+        expires_at: r.ts("expires_at")?,
+        succeeded_at: r.opt_ts("succeeded_at")?,
+        failed_at: r.opt_ts("failed_at")?,
+        settled_at: r.opt_ts("settled_at")?,
+        created_at: r.ts("created_at")?,
+        updated_at: r.ts("updated_at")?,
+    })
+}
+
 pub(crate) fn checkout_duplicate(r: &impl Cols) -> Result<CheckoutDuplicate> {
     Ok(CheckoutDuplicate {
         payment_id: payment_id("payment_id", &r.text("payment_id")?)?,
@@ -262,6 +287,7 @@ pub(crate) fn payment(r: &impl Cols) -> Result<Payment> {
         channel_account_id: r.text("channel_account_id")?,
         app_id: r.opt_text("app_id")?,
         checkout_id: r.opt_text("checkout_id")?,
+        group_id: r.opt_text("group_id")?,
         pay_params: r.opt_json("pay_params")?,
         channel_trade_no: r.opt_text("channel_trade_no")?,
         paid_at: r.opt_ts("paid_at")?,

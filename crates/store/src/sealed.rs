@@ -423,6 +423,35 @@ impl Store for SealedStore {
     async fn refunds_for_payment(&self, payment_id: &PaymentId) -> Result<Vec<Refund>> {
         self.inner.refunds_for_payment(payment_id).await
     }
+    async fn insert_group(&self, group: &GroupBuy) -> Result<GroupInserted> {
+        self.inner.insert_group(group).await
+    }
+    async fn group(&self, id: &str) -> Result<Option<GroupBuy>> {
+        self.inner.group(id).await
+    }
+    async fn group_members(&self, id: &str) -> Result<Vec<Payment>> {
+        self.inner.group_members(id).await
+    }
+    async fn join_group(&self, payment: &Payment, now: DateTime<Utc>) -> Result<Joined> {
+        self.inner.join_group(payment, now).await
+    }
+    async fn expired_groups(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<GroupBuy>> {
+        self.inner.expired_groups(now, limit).await
+    }
+    async fn fail_group(
+        &self,
+        id: &str,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.inner.fail_group(id, event, now).await
+    }
+    async fn groups_to_settle(&self, limit: u32) -> Result<Vec<GroupBuy>> {
+        self.inner.groups_to_settle(limit).await
+    }
+    async fn mark_group_settled(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        self.inner.mark_group_settled(id, now).await
+    }
     async fn insert_qr_code(&self, qr: &QrCode) -> Result<()> {
         self.inner.insert_qr_code(qr).await
     }

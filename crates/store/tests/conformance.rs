@@ -69,6 +69,7 @@ fn payment(m: &Merchant, a: &ChannelAccount, order_no: &str) -> Payment {
         channel_account_id: a.id.clone(),
         app_id: None,
         checkout_id: None,
+        group_id: None,
         pay_params: Some(json!({"prepay_id": "wx201410272009395522657a690389285100"})),
         channel_trade_no: Some("4200000001".into()),
         paid_at: Some(t0() + Duration::microseconds(1)),
@@ -781,6 +782,7 @@ conformance!(transition_is_a_compare_and_set_with_its_event, |db| {
         pay_params: None,
         channel_trade_no: Some("4200000002".into()),
         paid_at: Some(later),
+        group_event: None,
     };
     let t = s
         .transition(
@@ -2409,4 +2411,216 @@ conformance!(qr_codes_round_trip_with_and_without_an_amount, |db| {
         assert!(store.insert_qr_code(&qr).await.is_err(), "ids are unique");
     }
     assert_eq!(store.qr_code("qr_missing").await.unwrap(), None);
+});
+
+fn group_of(m: &Merchant, no: &str, size: i32) -> GroupBuy {
+    GroupBuy {
+        id: new_id("grp"),
+        merchant_id: m.id.clone(),
+        app_id: "app_group".into(),
+        merchant_group_no: no.into(),
+        size,
+        amount: Some(12_345),
+        currency: Currency::CNY,
+        notify_url: "https://merchant.example/groups".into(),
+        request_hash: "hash-group".into(),
+        status: GroupStatus::Open,
+        seats_taken: 0,
+        paid_count: 0,
+        expires_at: t0() + Duration::minutes(30),
+        succeeded_at: None,
+        failed_at: None,
+        settled_at: None,
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+fn member_of(m: &Merchant, a: &ChannelAccount, g: &GroupBuy) -> Payment {
+    Payment {
+        group_id: Some(g.id.clone()),
+        pay_params: None,
+        channel_trade_no: None,
+        paid_at: None,
+        ..payment(m, a, &new_id("member"))
+    }
+}
+
+async fn settle_member(
+    store: &dyn Store,
+    p: &Payment,
+    to: PaymentStatus,
+    group_event: Option<NewEvent>,
+) {
+    let p = to_pending(store, p).await;
+    let patch = TransitionPatch {
+        group_event,
+        ..Default::default()
+    };
+    let t = store
+        .transition(
+            &p.id,
+            PaymentStatus::Pending,
+            to,
+            &patch,
+            None,
+            t0() + secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(t, Transition::Applied(_)), "{t:?}");
+}
+
+conformance!(a_group_never_seats_more_than_its_size, |db| {
+    let store = db.store.as_ref();
+    let m = merchant(store).await;
+    let a = account(store, &m, t0(), true).await;
+    let g = group_of(&m, "G-RACE", 4);
+    assert_eq!(store.insert_group(&g).await.unwrap(), GroupInserted::New);
+    assert_eq!(
+        store
+            .insert_group(&GroupBuy {
+                id: new_id("grp"),
+                ..g.clone()
+            })
+            .await
+            .unwrap(),
+        GroupInserted::Existing(g.clone())
+    );
+    // Three times as many buyers as seats, all at once.
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let store = Arc::clone(&db.store);
+            let p = member_of(&m, &a, &g);
+            tokio::spawn(async move { store.join_group(&p, t0() + secs(1)).await.unwrap() })
+        })
+        .collect();
+    let mut joined = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Joined::New => joined += 1,
+            Joined::Full => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(joined, 4, "{}", db.backend);
+    let members = store.group_members(&g.id).await.unwrap();
+    assert_eq!(members.len(), 4);
+    assert_eq!(store.group(&g.id).await.unwrap().unwrap().seats_taken, 4);
+
+    // One closes: its seat is free again, and taken by the next buyer.
+    settle_member(store, &members[0], PaymentStatus::Closed, None).await;
+    assert_eq!(store.group(&g.id).await.unwrap().unwrap().seats_taken, 3);
+    let late = member_of(&m, &a, &g);
+    assert_eq!(
+        store.join_group(&late, t0() + secs(2)).await.unwrap(),
+        Joined::New
+    );
+    assert_eq!(
+        store.join_group(&late, t0() + secs(2)).await.unwrap(),
+        Joined::Existing(store.payment(&late.id).await.unwrap().unwrap())
+    );
+    assert_eq!(
+        store
+            .join_group(&member_of(&m, &a, &g), t0() + secs(2))
+            .await
+            .unwrap(),
+        Joined::Full
+    );
+
+    // The members pay; the last one completes the group, with its event.
+    let payers: Vec<_> = store
+        .group_members(&g.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.status == PaymentStatus::Created)
+        .collect();
+    assert_eq!(payers.len(), 4);
+    for (n, p) in payers.iter().enumerate() {
+        let e = NewEvent {
+            event_type: "group.succeeded".into(),
+            ..event_for(p, t0() + secs(5))
+        };
+        settle_member(store, p, PaymentStatus::Succeeded, Some(e)).await;
+        let now = store.group(&g.id).await.unwrap().unwrap();
+        assert_eq!(now.paid_count, n as i32 + 1);
+        let done = n == 3;
+        assert_eq!(now.status == GroupStatus::Succeeded, done, "{now:?}");
+        let events = store.events_for_payment(&p.id).await.unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.event_type == "group.succeeded")
+                .count(),
+            usize::from(done)
+        );
+    }
+    assert!(matches!(
+        store
+            .join_group(&member_of(&m, &a, &g), t0() + secs(6))
+            .await
+            .unwrap(),
+        Joined::Closed(GroupStatus::Succeeded)
+    ));
+    assert!(store
+        .expired_groups(t0() + Duration::hours(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+});
+
+conformance!(a_group_that_expires_short_fails_and_is_settled, |db| {
+    let store = db.store.as_ref();
+    let m = merchant(store).await;
+    let a = account(store, &m, t0(), true).await;
+    let g = group_of(&m, "G-SHORT", 3);
+    store.insert_group(&g).await.unwrap();
+    let paid = member_of(&m, &a, &g);
+    let open = member_of(&m, &a, &g);
+    for p in [&paid, &open] {
+        assert_eq!(
+            store.join_group(p, t0() + secs(1)).await.unwrap(),
+            Joined::New
+        );
+    }
+    settle_member(store, &paid, PaymentStatus::Succeeded, None).await;
+    let after = t0() + Duration::minutes(31);
+    assert!(matches!(
+        store
+            .join_group(&member_of(&m, &a, &g), after)
+            .await
+            .unwrap(),
+        Joined::Closed(GroupStatus::Open)
+    ));
+    let expired = store.expired_groups(after, 10).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|g| g.id.clone()).collect::<Vec<_>>(),
+        vec![g.id.clone()]
+    );
+    let e = NewEvent {
+        event_type: "group.failed".into(),
+        ..event_for(&paid, after)
+    };
+    assert!(store.fail_group(&g.id, Some(&e), after).await.unwrap());
+    assert!(
+        !store.fail_group(&g.id, Some(&e), after).await.unwrap(),
+        "once"
+    );
+    let failed = store.group(&g.id).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.failed_at),
+        (GroupStatus::Failed, Some(after))
+    );
+    assert_eq!(store.groups_to_settle(10).await.unwrap().len(), 1);
+    store.mark_group_settled(&g.id, after).await.unwrap();
+    assert!(store.groups_to_settle(10).await.unwrap().is_empty());
+    // The open member pays after all: the group is to settle again.
+    settle_member(store, &open, PaymentStatus::Succeeded, None).await;
+    let again = store.group(&g.id).await.unwrap().unwrap();
+    assert_eq!(
+        (again.status, again.settled_at, again.paid_count),
+        (GroupStatus::Failed, None, 2)
+    );
+    assert_eq!(store.groups_to_settle(10).await.unwrap().len(), 1);
 });

@@ -125,6 +125,7 @@ async fn apply(db: &TestDb, ops: &[Op]) -> Result<(), String> {
                     channel_account_id: account.id.clone(),
                     app_id: None,
                     checkout_id: None,
+                    group_id: None,
                     pay_params: None,
                     channel_trade_no: None,
                     paid_at: None,

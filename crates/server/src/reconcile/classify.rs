@@ -197,6 +197,7 @@ mod tests {
             channel_account_id: "acct_1".into(),
             app_id: None,
             checkout_id: None,
+            group_id: None,
             pay_params: None,
             channel_trade_no: None,
             paid_at: None,

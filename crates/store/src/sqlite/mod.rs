@@ -423,43 +423,7 @@ impl Store for SqliteStore {
         let p = p.clone();
         self.engine
             .write(move |c| {
-                let inserted = exec_unique(
-                    c,
-                    "INSERT INTO payments (id, merchant_id, merchant_order_no, amount_minor,
-                        currency, channel, method, status, description, notify_url, payer,
-                        metadata, request_hash, channel_account_id, pay_params,
-                        channel_trade_no, paid_at, expires_at, created_at, updated_at, app_id,
-                        checkout_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                        ?16, ?17, ?18, ?19, ?20, ?21, ?22)
-                     ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
-                    params![
-                        p.id.as_str(),
-                        p.merchant_id,
-                        p.merchant_order_no,
-                        p.amount.minor,
-                        p.amount.currency.as_str(),
-                        p.channel.as_str(),
-                        p.method.as_str(),
-                        p.status.as_str(),
-                        p.description,
-                        p.notify_url,
-                        json_text(&p.payer),
-                        json_text(&p.metadata),
-                        p.request_hash,
-                        p.channel_account_id,
-                        p.pay_params.as_ref().map(json_text),
-                        p.channel_trade_no,
-                        p.paid_at.map(micros),
-                        micros(p.expires_at),
-                        micros(p.created_at),
-                        micros(p.updated_at),
-                        p.app_id,
-                        p.checkout_id,
-                    ],
-                    "payment",
-                )?;
-                if inserted == 1 {
+                if insert_payment_row(c, &p)? == 1 {
                     return Ok(Inserted::New);
                 }
                 // Read in the same transaction: the row that won the conflict.
@@ -592,6 +556,9 @@ impl Store for SqliteStore {
                         settle_attempt(c, checkout_id, &after.id, now)?;
                     }
                 }
+                if let Some(group_id) = &after.group_id {
+                    count_member(c, group_id, to, patch.group_event.as_ref(), now)?;
+                }
                 if let Some(e) = &event {
                     insert_event(c, e)?;
                 }
@@ -673,6 +640,171 @@ impl Store for SqliteStore {
                     [payment_id.as_str()],
                     |r| row::refund(r),
                 )
+            })
+            .await
+    }
+
+    async fn insert_group(&self, g: &GroupBuy) -> Result<GroupInserted> {
+        let g = g.clone();
+        self.engine
+            .write(move |c| {
+                let inserted = exec_unique(
+                    c,
+                    "INSERT INTO group_buys (id, merchant_id, app_id, merchant_group_no, size,
+                        amount_minor, currency, notify_url, request_hash, status, expires_at,
+                        created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     ON CONFLICT (merchant_id, merchant_group_no) DO NOTHING",
+                    params![
+                        g.id,
+                        g.merchant_id,
+                        g.app_id,
+                        g.merchant_group_no,
+                        g.size,
+                        g.amount,
+                        g.currency.as_str(),
+                        g.notify_url,
+                        g.request_hash,
+                        g.status.as_str(),
+                        micros(g.expires_at),
+                        micros(g.created_at),
+                        micros(g.updated_at),
+                    ],
+                    "group",
+                )?;
+                if inserted == 1 {
+                    return Ok(GroupInserted::New);
+                }
+                one(
+                    c,
+                    "SELECT * FROM group_buys WHERE merchant_id = ?1 AND merchant_group_no = ?2",
+                    [&g.merchant_id, &g.merchant_group_no],
+                    |r| row::group_buy(r),
+                )?
+                .map(GroupInserted::Existing)
+                .ok_or_else(|| StoreError::NotFound(format!("group {}", g.merchant_group_no)))
+            })
+            .await
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<GroupBuy>> {
+        self.engine.read(|c| group_by_id(c, id)).await
+    }
+
+    async fn group_members(&self, id: &str) -> Result<Vec<Payment>> {
+        self.engine
+            .read(|c| {
+                all(
+                    c,
+                    "SELECT * FROM payments WHERE group_id = ?1 ORDER BY id LIMIT 1000",
+                    [id],
+                    |r| row::payment(r),
+                )
+            })
+            .await
+    }
+
+    async fn join_group(&self, p: &Payment, now: DateTime<Utc>) -> Result<Joined> {
+        let p = p.clone();
+        let group_id = p
+            .group_id
+            .clone()
+            .ok_or_else(|| StoreError::Invalid("a member's payment names its group".into()))?;
+        // The writer runs one transaction at a time: nothing changes between
+        // the seat and the insert.
+        self.engine
+            .write(move |c| {
+                if let Some(existing) =
+                    payment_by_order_no(c, &p.merchant_id, &p.merchant_order_no)?
+                {
+                    return Ok(Joined::Existing(existing));
+                }
+                let took = exec(
+                    c,
+                    "UPDATE group_buys SET seats_taken = seats_taken + 1, updated_at = ?1
+                     WHERE id = ?2 AND status = 'open' AND expires_at > ?1 AND seats_taken < size",
+                    params![micros(now), group_id],
+                )?;
+                if took == 0 {
+                    let g = group_by_id(c, &group_id)?
+                        .ok_or_else(|| StoreError::NotFound(format!("group {group_id}")))?;
+                    return Ok(if g.status == GroupStatus::Open && g.expires_at > now {
+                        Joined::Full
+                    } else {
+                        Joined::Closed(g.status)
+                    });
+                }
+                insert_payment_row(c, &p)?;
+                Ok(Joined::New)
+            })
+            .await
+    }
+
+    async fn expired_groups(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<GroupBuy>> {
+        self.engine
+            .read(|c| {
+                all(
+                    c,
+                    "SELECT * FROM group_buys WHERE status = 'open' AND expires_at <= ?1
+                     ORDER BY expires_at LIMIT ?2",
+                    params![micros(now), i64::from(limit)],
+                    |r| row::group_buy(r),
+                )
+            })
+            .await
+    }
+
+    async fn fail_group(
+        &self,
+        id: &str,
+        event: Option<&NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (id, event) = (id.to_string(), event.cloned());
+        self.engine
+            .write(move |c| {
+                let failed = exec(
+                    c,
+                    "UPDATE group_buys SET status = 'failed', failed_at = ?1, updated_at = ?1
+                     WHERE id = ?2 AND status = 'open' AND expires_at <= ?1",
+                    params![micros(now), id],
+                )?;
+                if failed == 0 {
+                    return Ok(false);
+                }
+                if let Some(e) = &event {
+                    insert_event(c, e)?;
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn groups_to_settle(&self, limit: u32) -> Result<Vec<GroupBuy>> {
+        self.engine
+            .read(|c| {
+                all(
+                    c,
+                    "SELECT * FROM group_buys WHERE status = 'failed' AND settled_at IS NULL
+                     ORDER BY failed_at LIMIT ?1",
+                    [i64::from(limit)],
+                    |r| row::group_buy(r),
+                )
+            })
+            .await
+    }
+
+    async fn mark_group_settled(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        let id = id.to_string();
+        self.engine
+            .write(move |c| {
+                exec(
+                    c,
+                    "UPDATE group_buys SET settled_at = ?1, updated_at = ?1
+                     WHERE id = ?2 AND status = 'failed' AND settled_at IS NULL",
+                    params![micros(now), id],
+                )
+                .map(drop)
             })
             .await
     }
@@ -1757,6 +1889,47 @@ fn reconciliation_params(run: &ReconciliationRun) -> Vec<Box<dyn rusqlite::ToSql
     ]
 }
 
+/// Inserts a payment row unless its order number is taken: 1 or 0 rows.
+fn insert_payment_row(conn: &Connection, p: &Payment) -> Result<u64> {
+    exec_unique(
+        conn,
+        "INSERT INTO payments (id, merchant_id, merchant_order_no, amount_minor,
+            currency, channel, method, status, description, notify_url, payer,
+            metadata, request_hash, channel_account_id, pay_params,
+            channel_trade_no, paid_at, expires_at, created_at, updated_at, app_id,
+            checkout_id, group_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+            ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
+         ON CONFLICT (merchant_id, merchant_order_no) DO NOTHING",
+        params![
+            p.id.as_str(),
+            p.merchant_id,
+            p.merchant_order_no,
+            p.amount.minor,
+            p.amount.currency.as_str(),
+            p.channel.as_str(),
+            p.method.as_str(),
+            p.status.as_str(),
+            p.description,
+            p.notify_url,
+            json_text(&p.payer),
+            json_text(&p.metadata),
+            p.request_hash,
+            p.channel_account_id,
+            p.pay_params.as_ref().map(json_text),
+            p.channel_trade_no,
+            p.paid_at.map(micros),
+            micros(p.expires_at),
+            micros(p.created_at),
+            micros(p.updated_at),
+            p.app_id,
+            p.checkout_id,
+            p.group_id,
+        ],
+        "payment",
+    )
+}
+
 /// A checkout's attempt succeeded: it wins the checkout if nothing has yet,
 /// else it is a duplicate to refund. Part of the success's transaction.
 fn settle_attempt(
@@ -1780,6 +1953,61 @@ fn settle_attempt(
         )?;
     }
     Ok(())
+}
+
+/// A group member's payment reached `to`: a success counts (and completes
+/// the group, with its event, when it is the last seat paid before
+/// expiry; after a failure it puts the group back to settle); a close or
+/// failure gives the seat back while the group is open.
+fn count_member(
+    conn: &Connection,
+    group_id: &str,
+    to: PaymentStatus,
+    event: Option<&NewEvent>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    match to {
+        PaymentStatus::Succeeded => {
+            // SET expressions all see the row as it was.
+            let (status, paid, size): (String, i64, i64) = conn
+                .prepare_cached(
+                    "UPDATE group_buys SET paid_count = paid_count + 1,
+                        status = CASE WHEN status = 'open' AND paid_count + 1 >= size
+                            AND ?2 <= expires_at THEN 'succeeded' ELSE status END,
+                        succeeded_at = CASE WHEN status = 'open' AND paid_count + 1 >= size
+                            AND ?2 <= expires_at THEN ?2 ELSE succeeded_at END,
+                        settled_at = CASE WHEN status = 'failed' THEN NULL ELSE settled_at END,
+                        updated_at = ?2
+                     WHERE id = ?1
+                     RETURNING status, paid_count, size",
+                )?
+                .query_row(params![group_id, micros(now)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            // paid_count reaches size once: this success completed the group.
+            if status == "succeeded" && paid == size {
+                if let Some(e) = event {
+                    insert_event(conn, e)?;
+                }
+            }
+        }
+        PaymentStatus::Closed | PaymentStatus::Failed => {
+            exec(
+                conn,
+                "UPDATE group_buys SET seats_taken = seats_taken - 1, updated_at = ?2
+                 WHERE id = ?1 AND status = 'open'",
+                params![group_id, micros(now)],
+            )?;
+        }
+        PaymentStatus::Created | PaymentStatus::Pending => {}
+    }
+    Ok(())
+}
+
+fn group_by_id(conn: &Connection, id: &str) -> Result<Option<GroupBuy>> {
+    one(conn, "SELECT * FROM group_buys WHERE id = ?1", [id], |r| {
+        row::group_buy(r)
+    })
 }
 
 fn checkout_by_order_no(
