@@ -15,8 +15,7 @@
 use chrono::Duration;
 use paymux_core::{new_id, PaymentStatus, RefundStatus};
 use paymux_store::{
-    Checkout, CheckoutDuplicate, CheckoutInserted, NewEvent, Payment, Refund, RefundInserted,
-    MAX_CHECKOUT_ATTEMPTS,
+    Checkout, CheckoutDuplicate, CheckoutInserted, NewEvent, Payment, Refund, MAX_CHECKOUT_ATTEMPTS,
 };
 
 use crate::api::checkout_request::{self, CreateCheckout};
@@ -122,6 +121,7 @@ pub async fn attempt(
             app_id: &checkout.app_id,
             expires_at: checkout.expires_at,
             checkout_id: Some(checkout.id.clone()),
+            group_id: None,
         };
         match flow::insert_and_prepare(state, new, req).await {
             // Another attempt took the number between the look and the insert.
@@ -187,7 +187,9 @@ async fn refund_duplicate(state: &AppState, dup: CheckoutDuplicate) -> Result<()
         PaymentStatus::Succeeded,
         "a duplicate is an attempt that succeeded"
     );
-    let refund = match reserve_refund(state, &dup, &payment).await? {
+    let no = duplicate_refund_no(&dup);
+    let reason = "duplicate payment of a checkout";
+    let refund = match refunds::reserve_rest(state, &payment, &no, reason).await? {
         Some(r) => r,
         None => {
             // The merchant refunded all of it already: nothing left to return.
@@ -200,63 +202,6 @@ async fn refund_duplicate(state: &AppState, dup: CheckoutDuplicate) -> Result<()
         refunds::submit(state, refund, &payment).await?;
     }
     Ok(())
-}
-
-/// Reserves the duplicate's refund for what is left of the payment, or
-/// finds the one reserved before. `None` when nothing is left.
-async fn reserve_refund(
-    state: &AppState,
-    dup: &CheckoutDuplicate,
-    payment: &Payment,
-) -> Result<Option<Refund>, FlowError> {
-    let no = duplicate_refund_no(dup);
-    if let Some(existing) = state.store.refund_by_no(&payment.merchant_id, &no).await? {
-        return Ok(Some(existing));
-    }
-    let held: i64 = state
-        .store
-        .refunds_for_payment(&payment.id)
-        .await?
-        .iter()
-        .filter(|r| r.status != RefundStatus::Failed)
-        .map(|r| r.amount.minor)
-        .sum();
-    let left = payment.amount.minor - held;
-    if left <= 0 {
-        return Ok(None);
-    }
-    let now = state.clock.now();
-    let refund = Refund {
-        id: new_id("ref"),
-        merchant_id: payment.merchant_id.clone(),
-        payment_id: payment.id.clone(),
-        merchant_refund_no: no,
-        amount: paymux_core::Money::new(left, payment.amount.currency)
-            .map_err(|e| FlowError::Invalid(e.to_string()))?,
-        status: RefundStatus::Processing,
-        reason: Some("duplicate payment of a checkout".into()),
-        notify_url: payment.notify_url.clone(),
-        request_hash: "duplicate".into(),
-        channel_refund_no: None,
-        failure_reason: None,
-        refunded_at: None,
-        created_at: now,
-        updated_at: now,
-    };
-    match state.store.insert_refund(&refund).await? {
-        RefundInserted::New => {
-            metrics::counter!("paymux_checkout_duplicates_refunded_total").increment(1);
-            tracing::warn!(payment_id = %payment.id, refund_id = %refund.id, amount = left, "duplicate attempt of a checkout: refunding it");
-            Ok(Some(refund))
-        }
-        RefundInserted::Existing(existing) => Ok(Some(existing)),
-        // A merchant refund raced this one and took the rest.
-        RefundInserted::Exceeds { .. } => Ok(None),
-        RefundInserted::NotRefundable(status) => Err(FlowError::NotRefundable(format!(
-            "duplicate payment {} is {status}",
-            payment.id
-        ))),
-    }
 }
 
 /// Marks the duplicate resolved with its `payment.duplicate_refunded`
@@ -287,6 +232,8 @@ async fn resolve(
         .resolve_duplicate(&dup.payment_id, refund.map(|r| r.id.as_str()), &event, now)
         .await?
     {
+        metrics::counter!("paymux_checkout_duplicates_refunded_total").increment(1);
+        tracing::warn!(payment_id = %payment.id, refund_id = ?refund.map(|r| &r.id), "duplicate attempt of a checkout: refunding it");
         state.outbox_wakeup.notify_one();
     }
     Ok(())

@@ -62,6 +62,12 @@ pub enum FlowError {
     /// The checkout has as many attempts as one may have.
     #[error("{0}")]
     TooManyAttempts(String),
+    /// Every seat of the group buy is taken; no payment was made.
+    #[error("{0}")]
+    GroupFull(String),
+    /// The group buy succeeded, failed or expired; no payment was made.
+    #[error("{0}")]
+    GroupClosed(String),
     #[error(transparent)]
     Internal(#[from] ServerError),
 }

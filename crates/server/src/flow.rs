@@ -9,7 +9,9 @@ use paymux_channels::{Channel, ChannelError, ChannelTrade, PrepayRequest, TradeS
 use paymux_core::{
     check_paid_amount, new_id, ChannelKind, PaymentEvent, PaymentId, PaymentStatus, Step,
 };
-use paymux_store::{ChannelAccount, Inserted, NewEvent, Payment, Transition, TransitionPatch};
+use paymux_store::{
+    ChannelAccount, Inserted, Joined, NewEvent, Payment, Transition, TransitionPatch,
+};
 
 use crate::api::validate::CreatePayment;
 use crate::api::view;
@@ -37,6 +39,8 @@ pub enum CloseReason {
     ChannelRefused,
     /// Another attempt of its checkout was paid.
     CheckoutPaid,
+    /// Its group buy expired short of members.
+    GroupFailed,
 }
 
 impl CloseReason {
@@ -48,6 +52,7 @@ impl CloseReason {
             CloseReason::Channel => "channel",
             CloseReason::ChannelRefused => "channel_refused",
             CloseReason::CheckoutPaid => "checkout_paid",
+            CloseReason::GroupFailed => "group_failed",
         }
     }
 }
@@ -94,11 +99,18 @@ pub async fn create(
     let expires_in = req
         .expires_in_seconds
         .unwrap_or(state.config.default_expiry_secs);
+    let mut expires_at = state.clock.now() + Duration::seconds(expires_in);
+    if let Some(group_id) = &req.group_id {
+        // A member pays before the group's deadline or not at all.
+        let group = crate::groups::joinable(state, merchant_id, group_id, &req).await?;
+        expires_at = expires_at.min(group.expires_at);
+    }
     let new = NewPayment {
         merchant_id,
         app_id,
-        expires_at: state.clock.now() + Duration::seconds(expires_in),
+        expires_at,
         checkout_id: None,
+        group_id: req.group_id.clone(),
     };
     insert_and_prepare(state, new, req).await
 }
@@ -110,6 +122,8 @@ pub struct NewPayment<'a> {
     pub expires_at: chrono::DateTime<chrono::Utc>,
     /// The checkout it is an attempt of.
     pub checkout_id: Option<String>,
+    /// The group buy it takes a seat in.
+    pub group_id: Option<String>,
 }
 
 /// Inserts the payment `req` asks for (or finds the one holding its order
@@ -125,6 +139,7 @@ pub async fn insert_and_prepare(
         app_id,
         expires_at,
         checkout_id,
+        group_id,
     } = new;
     let fingerprint = req.fingerprint();
     let account = channel_account(state, merchant_id, req.channel).await?;
@@ -158,7 +173,7 @@ pub async fn insert_and_prepare(
         channel_account_id: account.id.clone(),
         app_id: Some(app_id.to_string()),
         checkout_id,
-        group_id: None,
+        group_id,
         pay_params: None,
         channel_trade_no: None,
         paid_at: None,
@@ -167,7 +182,25 @@ pub async fn insert_and_prepare(
         created_at: now,
         updated_at: now,
     };
-    match state.store.insert_payment(&payment).await? {
+    let inserted = match &payment.group_id {
+        // A member's payment exists only with its seat.
+        Some(group_id) => match state.store.join_group(&payment, now).await? {
+            Joined::New => Inserted::New,
+            Joined::Existing(p) => Inserted::Existing(p),
+            Joined::Full => {
+                return Err(FlowError::GroupFull(format!(
+                    "group {group_id} has no seat left"
+                )))
+            }
+            Joined::Closed(status) => {
+                return Err(FlowError::GroupClosed(format!(
+                    "group {group_id} is {status} and takes no more members"
+                )))
+            }
+        },
+        None => state.store.insert_payment(&payment).await?,
+    };
+    match inserted {
         Inserted::New => {
             metrics::counter!("paymux_payments_created_total", "channel" => payment.channel.as_str())
                 .increment(1);
@@ -464,6 +497,12 @@ async fn move_to(
             }
         };
         let now = state.clock.now();
+        // A member's success may complete its group: the group's event goes
+        // with it, written only if it does.
+        let mut patch = patch.clone();
+        if to == PaymentStatus::Succeeded && payment.group_id.is_some() {
+            patch.group_event = crate::groups::completion_event(state, &payment, now).await?;
+        }
         // Every final status is reported to the merchant, in the same
         // transaction; `reason` says why when it is a close or a failure.
         let outbox =

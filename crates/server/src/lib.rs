@@ -14,6 +14,7 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod flow;
+pub mod groups;
 pub mod guarded;
 pub mod http_limits;
 pub mod locks;
@@ -140,6 +141,7 @@ pub async fn start_with_clock(
     }
     tasks.push(tokio::spawn(workers::audit::run(state.clone())));
     tasks.push(tokio::spawn(workers::checkouts::run(state.clone())));
+    tasks.push(tokio::spawn(workers::groups::run(state.clone())));
     if state.config.reconcile.enabled {
         tasks.push(tokio::spawn(workers::reconcile::run(state.clone())));
     }

@@ -89,6 +89,67 @@ pub async fn create(
     }
 }
 
+/// Reserves a refund of all that is left of `payment` under the merchant
+/// refund number `no` (paymux's own refunds: a checkout's duplicate, a
+/// failed group's members), or finds the one reserved under it before.
+/// `None` when nothing is left to refund. The caller sends it
+/// ([`submit`]); the refund checks carry one whose sending was lost.
+pub async fn reserve_rest(
+    state: &AppState,
+    payment: &Payment,
+    no: &str,
+    reason: &str,
+) -> Result<Option<Refund>, FlowError> {
+    if let Some(existing) = state.store.refund_by_no(&payment.merchant_id, no).await? {
+        return Ok(Some(existing));
+    }
+    let held: i64 = state
+        .store
+        .refunds_for_payment(&payment.id)
+        .await?
+        .iter()
+        .filter(|r| r.status != RefundStatus::Failed)
+        .map(|r| r.amount.minor)
+        .sum();
+    let left = payment.amount.minor - held;
+    if left <= 0 {
+        return Ok(None);
+    }
+    let now = state.clock.now();
+    let refund = Refund {
+        id: new_id("ref"),
+        merchant_id: payment.merchant_id.clone(),
+        payment_id: payment.id.clone(),
+        merchant_refund_no: no.to_string(),
+        amount: Money::new(left, payment.amount.currency)
+            .map_err(|e| FlowError::Invalid(e.to_string()))?,
+        status: RefundStatus::Processing,
+        reason: Some(reason.to_string()),
+        notify_url: payment.notify_url.clone(),
+        request_hash: no.to_string(),
+        channel_refund_no: None,
+        failure_reason: None,
+        refunded_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    match state.store.insert_refund(&refund).await? {
+        RefundInserted::New => {
+            metrics::counter!("paymux_refunds_created_total", "channel" => payment.channel.as_str())
+                .increment(1);
+            tracing::info!(payment_id = %payment.id, refund_id = %refund.id, amount = left, reason, "refunding what is left of a payment");
+            Ok(Some(refund))
+        }
+        RefundInserted::Existing(existing) => Ok(Some(existing)),
+        // A merchant refund raced this one and took the rest.
+        RefundInserted::Exceeds { .. } => Ok(None),
+        RefundInserted::NotRefundable(status) => Err(FlowError::NotRefundable(format!(
+            "payment {} is {status}",
+            payment.id
+        ))),
+    }
+}
+
 /// A repeated create answers the refund as it is now; the refund checks
 /// carry an unfinished one forward, so nothing is sent twice from here.
 fn repeat(existing: Refund, fingerprint: &str) -> Result<Refund, FlowError> {

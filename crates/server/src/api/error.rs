@@ -79,6 +79,8 @@ impl From<FlowError> for ApiError {
             FlowError::CheckoutPaid(_) => (StatusCode::CONFLICT, "CHECKOUT_PAID"),
             FlowError::CheckoutExpired(_) => (StatusCode::CONFLICT, "CHECKOUT_EXPIRED"),
             FlowError::TooManyAttempts(_) => (StatusCode::CONFLICT, "TOO_MANY_ATTEMPTS"),
+            FlowError::GroupFull(_) => (StatusCode::CONFLICT, "GROUP_FULL"),
+            FlowError::GroupClosed(_) => (StatusCode::CONFLICT, "GROUP_CLOSED"),
             FlowError::ChannelNotConfigured(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "CHANNEL_NOT_CONFIGURED")
             }

@@ -7,6 +7,7 @@ pub mod checkout_request;
 pub mod checkouts;
 pub mod error;
 pub mod events;
+pub mod groups;
 pub mod idempotency;
 pub mod listing;
 pub mod payments;
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/v1/checkouts/{id}", get(checkouts::get))
         .route("/v1/checkouts/{id}/attempts", post(checkouts::attempt))
+        .route("/v1/groups", post(groups::create))
+        .route("/v1/groups/{id}", get(groups::get))
         .route("/v1/qr-codes", post(qr_codes::create))
         .route("/v1/qr-codes/{id}", get(qr_codes::get))
         .route("/v1/balances", get(balances::get))

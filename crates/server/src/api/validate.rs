@@ -27,7 +27,8 @@ pub const MAX_BUYER_ID: usize = 28;
 /// Payment codes on the payer's phone are 16–24 digits.
 pub const MAX_AUTH_CODE: usize = 32;
 
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
+    "group_id",
     "merchant_order_no",
     "amount",
     "currency",
@@ -56,6 +57,8 @@ pub struct CreatePayment {
     /// The payment code shown on the payer's phone (barcode payments).
     pub payer_auth_code: Option<String>,
     pub metadata: Value,
+    /// The group buy this payment takes a seat in.
+    pub group_id: Option<String>,
 }
 
 impl CreatePayment {
@@ -155,7 +158,12 @@ impl CreatePayment {
                 "payer.auth_code: only for method barcode",
             ));
         }
+        let group_id = match obj.get("group_id") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(text(&obj, "group_id", 1, 64)?),
+        };
         Ok(CreatePayment {
+            group_id,
             merchant_order_no,
             amount,
             channel,
@@ -203,6 +211,7 @@ impl CreatePayment {
             "expires_in_seconds": self.expires_in_seconds,
             "payer": self.payer_json(),
             "metadata": self.metadata,
+            "group_id": self.group_id,
         });
         sha256_hex(canonical.to_string().as_bytes())
     }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod checkouts;
+pub mod groups;
 pub mod poller;
 pub mod reconcile;
 pub mod refund_checks;
