@@ -86,6 +86,16 @@ impl MerchantClient {
         .await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> Result<ApiResponse, reqwest::Error> {
+        self.send(
+            Method::PUT,
+            path,
+            body.to_string().into_bytes(),
+            Auth::default(),
+        )
+        .await
+    }
+
     /// Sends raw body bytes with the given authentication overrides.
     pub async fn send(
         &self,

@@ -505,8 +505,18 @@ async fn move_to(
         }
         // Every final status is reported to the merchant, in the same
         // transaction; `reason` says why when it is a close or a failure.
-        let outbox =
-            Notice::of(to, reason).map(|notice| outbox_event(&payment, to, &patch, notice, now));
+        let notice = match Notice::of(to, reason) {
+            Some(n) => Some(n),
+            // `payment.pending` only for the apps that receive it.
+            None if to == PaymentStatus::Pending && wants_pending(state, &payment).await? => {
+                Some(Notice {
+                    event_type: crate::event_types::PAYMENT_PENDING,
+                    reason: None,
+                })
+            }
+            None => None,
+        };
+        let outbox = notice.map(|notice| outbox_event(&payment, to, &patch, notice, now));
         match state
             .store
             .transition(
@@ -540,6 +550,18 @@ async fn move_to(
         "payment {} lost {MAX_LOST_RACES} races in a row for one step",
         payment.id
     ))))
+}
+
+/// Whether the app that created the payment receives `payment.pending`.
+async fn wants_pending(state: &AppState, payment: &Payment) -> Result<bool, FlowError> {
+    let Some(app_id) = &payment.app_id else {
+        return Ok(false);
+    };
+    Ok(state
+        .directory
+        .app(&*state.store, app_id)
+        .await?
+        .is_some_and(|app| crate::event_types::receives(&app, crate::event_types::PAYMENT_PENDING)))
 }
 
 /// The outbox row reporting the payment as it will be after moving to `to`.

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod event_types;
 pub mod flow;
 pub mod groups;
 pub mod guarded;

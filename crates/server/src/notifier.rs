@@ -174,7 +174,16 @@ pub async fn deliver(state: &AppState, event: OutboxEvent) {
     let result = send(state, &event).await;
     let now = state.clock.now();
     let stored = match &result {
-        Ok(()) => {
+        Ok(Sent::NotReceived) => {
+            metrics::counter!("paymux_notifications_total", "result" => "not_received")
+                .increment(1);
+            tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event type not received by the app: not sent");
+            state
+                .store
+                .mark_event_delivered(&event.id, event.attempts, now)
+                .await
+        }
+        Ok(Sent::Delivered) => {
             metrics::counter!("paymux_notifications_total", "result" => "delivered").increment(1);
             tracing::info!(event_id = %event.id, payment_id = %event.payment_id, attempts, "merchant notified");
             state
@@ -270,7 +279,14 @@ async fn signing_app(
         .next())
 }
 
-async fn send(state: &AppState, event: &OutboxEvent) -> Result<(), Failure> {
+/// What became of a delivery that did not fail.
+enum Sent {
+    Delivered,
+    /// The app does not receive events of this type: not sent, and done.
+    NotReceived,
+}
+
+async fn send(state: &AppState, event: &OutboxEvent) -> Result<Sent, Failure> {
     let url = reqwest::Url::parse(&event.notify_url).map_err(|e| Failure {
         detail: format!("notify_url does not parse: {e}"),
         public: "not delivered: notify_url is not a valid URL",
@@ -284,6 +300,9 @@ async fn send(state: &AppState, event: &OutboxEvent) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::internal(e.to_string()))?
         .ok_or_else(|| Failure::internal("merchant has no app to sign with"))?;
+    if !crate::event_types::receives(&app, &event.event_type) {
+        return Ok(Sent::NotReceived);
+    }
     let body = serde_json::to_vec(&event.payload).map_err(|e| Failure::internal(e.to_string()))?;
     let timestamp = state.clock.now().timestamp().to_string();
     let nonce = signing::new_nonce();
@@ -312,7 +331,7 @@ async fn send(state: &AppState, event: &OutboxEvent) -> Result<(), Failure> {
         })?;
     let status = response.status().as_u16();
     if response.status().is_success() {
-        Ok(())
+        Ok(Sent::Delivered)
     } else {
         Err(Failure {
             detail: format!("merchant answered HTTP {status}"),

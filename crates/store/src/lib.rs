@@ -82,6 +82,9 @@ pub trait Store: Send + Sync + 'static {
     /// Binds (or, with `None`, unbinds) an app to a client certificate.
     /// [`StoreError::NotFound`] if there is no such app.
     async fn update_app_client_cert(&self, app_id: &str, sha256: Option<&str>) -> Result<()>;
+    /// Sets (or, with `None`, resets to the default) the event types an
+    /// app receives. [`StoreError::NotFound`] if there is no such app.
+    async fn update_app_event_types(&self, app_id: &str, types: Option<&[String]>) -> Result<()>;
 
     async fn insert_channel_account(&self, account: &ChannelAccount) -> Result<()>;
     /// Every channel account, or the merchant's, oldest first, enabled or not.

@@ -87,6 +87,10 @@ const SQLITE: &[Migration] = &[
         version: 18,
         sql: include_str!("../migrations/sqlite/0018_group_buys.sql"),
     },
+    Migration {
+        version: 19,
+        sql: include_str!("../migrations/sqlite/0019_app_event_types.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -161,6 +165,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 18,
         sql: include_str!("../migrations/postgres/0018_group_buys.sql"),
+    },
+    Migration {
+        version: 19,
+        sql: include_str!("../migrations/postgres/0019_app_event_types.sql"),
     },
 ];
 

@@ -28,6 +28,8 @@ pub struct App {
     /// The client certificate (SHA-256 of its DER, hex) every request of the
     /// app must come with, over mutual TLS.
     pub client_cert_sha256: Option<String>,
+    /// The event types the app receives; `None` for the default set.
+    pub event_types: Option<Vec<String>>,
 }
 
 /// A merchant's public key for request signatures.
@@ -82,6 +84,7 @@ impl App {
             previous_secret_expires_at: None,
             request_key: None,
             client_cert_sha256: None,
+            event_types: None,
         }
     }
 

@@ -232,6 +232,18 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn update_app_event_types(&self, app_id: &str, types: Option<&[String]>) -> Result<()> {
+        let done = sqlx::query("UPDATE apps SET event_types = $2 WHERE app_id = $1")
+            .bind(app_id)
+            .bind(types.map(|t| serde_json::json!(t)))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("app {app_id}")));
+        }
+        Ok(())
+    }
+
     async fn update_app_secrets(&self, app: &App) -> Result<()> {
         let rows = sqlx::query(
             "UPDATE apps SET secret = $2, previous_secret = $3,

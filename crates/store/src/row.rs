@@ -81,6 +81,13 @@ pub(crate) fn app(r: &impl Cols) -> Result<App> {
             _ => None,
         },
         client_cert_sha256: r.opt_text("client_cert_sha256")?,
+        event_types: r
+            .opt_json("event_types")?
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| StoreError::Corrupt(format!("apps.event_types: {e}")))
+            })
+            .transpose()?,
     })
 }
 

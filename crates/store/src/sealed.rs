@@ -222,6 +222,10 @@ impl Store for SealedStore {
         self.inner.update_app_client_cert(app_id, sha256).await
     }
 
+    async fn update_app_event_types(&self, app_id: &str, types: Option<&[String]>) -> Result<()> {
+        self.inner.update_app_event_types(app_id, types).await
+    }
+
     async fn update_app_secrets(&self, app: &App) -> Result<()> {
         self.inner.update_app_secrets(&self.seal_app(app)?).await
     }

@@ -6,6 +6,7 @@ pub mod balances;
 pub mod checkout_request;
 pub mod checkouts;
 pub mod error;
+pub mod event_types;
 pub mod events;
 pub mod groups;
 pub mod idempotency;
@@ -43,6 +44,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/qr-codes", post(qr_codes::create))
         .route("/v1/qr-codes/{id}", get(qr_codes::get))
         .route("/v1/balances", get(balances::get))
+        .route(
+            "/v1/event-types",
+            get(event_types::get).put(event_types::put),
+        )
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}/retry", post(events::retry))
         .layer(middleware::from_fn_with_state(state, auth::authenticate))

@@ -256,6 +256,21 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn update_app_event_types(&self, app_id: &str, types: Option<&[String]>) -> Result<()> {
+        let app_id = app_id.to_owned();
+        let types = types.map(|t| json_text(&serde_json::json!(t)));
+        self.engine
+            .write(move |c| {
+                let rows = exec(
+                    c,
+                    "UPDATE apps SET event_types = ?2 WHERE app_id = ?1",
+                    params![app_id, types],
+                )?;
+                updated(rows, "app", &app_id)
+            })
+            .await
+    }
+
     async fn update_app_secrets(&self, app: &App) -> Result<()> {
         let app = app.clone();
         self.engine
