@@ -294,3 +294,58 @@ on_every_backend!(groups_are_checked_idempotent_and_scoped, |db| {
         .unwrap();
     assert_eq!((r4.status, r4.error_code()), (400, Some("INVALID_REQUEST")));
 });
+
+on_every_backend!(a_failing_group_is_refunded_through_channel_faults, |db| {
+    let mut app = spawn_refund_app(&db, "wechat").await;
+    let g = app.group("G-FAULTS", 3, 90).await;
+    let gid = id(&g);
+    let mut members = Vec::new();
+    for n in 0..3 {
+        let (status, p) = app.join(&gid, &format!("FAULTS-{n}")).await;
+        assert_eq!(status, 201, "{p}");
+        members.push(id(&p));
+    }
+    // Two pay, their callbacks each delivered twice.
+    for p in &members[..2] {
+        let (status, paid) = app
+            .pay_at("wechat", &json!({"out_trade_no": p, "callbacks": 2}))
+            .await;
+        assert_eq!(status, 200, "{paid}");
+    }
+    let (counts, events) = app.event_types(2).await;
+    assert_eq!(counts.get("payment.succeeded"), Some(&2), "{events:?}");
+
+    // WeChat Pay stops answering just as the deadline passes: the close of
+    // the third member and both refunds fail at first.
+    app.set_faults("wechat", &json!({"error_rate": 1.0})).await;
+    app.clock.advance(chrono::Duration::seconds(91));
+    let failed = app.event().await;
+    assert_eq!(failed["type"], "group.failed", "{failed}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.show_group(&gid).await["status"], "failed");
+
+    // It answers again: the next rounds and the refund checks finish the job.
+    app.clear_faults("wechat").await;
+    app.clock.advance(chrono::Duration::seconds(61));
+    let (counts, events) = app.event_types(3).await;
+    assert_eq!(counts.get("refund.succeeded"), Some(&2), "{events:?}");
+    assert_eq!(counts.get("payment.closed"), Some(&1), "{events:?}");
+    for p in &members[..2] {
+        let books = app.sim_refunds(p).await;
+        assert_eq!(
+            books.len(),
+            1,
+            "one refund at the channel for {p}: {books:?}"
+        );
+        assert_eq!(books[0]["amount"], PRICE, "{books:?}");
+    }
+    let shown = app.show_group(&gid).await;
+    let refunded: Vec<_> = shown["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["refunded_amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(refunded, vec![PRICE, PRICE, 0]);
+    app.no_more_events().await;
+});
