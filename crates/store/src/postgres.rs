@@ -471,125 +471,39 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Transition> {
         check_edge(from, to)?;
-        let group_event = patch.group_event.as_ref();
-        let legs: &[_] = if to == PaymentStatus::Succeeded {
-            &ledger::CAPTURE
-        } else {
-            &[]
-        };
         // One statement, one round trip: the compare-and-set and, only if it
-        // matched, its outbox row, committed together or not at all. A
-        // concurrent transition of the same payment blocks on the row lock
-        // and, once the winner commits, re-checks `status = from` and misses.
-        let after = sqlx::query(
-            "WITH moved AS (
-                UPDATE payments SET status = $1, updated_at = $2,
-                    pay_params = COALESCE($3, pay_params),
-                    channel_trade_no = COALESCE($4, channel_trade_no),
-                    paid_at = COALESCE($5, paid_at)
-                WHERE id = $6 AND status = $7
-                RETURNING *),
-             outbox AS (
-                INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
-                    notify_url, created_at, attempts, next_attempt_at, app_id)
-                SELECT $8, $9, $10, $11, $12, $13, $14, $15, 0, $15, $16 FROM moved
-                WHERE $8::text IS NOT NULL),
-             -- The capture's postings (`ledger::capture`), from the moved row:
-             -- one per leg bound below, none when the payment did not succeed.
-             ledger AS (
-                INSERT INTO ledger_postings (txn_id, account, merchant_id, channel_account_id,
-                    currency, debit_minor, credit_minor, payment_id, refund_id, created_at)
-                SELECT 'capture:' || moved.id, leg.account, moved.merchant_id,
-                    moved.channel_account_id, moved.currency,
-                    CASE WHEN leg.debit THEN moved.amount_minor ELSE 0 END,
-                    CASE WHEN leg.debit THEN 0 ELSE moved.amount_minor END,
-                    moved.id, NULL, $2
-                FROM moved CROSS JOIN UNNEST($17::text[], $18::bool[]) AS leg(account, debit)),
-             -- A checkout's attempt that succeeds wins the checkout, unless
-             -- another won first (a racing winner holds the checkout's row
-             -- lock; once it commits, the condition is checked again and
-             -- misses): then it is a duplicate, to be refunded.
-             claimed AS (
-                UPDATE checkouts SET winner_payment_id = moved.id, won_at = $2, updated_at = $2
-                FROM moved
-                WHERE $1 = 'succeeded' AND checkouts.id = moved.checkout_id
-                  AND checkouts.winner_payment_id IS NULL
-                RETURNING checkouts.id),
-             duplicate AS (
-                INSERT INTO checkout_duplicates (payment_id, checkout_id, created_at)
-                SELECT moved.id, moved.checkout_id, $2 FROM moved
-                WHERE $1 = 'succeeded' AND moved.checkout_id IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM claimed)),
-             -- A group member's success counts; the one that completes the
-             -- group before its expiry succeeds it (SET sees the old row), and
-             -- writes the group's event. After a failure it is settled again.
-             member_paid AS (
-                UPDATE group_buys g SET paid_count = g.paid_count + 1,
-                    status = CASE WHEN g.status = 'open' AND g.paid_count + 1 >= g.size
-                        AND $2 <= g.expires_at THEN 'succeeded' ELSE g.status END,
-                    succeeded_at = CASE WHEN g.status = 'open' AND g.paid_count + 1 >= g.size
-                        AND $2 <= g.expires_at THEN $2 ELSE g.succeeded_at END,
-                    settled_at = CASE WHEN g.status = 'failed' THEN NULL ELSE g.settled_at END,
-                    updated_at = $2
-                FROM moved
-                WHERE $1 = 'succeeded' AND g.id = moved.group_id
-                RETURNING g.status, g.paid_count, g.size),
-             -- A member's close or failure gives its seat back.
-             member_left AS (
-                UPDATE group_buys g SET seats_taken = g.seats_taken - 1, updated_at = $2
-                FROM moved
-                WHERE $1 IN ('closed', 'failed') AND g.id = moved.group_id
-                  AND g.status = 'open'
-                RETURNING g.id),
-             group_event AS (
-                INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
-                    notify_url, created_at, attempts, next_attempt_at, app_id)
-                SELECT $19, $20, $21, NULL, $22, $23, $24, $25, 0, $25, $26 FROM member_paid
-                WHERE $19::text IS NOT NULL AND member_paid.status = 'succeeded'
-                  AND member_paid.paid_count = member_paid.size)
-             SELECT * FROM moved",
-        )
-        .bind(to.as_str())
-        .bind(now)
-        .bind(&patch.pay_params)
-        .bind(&patch.channel_trade_no)
-        .bind(patch.paid_at)
-        .bind(id.as_str())
-        .bind(from.as_str())
-        .bind(event.map(|e| e.id.as_str()))
-        .bind(event.map(|e| e.merchant_id.as_str()))
-        .bind(event.map(|e| e.payment_id.as_str()))
-        .bind(event.and_then(|e| e.refund_id.as_deref()))
-        .bind(event.map(|e| e.event_type.as_str()))
-        .bind(event.map(|e| &e.payload))
-        .bind(event.map(|e| e.notify_url.as_str()))
-        .bind(event.map(|e| e.created_at))
-        .bind(event.and_then(|e| e.app_id.as_deref()))
-        .bind(legs.iter().map(|l| l.0.as_str()).collect::<Vec<_>>())
-        .bind(
-            legs.iter()
-                .map(|l| l.1 == ledger::Side::Debit)
-                .collect::<Vec<_>>(),
-        )
-        .bind(group_event.map(|e| e.id.as_str()))
-        .bind(group_event.map(|e| e.merchant_id.as_str()))
-        .bind(group_event.map(|e| e.payment_id.as_str()))
-        .bind(group_event.map(|e| e.event_type.as_str()))
-        .bind(group_event.map(|e| &e.payload))
-        .bind(group_event.map(|e| e.notify_url.as_str()))
-        .bind(group_event.map(|e| e.created_at))
-        .bind(group_event.and_then(|e| e.app_id.as_deref()))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|err| StoreError::unique(err, "event"))?;
-        let Some(after) = after else {
-            return match self.payment(id).await? {
+        // matched, its outbox row and postings, committed together or not
+        // at all. A concurrent transition of the same payment blocks on the
+        // row lock and, once the winner commits, re-checks `status = from`
+        // and misses. Payments of a checkout or a group need more (their
+        // checkout or group changes with them): the plain statement leaves
+        // them alone, and the linked one, tried after, does it all.
+        let step = TransitionStep {
+            id,
+            from,
+            to,
+            patch,
+            event,
+            now,
+        };
+        if let Some(after) = self.transition_with(false, &step).await? {
+            return Ok(Transition::Applied(row::payment(&after)?));
+        }
+        let current = self
+            .payment(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
+        let linked = current.checkout_id.is_some() || current.group_id.is_some();
+        if current.status != from || !linked {
+            return Ok(Transition::Unchanged(current));
+        }
+        match self.transition_with(true, &step).await? {
+            Some(after) => Ok(Transition::Applied(row::payment(&after)?)),
+            None => match self.payment(id).await? {
                 Some(current) => Ok(Transition::Unchanged(current)),
                 None => Err(StoreError::NotFound(format!("payment {id}"))),
-            };
-        };
-        let after = row::payment(&after)?;
-        Ok(Transition::Applied(after))
+            },
+        }
     }
 
     async fn insert_refund(&self, r: &Refund) -> Result<RefundInserted> {
@@ -1791,6 +1705,180 @@ async fn insert_postings(
             .map_err(|err| StoreError::unique(err, "ledger posting"))?;
     }
     Ok(())
+}
+
+/// What one payment transition is asked to do.
+struct TransitionStep<'a> {
+    id: &'a PaymentId,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    patch: &'a TransitionPatch,
+    event: Option<&'a NewEvent>,
+    now: DateTime<Utc>,
+}
+
+/// The transition of a payment of no checkout and no group.
+const TRANSITION_PLAIN: &str = "WITH moved AS (
+                UPDATE payments SET status = $1, updated_at = $2,
+                    pay_params = COALESCE($3, pay_params),
+                    channel_trade_no = COALESCE($4, channel_trade_no),
+                    paid_at = COALESCE($5, paid_at)
+                WHERE id = $6 AND status = $7 AND checkout_id IS NULL AND group_id IS NULL
+                RETURNING *),
+             outbox AS (
+                INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
+                    notify_url, created_at, attempts, next_attempt_at, app_id)
+                SELECT $8, $9, $10, $11, $12, $13, $14, $15, 0, $15, $16 FROM moved
+                WHERE $8::text IS NOT NULL),
+             -- The capture's postings (`ledger::capture`), from the moved row:
+             -- one per leg bound below, none when the payment did not succeed.
+             ledger AS (
+                INSERT INTO ledger_postings (txn_id, account, merchant_id, channel_account_id,
+                    currency, debit_minor, credit_minor, payment_id, refund_id, created_at)
+                SELECT 'capture:' || moved.id, leg.account, moved.merchant_id,
+                    moved.channel_account_id, moved.currency,
+                    CASE WHEN leg.debit THEN moved.amount_minor ELSE 0 END,
+                    CASE WHEN leg.debit THEN 0 ELSE moved.amount_minor END,
+                    moved.id, NULL, $2
+                FROM moved CROSS JOIN UNNEST($17::text[], $18::bool[]) AS leg(account, debit))
+             SELECT * FROM moved";
+
+/// The transition of a checkout's attempt or a group's member: the plain
+/// one, and what it does to its checkout or group.
+const TRANSITION_LINKED: &str = "WITH moved AS (
+                UPDATE payments SET status = $1, updated_at = $2,
+                    pay_params = COALESCE($3, pay_params),
+                    channel_trade_no = COALESCE($4, channel_trade_no),
+                    paid_at = COALESCE($5, paid_at)
+                WHERE id = $6 AND status = $7
+                RETURNING *),
+             outbox AS (
+                INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
+                    notify_url, created_at, attempts, next_attempt_at, app_id)
+                SELECT $8, $9, $10, $11, $12, $13, $14, $15, 0, $15, $16 FROM moved
+                WHERE $8::text IS NOT NULL),
+             -- The capture's postings (`ledger::capture`), from the moved row:
+             -- one per leg bound below, none when the payment did not succeed.
+             ledger AS (
+                INSERT INTO ledger_postings (txn_id, account, merchant_id, channel_account_id,
+                    currency, debit_minor, credit_minor, payment_id, refund_id, created_at)
+                SELECT 'capture:' || moved.id, leg.account, moved.merchant_id,
+                    moved.channel_account_id, moved.currency,
+                    CASE WHEN leg.debit THEN moved.amount_minor ELSE 0 END,
+                    CASE WHEN leg.debit THEN 0 ELSE moved.amount_minor END,
+                    moved.id, NULL, $2
+                FROM moved CROSS JOIN UNNEST($17::text[], $18::bool[]) AS leg(account, debit)),
+             -- A checkout's attempt that succeeds wins the checkout, unless
+             -- another won first (a racing winner holds the checkout's row
+             -- lock; once it commits, the condition is checked again and
+             -- misses): then it is a duplicate, to be refunded.
+             claimed AS (
+                UPDATE checkouts SET winner_payment_id = moved.id, won_at = $2, updated_at = $2
+                FROM moved
+                WHERE $1 = 'succeeded' AND checkouts.id = moved.checkout_id
+                  AND checkouts.winner_payment_id IS NULL
+                RETURNING checkouts.id),
+             duplicate AS (
+                INSERT INTO checkout_duplicates (payment_id, checkout_id, created_at)
+                SELECT moved.id, moved.checkout_id, $2 FROM moved
+                WHERE $1 = 'succeeded' AND moved.checkout_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM claimed)),
+             -- A group member's success counts; the one that completes the
+             -- group before its expiry succeeds it (SET sees the old row), and
+             -- writes the group's event. After a failure it is settled again.
+             member_paid AS (
+                UPDATE group_buys g SET paid_count = g.paid_count + 1,
+                    status = CASE WHEN g.status = 'open' AND g.paid_count + 1 >= g.size
+                        AND $2 <= g.expires_at THEN 'succeeded' ELSE g.status END,
+                    succeeded_at = CASE WHEN g.status = 'open' AND g.paid_count + 1 >= g.size
+                        AND $2 <= g.expires_at THEN $2 ELSE g.succeeded_at END,
+                    settled_at = CASE WHEN g.status = 'failed' THEN NULL ELSE g.settled_at END,
+                    updated_at = $2
+                FROM moved
+                WHERE $1 = 'succeeded' AND g.id = moved.group_id
+                RETURNING g.status, g.paid_count, g.size),
+             -- A member's close or failure gives its seat back.
+             member_left AS (
+                UPDATE group_buys g SET seats_taken = g.seats_taken - 1, updated_at = $2
+                FROM moved
+                WHERE $1 IN ('closed', 'failed') AND g.id = moved.group_id
+                  AND g.status = 'open'
+                RETURNING g.id),
+             group_event AS (
+                INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
+                    notify_url, created_at, attempts, next_attempt_at, app_id)
+                SELECT $19, $20, $21, NULL, $22, $23, $24, $25, 0, $25, $26 FROM member_paid
+                WHERE $19::text IS NOT NULL AND member_paid.status = 'succeeded'
+                  AND member_paid.paid_count = member_paid.size)
+             SELECT * FROM moved";
+
+impl PgStore {
+    /// Runs one of the transition statements; the moved row, if the
+    /// compare-and-set matched.
+    async fn transition_with(
+        &self,
+        linked: bool,
+        step: &TransitionStep<'_>,
+    ) -> Result<Option<PgRow>> {
+        let TransitionStep {
+            id,
+            from,
+            to,
+            patch,
+            event,
+            now,
+        } = *step;
+        let legs: &[_] = if to == PaymentStatus::Succeeded {
+            &ledger::CAPTURE
+        } else {
+            &[]
+        };
+        let sql = if linked {
+            TRANSITION_LINKED
+        } else {
+            TRANSITION_PLAIN
+        };
+        let mut query = sqlx::query(sql)
+            .bind(to.as_str())
+            .bind(now)
+            .bind(&patch.pay_params)
+            .bind(&patch.channel_trade_no)
+            .bind(patch.paid_at)
+            .bind(id.as_str())
+            .bind(from.as_str())
+            .bind(event.map(|e| e.id.as_str()))
+            .bind(event.map(|e| e.merchant_id.as_str()))
+            .bind(event.map(|e| e.payment_id.as_str()))
+            .bind(event.and_then(|e| e.refund_id.as_deref()))
+            .bind(event.map(|e| e.event_type.as_str()))
+            .bind(event.map(|e| &e.payload))
+            .bind(event.map(|e| e.notify_url.as_str()))
+            .bind(event.map(|e| e.created_at))
+            .bind(event.and_then(|e| e.app_id.as_deref()))
+            .bind(legs.iter().map(|l| l.0.as_str()).collect::<Vec<_>>())
+            .bind(
+                legs.iter()
+                    .map(|l| l.1 == ledger::Side::Debit)
+                    .collect::<Vec<_>>(),
+            );
+        // Only the linked statement has the group event's parameters.
+        if linked {
+            let group_event = patch.group_event.as_ref();
+            query = query
+                .bind(group_event.map(|e| e.id.as_str()))
+                .bind(group_event.map(|e| e.merchant_id.as_str()))
+                .bind(group_event.map(|e| e.payment_id.as_str()))
+                .bind(group_event.map(|e| e.event_type.as_str()))
+                .bind(group_event.map(|e| &e.payload))
+                .bind(group_event.map(|e| e.notify_url.as_str()))
+                .bind(group_event.map(|e| e.created_at))
+                .bind(group_event.and_then(|e| e.app_id.as_deref()));
+        }
+        Ok(query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| StoreError::unique(err, "event"))?)
+    }
 }
 
 /// Inserts a payment row unless its order number is taken: 1 or 0 rows.
