@@ -36,3 +36,21 @@ CREATE INDEX group_buys_to_settle ON group_buys (failed_at)
 
 ALTER TABLE payments ADD COLUMN group_id TEXT REFERENCES group_buys (id);
 CREATE INDEX payments_group ON payments (group_id) WHERE group_id IS NOT NULL;
+
+CREATE FUNCTION audit_group_buys() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM audit_row('group', NEW.id, 'created',
+            jsonb_build_object('merchant_id', NEW.merchant_id, 'size', NEW.size,
+                               'amount', NEW.amount_minor, 'currency', NEW.currency));
+    ELSIF OLD.status IS DISTINCT FROM NEW.status THEN
+        PERFORM audit_row('group', NEW.id, 'status',
+            jsonb_build_object('from', OLD.status, 'to', NEW.status,
+                               'paid_count', NEW.paid_count));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER audit_group_buys AFTER INSERT OR UPDATE OF status ON group_buys
+    FOR EACH ROW EXECUTE FUNCTION audit_group_buys();

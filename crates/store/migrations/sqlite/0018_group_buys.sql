@@ -36,3 +36,21 @@ CREATE INDEX group_buys_to_settle ON group_buys (failed_at)
 
 ALTER TABLE payments ADD COLUMN group_id TEXT REFERENCES group_buys (id);
 CREATE INDEX payments_group ON payments (group_id) WHERE group_id IS NOT NULL;
+
+CREATE TRIGGER audit_group_created AFTER INSERT ON group_buys
+BEGIN
+    INSERT INTO audit_log (at, subject_kind, subject_id, action, detail)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER),
+            'group', NEW.id, 'created',
+            json_object('merchant_id', NEW.merchant_id, 'size', NEW.size,
+                        'amount', NEW.amount_minor, 'currency', NEW.currency));
+END;
+
+CREATE TRIGGER audit_group_moved AFTER UPDATE OF status ON group_buys
+WHEN OLD.status IS NOT NEW.status
+BEGIN
+    INSERT INTO audit_log (at, subject_kind, subject_id, action, detail)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER),
+            'group', NEW.id, 'status',
+            json_object('from', OLD.status, 'to', NEW.status, 'paid_count', NEW.paid_count));
+END;
