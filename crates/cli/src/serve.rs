@@ -89,17 +89,47 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     if config.sandbox {
         first_sandbox_merchant(&*store).await?;
     }
-    let running = paymux_server::start(config, store)
+    let mut running = paymux_server::start(config, store)
         .await
         .map_err(|e| e.to_string())?;
     println!("paymux listening on {}", running.base_url());
     // Committed state is all there is: stopping at any point is safe, and the
-    // outbox resumes undelivered notifications on the next start.
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
-        _ = running.wait() => {}
+    // outbox resumes undelivered notifications on the next start. A signal
+    // still lets the requests in flight be answered first.
+    let grace = std::time::Duration::from_secs(SHUTDOWN_GRACE_SECS);
+    let signal = tokio::select! {
+        signal = stop_signal() => signal,
+        () = running.serving() => return Ok(()),
+    };
+    tracing::info!(
+        signal,
+        grace_secs = SHUTDOWN_GRACE_SECS,
+        "shutting down: draining requests in flight"
+    );
+    if !running.shutdown(grace).await {
+        tracing::warn!("some requests were still running when the grace period ended");
     }
     Ok(())
+}
+
+/// How long a stopping node waits for the requests in flight: less than
+/// the 30 s a process manager (systemd, Kubernetes) allows before SIGKILL.
+const SHUTDOWN_GRACE_SECS: u64 = 25;
+
+/// SIGTERM (a process manager stopping the node) or SIGINT (Ctrl-C).
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
 }
 
 /// `paymux config check`: validates what `serve` would run with and prints

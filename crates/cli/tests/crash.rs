@@ -118,3 +118,88 @@ async fn notification_is_delivered_after_a_kill_9() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_requests_in_flight_then_stops() {
+    let db = testing::sqlite().await;
+    let config = std::env::temp_dir().join(format!("paymux-drain-{}.toml", std::process::id()));
+    std::fs::write(&config, "[notifier]\npoll_interval_ms = 100\n").unwrap();
+    let port = free_port();
+    let (mut child, credentials) = serve(&db.url, port, &config);
+    let credentials = credentials.expect("sandbox merchant credentials printed");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = MerchantClient::new(
+        &base,
+        credentials["app_id"].as_str().unwrap(),
+        credentials["app_secret"].as_str().unwrap(),
+    );
+    // A first payment sets the sandbox account up (its simulator is served
+    // on the same listener, so a draining node would not reach it anew).
+    let warm = client
+        .post(
+            "/v1/payments",
+            &json!({"merchant_order_no": "DRAIN-0", "amount": 500, "channel": "wechat",
+                    "method": "native", "description": "drain test",
+                    "notify_url": "http://127.0.0.1:9/notify"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(warm.status, 201, "{}", warm.body);
+    // WeChat Pay answers 1.5 s late: a create is in flight when the signal comes.
+    let http = reqwest::Client::new();
+    let set = http
+        .post(format!("{base}/sim/wechat/faults"))
+        .json(&json!({"latency_rate": 1.0, "latency_ms": 1500}))
+        .send()
+        .await
+        .unwrap();
+    assert!(set.status().is_success());
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .post(
+                    "/v1/payments",
+                    &json!({
+                        "merchant_order_no": "DRAIN-1", "amount": 500, "channel": "wechat",
+                        "method": "native", "description": "drain test",
+                        "notify_url": "http://127.0.0.1:9/notify",
+                    }),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Draining: no new connections…
+    assert!(
+        http.get(format!("{base}/healthz")).send().await.is_err(),
+        "a draining node takes no new connections"
+    );
+    // …but the request in flight is answered.
+    let answered = slow
+        .await
+        .unwrap()
+        .expect("the create in flight is answered");
+    assert_eq!(answered.status, 201, "{}", answered.body);
+    assert_eq!(answered.body["status"], "pending");
+    // And then the process ends by itself, cleanly.
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = exited.expect("paymux exits after draining");
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_file(&config);
+    db.assert_ledger_ok().await;
+    db.cleanup().await;
+}

@@ -31,6 +31,11 @@ pub struct ServerConfig {
     /// Host names notifications may reach whatever they resolve to (an
     /// operator's own endpoints on the private network).
     pub notify_allowed_hosts: Vec<String>,
+    /// Proxies in front of paymux (nginx at `127.0.0.1`, say) whose
+    /// `X-Real-IP` / `X-Forwarded-For` name the payer's address, which
+    /// WeChat Pay H5 payments need. From any other peer those headers are
+    /// ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// A PostgreSQL URL (`postgres://…`); without it paymux uses SQLite in the data directory.
     pub database_url: Option<SecretString>,
     /// PostgreSQL connections this node keeps at most (SQLite has its own:
@@ -389,6 +394,7 @@ impl Default for ServerConfig {
             allow_http_notify_url: false,
             allow_private_notify_url: false,
             notify_allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
             admin_token: None,
             database_url: None,
             database_pool_size: paymux_store::postgres::MAX_CONNECTIONS,

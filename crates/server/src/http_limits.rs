@@ -56,12 +56,16 @@ impl Default for HttpLimits {
 
 /// Accepts connections until the task is aborted, each served by hyper with
 /// the header timeout (which also bounds a TLS handshake), and each holding
-/// one of `max_connections` slots for as long as it is open.
+/// one of `max_connections` slots for as long as it is open. Once `drain`
+/// says so, it stops accepting (the listener is closed), lets every open
+/// connection finish the request it is on and close, and returns when they
+/// all have.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let header_timeout = Duration::from_millis(limits.header_read_timeout_ms.max(1));
@@ -73,10 +77,17 @@ pub async fn serve(
     let mut connections = tokio::task::JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let accepted = tokio::select! {
+            () = drained(&mut drain) => break,
+            accepted = async {
+                let slot = slots.clone().acquire_owned().await;
+                (slot, listener.accept().await)
+            } => accepted,
+        };
+        let (Ok(slot), accepted) = accepted else {
             return;
         };
-        let (stream, remote) = match listener.accept().await {
+        let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off, never spin.
@@ -86,9 +97,10 @@ pub async fn serve(
             }
         };
         let (app, http, tls) = (app.clone(), http.clone(), tls.clone());
+        let drain = drain.clone();
         connections.spawn(async move {
             let result = match tls {
-                None => serve_one(&http, stream, app, remote, None).await,
+                None => serve_one(&http, stream, app, remote, None, drain).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
@@ -100,7 +112,7 @@ pub async fn serve(
                                 .map(|c| {
                                     crate::tls::ClientCert(crate::tls::fingerprint(c.as_ref()))
                                 });
-                            serve_one(&http, tls_stream, app, remote, cert).await
+                            serve_one(&http, tls_stream, app, remote, cert, drain).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%remote, error = %e, "TLS handshake refused");
@@ -116,21 +128,35 @@ pub async fn serve(
             drop(slot);
         });
     }
+    drop(listener);
+    tracing::info!(open = connections.len(), "draining: no new connections");
+    while connections.join_next().await.is_some() {}
+}
+
+/// Returns once the server is told to drain (at once if it was already).
+/// Without a sender any more (its [`crate::Running`] was dropped) it never
+/// returns: dropping the handle leaves the server running, as before.
+async fn drained(drain: &mut tokio::sync::watch::Receiver<bool>) {
+    if drain.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Serves one connection; every request carries the client's address and,
-/// over TLS, the client certificate it presented.
+/// over TLS, the client certificate it presented. When the server drains,
+/// the request in flight is answered and the connection closed after it.
 async fn serve_one<IO>(
     http: &hyper::server::conn::http1::Builder,
     io: IO,
     app: Router,
     remote: SocketAddr,
     cert: Option<crate::tls::ClientCert>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    http.serve_connection(
+    let conn = http.serve_connection(
         TokioIo::new(io),
         hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(remote));
@@ -143,8 +169,15 @@ where
                 res
             }
         }),
-    )
-    .await
+    );
+    tokio::pin!(conn);
+    tokio::select! {
+        done = conn.as_mut() => done,
+        () = drained(&mut drain) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
 }
 
 /// The client's address, when the request came through [`serve`].
@@ -152,6 +185,26 @@ pub fn remote_addr(req: &Request) -> Option<SocketAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
+}
+
+/// The address of the client behind a connection from `peer`: the peer
+/// itself, unless it is one of the `trusted` proxies; then the address the
+/// proxy says it forwarded for (`X-Real-IP`, else the last entry of
+/// `X-Forwarded-For`, the one the proxy added), when that parses.
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let real = header("x-real-ip").map(str::trim);
+    let forwarded = header("x-forwarded-for").and_then(|v| v.rsplit(',').next().map(str::trim));
+    real.or(forwarded)
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or(peer)
 }
 
 /// How many times the body limit an oversized body may be to be read and
@@ -257,6 +310,32 @@ fn body_has_nul(body: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_forwarded_address_counts_only_from_a_trusted_proxy() {
+        use super::client_ip;
+        let proxy: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let payer: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "198.51.100.1, 203.0.113.7".parse().unwrap(),
+        );
+        assert_eq!(client_ip(proxy, &h, &[proxy]), payer);
+        assert_eq!(client_ip(proxy, &h, &[]), proxy, "not trusted: the peer");
+        h.insert("x-real-ip", "203.0.113.9".parse().unwrap());
+        assert_eq!(
+            client_ip(proxy, &h, &[proxy]),
+            "203.0.113.9".parse::<std::net::IpAddr>().unwrap()
+        );
+        h.insert("x-real-ip", "not an address".parse().unwrap());
+        h.remove("x-forwarded-for");
+        assert_eq!(
+            client_ip(proxy, &h, &[proxy]),
+            proxy,
+            "unparsable: the peer"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub state: AppState,
     tasks: Vec<JoinHandle<()>>,
+    /// Tells the HTTP server to stop accepting and drain (see [`Running::shutdown`]).
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl Running {
@@ -76,10 +78,37 @@ impl Running {
         }
     }
 
-    /// Waits until the server stops (it runs until the process ends).
-    pub async fn wait(mut self) {
-        if let Some(server) = self.tasks.pop() {
-            let _ = server.await;
+    /// Stops gracefully (SIGTERM): no new connections; requests in flight
+    /// are answered and their connections closed, for at most `grace`;
+    /// then the workers stop as [`Running::stop`] does (what a worker held
+    /// is taken up again when its lease lapses). Returns whether every
+    /// request in flight was answered within `grace`.
+    pub async fn shutdown(mut self, grace: std::time::Duration) -> bool {
+        let _ = self.draining.send(true);
+        let drained = match self.tasks.pop() {
+            Some(server) => {
+                let abort = server.abort_handle();
+                let done = tokio::time::timeout(grace, server).await.is_ok();
+                abort.abort();
+                done
+            }
+            None => true,
+        };
+        tracing::info!(drained, "HTTP server stopped; stopping the workers");
+        self.stop();
+        drained
+    }
+
+    /// Waits while the HTTP server runs (until it fails; it does not end
+    /// by itself). [`Running::shutdown`] may follow.
+    pub async fn serving(&mut self) {
+        match self.tasks.last_mut() {
+            Some(server) => {
+                let _ = server.await;
+                // Finished: nothing to drain any more.
+                self.tasks.pop();
+            }
+            None => std::future::pending().await,
         }
     }
 }
@@ -148,14 +177,21 @@ pub async fn start_with_clock(
     }
 
     let app = router(state.clone());
+    let (draining, drain) = tokio::sync::watch::channel(false);
     tasks.push(tokio::spawn(http_limits::serve(
         listener,
         app,
         state.config.http.clone(),
         tls,
+        drain,
     )));
     tracing::info!(%addr, backend = state.store.backend(), "paymux listening");
-    Ok(Running { addr, state, tasks })
+    Ok(Running {
+        addr,
+        state,
+        tasks,
+        draining,
+    })
 }
 
 /// Every route paymux serves.

@@ -376,7 +376,10 @@ async fn pay(
         }
         let mut payer = serde_json::Map::new();
         if method == PayMethod::H5 {
-            payer.insert("client_ip".into(), peer.ip().to_string().into());
+            // WeChat checks the H5 payment against the payer's own address.
+            let ip =
+                crate::http_limits::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
+            payer.insert("client_ip".into(), ip.to_string().into());
         }
         if method == PayMethod::Jsapi {
             let openid = match (openid, openid_proof) {
