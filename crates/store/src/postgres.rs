@@ -1717,13 +1717,22 @@ struct TransitionStep<'a> {
     now: DateTime<Utc>,
 }
 
-/// The transition of a payment of no checkout and no group.
-const TRANSITION_PLAIN: &str = "WITH moved AS (
+/// The compare-and-set up to its condition on the payment's row.
+macro_rules! transition_update {
+    () => {
+        "WITH moved AS (
                 UPDATE payments SET status = $1, updated_at = $2,
                     pay_params = COALESCE($3, pay_params),
                     channel_trade_no = COALESCE($4, channel_trade_no),
                     paid_at = COALESCE($5, paid_at)
-                WHERE id = $6 AND status = $7 AND checkout_id IS NULL AND group_id IS NULL
+                WHERE id = $6 AND status = $7"
+    };
+}
+
+/// After the condition: the moved row, its outbox row and its postings.
+macro_rules! transition_writes {
+    () => {
+        "
                 RETURNING *),
              outbox AS (
                 INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
@@ -1740,35 +1749,25 @@ const TRANSITION_PLAIN: &str = "WITH moved AS (
                     CASE WHEN leg.debit THEN moved.amount_minor ELSE 0 END,
                     CASE WHEN leg.debit THEN 0 ELSE moved.amount_minor END,
                     moved.id, NULL, $2
-                FROM moved CROSS JOIN UNNEST($17::text[], $18::bool[]) AS leg(account, debit))
-             SELECT * FROM moved";
+                FROM moved CROSS JOIN UNNEST($17::text[], $18::bool[]) AS leg(account, debit))"
+    };
+}
+
+/// The transition of a payment of no checkout and no group.
+const TRANSITION_PLAIN: &str = concat!(
+    transition_update!(),
+    " AND checkout_id IS NULL AND group_id IS NULL",
+    transition_writes!(),
+    "\n             SELECT * FROM moved"
+);
 
 /// The transition of a checkout's attempt or a group's member: the plain
 /// one, and what it does to its checkout or group.
-const TRANSITION_LINKED: &str = "WITH moved AS (
-                UPDATE payments SET status = $1, updated_at = $2,
-                    pay_params = COALESCE($3, pay_params),
-                    channel_trade_no = COALESCE($4, channel_trade_no),
-                    paid_at = COALESCE($5, paid_at)
-                WHERE id = $6 AND status = $7
-                RETURNING *),
-             outbox AS (
-                INSERT INTO events (id, merchant_id, payment_id, refund_id, event_type, payload,
-                    notify_url, created_at, attempts, next_attempt_at, app_id)
-                SELECT $8, $9, $10, $11, $12, $13, $14, $15, 0, $15, $16 FROM moved
-                WHERE $8::text IS NOT NULL),
-             -- The capture's postings (`ledger::capture`), from the moved row:
-             -- one per leg bound below, none when the payment did not succeed.
-             ledger AS (
-                INSERT INTO ledger_postings (txn_id, account, merchant_id, channel_account_id,
-                    currency, debit_minor, credit_minor, payment_id, refund_id, created_at)
-                SELECT 'capture:' || moved.id, leg.account, moved.merchant_id,
-                    moved.channel_account_id, moved.currency,
-                    CASE WHEN leg.debit THEN moved.amount_minor ELSE 0 END,
-                    CASE WHEN leg.debit THEN 0 ELSE moved.amount_minor END,
-                    moved.id, NULL, $2
-                FROM moved CROSS JOIN UNNEST($17::text[], $18::bool[]) AS leg(account, debit)),
-             -- A checkout's attempt that succeeds wins the checkout, unless
+const TRANSITION_LINKED: &str = concat!(
+    transition_update!(),
+    transition_writes!(),
+    ",\n",
+    "             -- A checkout's attempt that succeeds wins the checkout, unless
              -- another won first (a racing winner holds the checkout's row
              -- lock; once it commits, the condition is checked again and
              -- misses): then it is a duplicate, to be refunded.
@@ -1810,7 +1809,8 @@ const TRANSITION_LINKED: &str = "WITH moved AS (
                 SELECT $19, $20, $21, NULL, $22, $23, $24, $25, 0, $25, $26 FROM member_paid
                 WHERE $19::text IS NOT NULL AND member_paid.status = 'succeeded'
                   AND member_paid.paid_count = member_paid.size)
-             SELECT * FROM moved";
+             SELECT * FROM moved"
+);
 
 impl PgStore {
     /// Runs one of the transition statements; the moved row, if the
